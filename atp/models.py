@@ -1,0 +1,328 @@
+"""ATP's tables: task types, task instances, their responses and logs, and the daemons."""
+
+import uuid
+from datetime import timedelta
+from functools import reduce
+from operator import or_
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Status(models.IntegerChoices):
+    """A task instance's status; the codes are part of ATP's public contract."""
+
+    UNDEFINED = 0, "UNDEFINED"  # never set: a row that no tracker call has touched yet
+    ACCEPTED = 1, "ACCEPTED"  # waiting in the queue, possibly until a future run_after
+    SCHEDULED = 2, "SCHEDULED"  # claimed by a daemon (server_id), not started yet
+    RUNNING = 3, "RUNNING"  # its handler runs
+    PAUSED = 4, "PAUSED"  # paused by its handler
+    FINISHED = 5, "FINISHED"  # terminal: success
+    FAILED = 6, "FAILED"  # terminal: failure
+    REVOKED = 7, "REVOKED"  # terminal: cancelled, aborted or expired
+    WAITING = 8, "WAITING"  # the handler returned; the task waits for its subtasks
+
+
+#: Statuses a task never leaves.
+TERMINAL = frozenset({Status.FINISHED, Status.FAILED, Status.REVOKED})
+#: Statuses of a task owned by a daemon (server_id set); the zombie sweep watches these.
+ACTIVE = frozenset({Status.SCHEDULED, Status.RUNNING, Status.PAUSED})
+
+#: The status graph: which status may follow which. Anything else is InvalidTransition.
+#: ACCEPTED as a target is a (re-)enqueue: a restart, a retry or a claim given back.
+TRANSITIONS: dict[int, frozenset[int]] = {
+    Status.UNDEFINED: frozenset({Status.ACCEPTED}),
+    Status.ACCEPTED: frozenset({Status.SCHEDULED, Status.REVOKED}),
+    Status.SCHEDULED: frozenset({Status.RUNNING, Status.ACCEPTED, Status.FAILED, Status.REVOKED}),
+    Status.RUNNING: frozenset(
+        {
+            Status.PAUSED,
+            Status.FINISHED,
+            Status.FAILED,
+            Status.REVOKED,
+            Status.ACCEPTED,
+            Status.WAITING,
+        }
+    ),
+    Status.PAUSED: frozenset(
+        {Status.RUNNING, Status.FINISHED, Status.FAILED, Status.REVOKED, Status.ACCEPTED}
+    ),
+    Status.WAITING: frozenset({Status.FINISHED, Status.FAILED, Status.REVOKED}),
+    Status.FINISHED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.REVOKED: frozenset(),
+}
+
+
+def sources_of(target: int) -> frozenset[int]:
+    """Return the statuses from which a task may move to ``target``."""
+    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
+
+
+def _per_type(timefield: str, cutoffs: dict[int, object]) -> Q:
+    """OR together one ``type = t AND timefield < cutoff(t)`` condition per task type.
+
+    Types are few, so one OR-ed query beats a query per type and stays portable (no
+    interval arithmetic, which SQLite lacks).
+    """
+    if not cutoffs:
+        return Q(pk__in=[])
+    return reduce(
+        or_, (Q(type_id=type_id, **{f"{timefield}__lt": cut}) for type_id, cut in cutoffs.items())
+    )
+
+
+class TaskTypeQuerySet(models.QuerySet):
+    """Task types by the options the sweeps and queue limits look at."""
+
+    def with_retention(self):
+        """Types whose finished tasks are deleted after ``timeret`` seconds."""
+        return self.filter(timeret__gt=0)
+
+    def sharing_global_queue(self):
+        """Types without a queue limit of their own: they share ``ATP['MAX_QUEUE_SIZE']``."""
+        return self.filter(max_queue_size__isnull=True)
+
+
+class TaskType(models.Model):
+    """A kind of task: the handler that runs it and the limits that apply to it."""
+
+    identifier = models.CharField(max_length=64, unique=True)
+    handler = models.CharField(max_length=1024, help_text="Dotted path of the handler callable.")
+    timeout = models.FloatField(
+        default=3600.0, help_text="Seconds without an update after which a task is a zombie."
+    )
+    timeret = models.FloatField(
+        default=-1.0, help_text="Seconds a finished task is kept; -1 keeps it forever."
+    )
+    maxrestart = models.PositiveIntegerField(
+        default=2, help_text="Restarts (timeout, lost daemon) before the task fails."
+    )
+    priority = models.IntegerField(default=0, help_text="Default priority; higher runs first.")
+    queue = models.CharField(max_length=64, default="default")
+    max_queue_size = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Waiting tasks allowed for this type; empty = global."
+    )
+    max_retries = models.PositiveIntegerField(default=0)
+    retry_backoff = models.FloatField(default=0.0, help_text="Base delay of retries in seconds.")
+    retry_backoff_max = models.FloatField(default=600.0, help_text="Cap of the retry delay.")
+    rate_limit = models.CharField(max_length=32, blank=True, help_text='For example "10/m".')
+    soft_time_limit = models.FloatField(null=True, blank=True)
+    hard_time_limit = models.FloatField(null=True, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Handler-specific options.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TaskTypeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["identifier"]
+        constraints = [
+            models.CheckConstraint(condition=Q(timeout__gt=0), name="atp_tasktype_timeout_gt_0"),
+        ]
+
+    def __str__(self):
+        return self.identifier
+
+    @property
+    def maxstart(self) -> int:
+        """Attempts a task of this type may make: the first run plus ``maxrestart`` restarts."""
+        return 1 + self.maxrestart
+
+
+class TaskInstanceQuerySet(models.QuerySet):
+    """Task instances by state; every sweep and claim query starts here."""
+
+    def waiting(self):
+        """Tasks in the queue (ACCEPTED), due or not."""
+        return self.filter(status=Status.ACCEPTED)
+
+    def ready(self, now=None):
+        """Waiting tasks that are due, in claim order: priority, then run_after, then id."""
+        now = now or timezone.now()
+        return self.filter(status=Status.ACCEPTED, run_after__lte=now).order_by(
+            "-priority", "run_after", "id"
+        )
+
+    def active(self):
+        """Tasks a daemon owns: SCHEDULED, RUNNING or PAUSED."""
+        return self.filter(status__in=ACTIVE)
+
+    def claimed_by(self, server_id):
+        """Active tasks owned by the daemon ``server_id``."""
+        return self.active().filter(server_id=str(server_id))
+
+    def terminal(self):
+        """Tasks that ended: FINISHED, FAILED or REVOKED."""
+        return self.filter(status__in=TERMINAL)
+
+    def stale(self, now=None):
+        """Active tasks not updated for longer than their type's ``timeout`` (zombies)."""
+        now = now or timezone.now()
+        cutoffs = {
+            type_id: now - timedelta(seconds=timeout)
+            for type_id, timeout in TaskType.objects.values_list("id", "timeout")
+        }
+        return self.active().filter(_per_type("updated_at", cutoffs))
+
+    def unstarted(self, now=None, claim_timeout=60.0):
+        """SCHEDULED tasks claimed more than ``claim_timeout`` seconds ago and never started."""
+        now = now or timezone.now()
+        return self.filter(
+            status=Status.SCHEDULED, updated_at__lt=now - timedelta(seconds=claim_timeout)
+        )
+
+    def retired(self, now=None):
+        """Ended tasks older than their type's retention time (``timeret`` > 0)."""
+        now = now or timezone.now()
+        cutoffs = {
+            type_id: now - timedelta(seconds=timeret)
+            for type_id, timeret in TaskType.objects.with_retention().values_list("id", "timeret")
+        }
+        return self.terminal().filter(_per_type("finished_at", cutoffs))
+
+
+class TaskInstance(models.Model):
+    """One task: its input, its place in the queue and its progress through the statuses."""
+
+    type = models.ForeignKey(TaskType, on_delete=models.PROTECT, related_name="instances")
+    identifier = models.CharField(max_length=64)
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.PositiveSmallIntegerField(choices=Status.choices, default=Status.UNDEFINED)
+    input = models.JSONField(null=True, blank=True)
+    priority = models.IntegerField(default=0)
+    queue = models.CharField(max_length=64, default="default")
+    run_after = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField(null=True, blank=True)
+    server_id = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Starts so far; the current attempt number is the fencing token."
+    )
+    retries = models.PositiveIntegerField(default=0)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    progress = models.JSONField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = TaskInstanceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["type", "identifier"], name="atp_task_type_identifier"),
+        ]
+        indexes = [
+            # The claim query: waiting rows in claim order. Partial, so it holds only the
+            # queue, not the history, and stays small however many tasks have run.
+            models.Index(
+                fields=["-priority", "run_after", "id"],
+                condition=Q(status=Status.ACCEPTED),
+                name="atp_task_ready",
+            ),
+            # The zombie sweep and the lost-daemon recovery: active rows by age and owner.
+            models.Index(
+                fields=["updated_at"],
+                condition=Q(status__in=sorted(ACTIVE)),
+                name="atp_task_active_age",
+            ),
+            models.Index(
+                fields=["server_id"],
+                condition=Q(status__in=sorted(ACTIVE)),
+                name="atp_task_active_owner",
+            ),
+            # The retention sweep: ended rows by type and end time.
+            models.Index(
+                fields=["type", "finished_at"],
+                condition=Q(status__in=sorted(TERMINAL)),
+                name="atp_task_retention",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.type_id and self.type.identifier}::{self.identifier}"
+
+    @property
+    def status_name(self) -> str:
+        """The status as its contract name, for example ``"RUNNING"``."""
+        return Status(self.status).label
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the task has ended and will never change status again."""
+        return self.status in TERMINAL
+
+
+class Response(models.Model):
+    """The response a task's handler stored: bytes plus their MIME type."""
+
+    instance = models.OneToOneField(TaskInstance, on_delete=models.CASCADE, related_name="response")
+    data = models.BinaryField()
+    mime_type = models.CharField(max_length=255, default="text/xml")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.instance_id}: {self.mime_type}, {len(self.data)} bytes"
+
+    @property
+    def text(self) -> str:
+        """The data decoded as UTF-8 (undecodable bytes replaced)."""
+        return bytes(self.data).decode("utf-8", errors="replace")
+
+
+class LogRecord(models.Model):
+    """One entry of a task's history: a transition (or progress report) and its Celery event."""
+
+    instance = models.ForeignKey(TaskInstance, on_delete=models.CASCADE, related_name="log")
+    time = models.DateTimeField(default=timezone.now)
+    status = models.PositiveSmallIntegerField(choices=Status.choices)
+    message = models.TextField(blank=True)
+    event = models.CharField(max_length=32, blank=True, help_text="Celery event type.")
+    fields = models.JSONField(default=dict, blank=True, help_text="Celery event fields.")
+
+    class Meta:
+        ordering = ["time", "id"]
+        indexes = [models.Index(fields=["instance", "time"], name="atp_log_instance_time")]
+
+    def __str__(self):
+        return f"{self.instance_id} {self.time:%Y-%m-%d %H:%M:%S} {self.event or self.status}"
+
+
+class WorkerQuerySet(models.QuerySet):
+    """Daemons by liveness."""
+
+    def running(self):
+        """Daemons that have not said they stopped."""
+        return self.filter(stopped_at__isnull=True)
+
+    def alive(self, cutoff):
+        """Running daemons whose last heartbeat is newer than ``cutoff``."""
+        return self.running().filter(heartbeat_at__gte=cutoff)
+
+    def lost(self, cutoff):
+        """Running daemons whose last heartbeat is older than ``cutoff``: presumed dead."""
+        return self.running().filter(heartbeat_at__lt=cutoff)
+
+
+class Worker(models.Model):
+    """An ``atpd`` daemon process, registered at start and kept alive by its heartbeats."""
+
+    server_id = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"{self.hostname} ({self.server_id})"

@@ -1,0 +1,35 @@
+"""The few statements ATP needs beyond the ORM, one function per vendor-specific idea."""
+
+from django.db import connection
+
+#: First key of ATP's PostgreSQL advisory locks ("ATP" in ASCII), so they cannot collide
+#: with the application's own advisory locks on the same database.
+ADVISORY_LOCK_CLASS = 0x415450
+
+#: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
+NOTIFY_CHANNEL = "atp_enqueued"
+
+
+def is_postgresql() -> bool:
+    """Whether the default database is PostgreSQL."""
+    return connection.vendor == "postgresql"
+
+
+def lock_queue_scope(scope_id: int) -> None:
+    """Serialise queue-limit checks of one scope until the current transaction ends.
+
+    Counting waiting tasks and inserting one is a check-then-act race under READ COMMITTED:
+    two enqueuers could both see room for one more. A transaction-scoped advisory lock per
+    scope (a type with its own limit, or 0 for the shared queue) makes the pair atomic
+    without locking any table row. SQLite needs nothing: its writers are already serialised.
+    """
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_CLASS, scope_id])
+
+
+def notify_enqueued(queue: str) -> None:
+    """Wake daemons listening for new tasks; PostgreSQL delivers it when the transaction commits."""
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])

@@ -1,0 +1,858 @@
+"""The process tracker: registering types, queueing tasks and moving them through statuses.
+
+This is the only module that changes a task's status. Every change is one transaction that
+validates the transition against ``models.TRANSITIONS`` and writes exactly one LogRecord
+(with its Celery event), so a crash never leaves a half-made change behind.
+
+Writes made on behalf of a running attempt may pass ``attempt=`` (the attempt number that
+``begin_attempt`` returned). It is a fencing token: once the task was given up (re-enqueued,
+claimed again, restarted) the old attempt's writes raise ``StaleAttempt`` instead of
+overwriting the new attempt's state.
+"""
+
+import logging
+import uuid as uuid_module
+from collections import namedtuple
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from atp import events, sql, validation
+from atp.conf import settings
+from atp.exceptions import (
+    DuplicateTask,
+    InvalidInput,
+    InvalidTransition,
+    QueueEmpty,
+    QueueFull,
+    StaleAttempt,
+    TaskNotFound,
+    UnknownTaskType,
+)
+from atp.models import (
+    TERMINAL,
+    LogRecord,
+    Response,
+    Status,
+    TaskInstance,
+    TaskType,
+    sources_of,
+)
+
+logger = logging.getLogger("atp.tracker")
+
+#: ``get_task_info`` result: the seed's (type, identifier, status, status name) tuple.
+TaskInfo = namedtuple("TaskInfo", "type identifier status status_name")
+#: ``get_task_status`` result.
+StatusInfo = namedtuple("StatusInfo", "status status_name")
+#: One task a sweep acted on; unpacks like the seed's ``(id, "type::identifier")`` pairs.
+SweepEntry = namedtuple("SweepEntry", "task_id name action")
+#: One entry of ``get_task_log``: ``(time, (status, status_name), message)``.
+LogEntry = namedtuple("LogEntry", "time status message")
+
+#: Options ``register_task_type`` accepts besides its named parameters, with their checks.
+TYPE_OPTIONS = {
+    "priority": lambda v: validation.integer(v, "priority"),
+    "queue": lambda v: validation.identifier(v, "queue"),
+    "max_queue_size": lambda v: validation.integer(v, "max_queue_size", minimum=1, allow_none=True),
+    "max_retries": lambda v: validation.integer(v, "max_retries", minimum=0),
+    "retry_backoff": lambda v: validation.number(v, "retry_backoff", minimum=0),
+    "retry_backoff_max": lambda v: validation.number(v, "retry_backoff_max", minimum=0),
+    "rate_limit": validation.rate,
+    "soft_time_limit": lambda v: validation.number(
+        v, "soft_time_limit", minimum=0, exclusive=True, allow_none=True
+    ),
+    "hard_time_limit": lambda v: validation.number(
+        v, "hard_time_limit", minimum=0, exclusive=True, allow_none=True
+    ),
+    "options": lambda v: _options_dict(v),
+}
+#: Options ``enqueue_task`` accepts.
+ENQUEUE_OPTIONS = ("priority", "queue", "run_after", "eta", "countdown", "expires", "parent")
+
+
+def _options_dict(value):
+    if not isinstance(value, dict):
+        raise InvalidInput(f"options must be a dict, not {value!r}")
+    return validation.json_input(value, "task type options")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A started attempt: what a worker needs to run it, and its fencing token."""
+
+    task_id: int
+    number: int
+    type: str
+    identifier: str
+    handler: str
+    input: object
+    soft_time_limit: float | None
+    hard_time_limit: float | None
+
+
+# --- task types -------------------------------------------------------------------------
+
+
+def register_task_type(identifier, handler, timeout=3600, timeret=-1, maxrestart=2, **options):
+    """Create or update a task type (an upsert), checking every value first.
+
+    Parameters: ``identifier`` (≤64 characters), ``handler`` (dotted path of a callable
+    ``handler(task_status, input)``, imported now so a typo fails here, not in a worker),
+    ``timeout`` (seconds without update before a task is a zombie, > 0), ``timeret`` (seconds
+    ended tasks are kept; ≤0 keeps them forever), ``maxrestart`` (restarts before a task
+    fails), and the options of ``TYPE_OPTIONS``. Options not given take their defaults, so
+    the call describes the whole type. Returns the TaskType.
+    """
+    identifier = validation.identifier(identifier, "task type identifier")
+    handler = validation.handler_path(handler, identifier)
+    timeout = validation.number(timeout, "timeout", minimum=0, exclusive=True)
+    timeret = validation.number(timeret, "timeret")
+    maxrestart = validation.integer(maxrestart, "maxrestart", minimum=0)
+    unknown = set(options) - set(TYPE_OPTIONS)
+    if unknown:
+        raise InvalidInput(
+            f"unknown option(s) {sorted(unknown)} for task type {identifier!r}; "
+            f"valid options: {sorted(TYPE_OPTIONS)}"
+        )
+    values = {
+        field.name: field.get_default()
+        for field in TaskType._meta.concrete_fields
+        if field.name in TYPE_OPTIONS
+    }
+    values.update({name: TYPE_OPTIONS[name](value) for name, value in options.items()})
+    values.update(
+        handler=handler,
+        timeout=timeout,
+        timeret=timeret if timeret > 0 else -1.0,
+        maxrestart=maxrestart,
+    )
+    task_type, created = TaskType.objects.update_or_create(identifier=identifier, defaults=values)
+    logger.info(
+        "%s task type %s -> %s", "Registered" if created else "Updated", identifier, handler
+    )
+    return task_type
+
+
+def unregister_task_type(identifier, force=False):
+    """Delete a task type; with ``force``, delete its tasks (and their logs) first.
+
+    Raises UnknownTaskType, or InvalidInput when tasks exist and ``force`` is false.
+    """
+    with transaction.atomic():
+        task_type = _get_type(identifier)
+        count = task_type.instances.count()
+        if count and not force:
+            raise InvalidInput(
+                f"task type {identifier!r} still has {count} task(s); "
+                "pass force=True to delete them with it"
+            )
+        task_type.instances.all().delete()
+        task_type.delete()
+    logger.info("Unregistered task type %s (%d task(s) deleted)", identifier, count)
+
+
+def _get_type(identifier) -> TaskType:
+    if isinstance(identifier, TaskType):
+        return identifier
+    try:
+        return TaskType.objects.get(identifier=identifier)
+    except TaskType.DoesNotExist:
+        raise UnknownTaskType(
+            f"unknown task type {identifier!r}; register it with register_task_type() first"
+        ) from None
+
+
+# --- queue size -------------------------------------------------------------------------
+
+
+def get_queue_size(type=None) -> int:
+    """Number of waiting (ACCEPTED) tasks, of all types or of task type ``type``."""
+    tasks = TaskInstance.objects.waiting()
+    if type is not None:
+        tasks = tasks.filter(type=_get_type(type))
+    return tasks.count()
+
+
+def get_max_queue_size(type=None) -> int | None:
+    """The waiting-task limit that applies to ``type`` (or the shared one); None = no limit.
+
+    A type with its own ``max_queue_size`` counts only its own waiting tasks against it;
+    all other types share ``ATP['MAX_QUEUE_SIZE']``.
+    """
+    if type is not None:
+        task_type = _get_type(type)
+        if task_type.max_queue_size is not None:
+            return task_type.max_queue_size
+    return settings.MAX_QUEUE_SIZE
+
+
+def _check_queue_limit(task_type: TaskType, adding: int = 1) -> None:
+    """Raise QueueFull unless ``adding`` more waiting tasks fit; call inside the transaction."""
+    limit = get_max_queue_size(task_type)
+    if limit is None:
+        return
+    if task_type.max_queue_size is not None:
+        scope_id, scope = task_type.pk, TaskInstance.objects.filter(type=task_type)
+        scope_name = f"task type {task_type.identifier!r}"
+    else:
+        scope_id = 0
+        scope = TaskInstance.objects.filter(type__max_queue_size__isnull=True)
+        scope_name = "the shared queue"
+    sql.lock_queue_scope(scope_id)
+    # Counting at most ``limit`` rows keeps the check cheap however long the queue is.
+    waiting = scope.waiting().order_by()[:limit].count()
+    if waiting + adding > limit:
+        raise QueueFull(
+            f"cannot enqueue {adding} task(s) of type {task_type.identifier!r}: {scope_name} "
+            f"holds {waiting} waiting task(s), its limit is {limit}; retry later or raise "
+            "the limit (ATP['MAX_QUEUE_SIZE'] or the type's max_queue_size)"
+        )
+
+
+# --- reading tasks ----------------------------------------------------------------------
+
+
+def _get_task(task_id, *, lock=False) -> TaskInstance:
+    tasks = TaskInstance.objects.select_related("type")
+    if lock:
+        # of=("self",): lock the task row only, never its (shared, hot) task type row.
+        tasks = tasks.select_for_update(of=("self",))
+    try:
+        return tasks.get(pk=task_id)
+    except (TaskInstance.DoesNotExist, ValueError, TypeError):
+        raise TaskNotFound(f"no task with id {task_id!r}") from None
+
+
+def _get_task_by_identifier(type, identifier) -> TaskInstance:
+    task_type = _get_type(type)
+    try:
+        return TaskInstance.objects.select_related("type").get(
+            type=task_type, identifier=identifier
+        )
+    except TaskInstance.DoesNotExist:
+        raise TaskNotFound(f"no task {task_type.identifier}::{identifier}") from None
+
+
+def get_task_info(task_id) -> TaskInfo:
+    """Return ``(type identifier, task identifier, status, status name)`` of a task."""
+    task = _get_task(task_id)
+    return TaskInfo(task.type.identifier, task.identifier, task.status, task.status_name)
+
+
+def get_task_identifier(task_id) -> str:
+    """Return a task's identifier."""
+    return _get_task(task_id).identifier
+
+
+def get_task_status(task_id) -> StatusInfo:
+    """Return ``(status, status name)`` of a task."""
+    task = _get_task(task_id)
+    return StatusInfo(task.status, task.status_name)
+
+
+def get_task_status_by_identifier(type, identifier) -> StatusInfo:
+    """Return ``(status, status name)`` of the task ``identifier`` of task type ``type``."""
+    task = _get_task_by_identifier(type, identifier)
+    return StatusInfo(task.status, task.status_name)
+
+
+def get_task_response(type, identifier) -> tuple[bytes, str]:
+    """Return ``(data, mime type)`` that the task's handler stored."""
+    task = _get_task_by_identifier(type, identifier)
+    try:
+        response = task.response
+    except Response.DoesNotExist:
+        raise TaskNotFound(f"task {task} has no response (yet)") from None
+    return bytes(response.data), response.mime_type
+
+
+def get_task_log(type, identifier) -> list[LogEntry]:
+    """Return the task's history, oldest first, as ``(time, (status, name), message)``."""
+    task = _get_task_by_identifier(type, identifier)
+    return [
+        LogEntry(
+            record.time, StatusInfo(record.status, Status(record.status).label), record.message
+        )
+        for record in task.log.order_by("time", "id")
+    ]
+
+
+# --- deleting tasks ---------------------------------------------------------------------
+
+
+def delete_task(task_id) -> bool:
+    """Delete a task with its log and response; a missing task is a no-op (returns False)."""
+    deleted, _ = TaskInstance.objects.filter(pk=task_id).delete()
+    return bool(deleted)
+
+
+def delete_task_by_identifier(type, identifier) -> bool:
+    """Delete the task ``identifier`` of ``type``; unknown type raises, missing task is a no-op."""
+    deleted, _ = TaskInstance.objects.filter(type=_get_type(type), identifier=identifier).delete()
+    return bool(deleted)
+
+
+# --- the log ----------------------------------------------------------------------------
+
+
+def _log(task, status, message, event, moment, **fields) -> LogRecord:
+    """Build (unsaved) the LogRecord of one transition, with its Celery event."""
+    return LogRecord(
+        instance=task,
+        time=moment,
+        status=status,
+        message=message,
+        event=event,
+        fields=events.task_fields(task, moment, **fields),
+    )
+
+
+# --- enqueue ----------------------------------------------------------------------------
+
+
+def enqueue_task(type, identifier=None, input=None, message="", **options) -> int:
+    """Put a new task in the queue (ACCEPTED) and return its id.
+
+    Parameters: ``type`` (task type identifier), ``identifier`` (≤64 characters, unique per
+    type; a UUID when None), ``input`` (JSON-serialisable), ``message`` (for the log), and
+    options ``priority`` (higher first; default the type's), ``queue``, ``run_after``/``eta``
+    (datetime) or ``countdown`` (seconds), ``expires`` (datetime or seconds from now; an
+    expired task is revoked, not run) and ``parent`` (task id).
+
+    Raises UnknownTaskType, InvalidInput, DuplicateTask, or QueueFull when the type's queue
+    already holds its limit of waiting tasks. The limit check and the insert are atomic.
+    """
+    task_type = _get_type(type)
+    task_uuid = uuid_module.uuid4()
+    identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
+    where = f"task {task_type.identifier}::{identifier}"
+    validation.json_input(input, where)
+    fields = _enqueue_fields(task_type, options, where)
+    try:
+        with transaction.atomic():
+            _check_queue_limit(task_type)
+            now = timezone.now()
+            task = TaskInstance.objects.create(
+                type=task_type,
+                identifier=identifier,
+                uuid=task_uuid,
+                status=Status.ACCEPTED,
+                input=input,
+                enqueued_at=now,
+                updated_at=now,
+                **{"run_after": now, **fields},
+            )
+            _log(
+                task,
+                Status.ACCEPTED,
+                message,
+                events.TASK_SENT,
+                now,
+                **events.call_fields(task),
+                **_lineage(task),
+            ).save()
+            sql.notify_enqueued(task.queue)
+    except IntegrityError as exc:
+        if TaskInstance.objects.filter(type=task_type, identifier=identifier).exists():
+            raise DuplicateTask(
+                f"{where} already exists; choose another identifier or delete the old task"
+            ) from exc
+        raise
+    logger.debug("Enqueued %s (id %d)", where, task.pk)
+    return task.pk
+
+
+def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
+    """Check ``enqueue_task``'s options and turn them into TaskInstance field values."""
+    unknown = set(options) - set(ENQUEUE_OPTIONS)
+    if unknown:
+        raise InvalidInput(
+            f"unknown option(s) {sorted(unknown)} for {where}; valid: {list(ENQUEUE_OPTIONS)}"
+        )
+    if sum(options.get(name) is not None for name in ("run_after", "eta", "countdown")) > 1:
+        raise InvalidInput(f"give at most one of run_after, eta and countdown for {where}")
+    now = timezone.now()
+    fields = {
+        "priority": validation.integer(options.get("priority", task_type.priority), "priority"),
+        "queue": validation.identifier(options.get("queue") or task_type.queue, "queue"),
+    }
+    if options.get("countdown") is not None:
+        validation.number(options["countdown"], "countdown", minimum=0)
+    run_after = validation.moment(
+        options.get("run_after") or options.get("eta") or options.get("countdown"),
+        "run_after",
+        now,
+    )
+    if run_after is not None:
+        fields["run_after"] = run_after
+    fields["expires"] = validation.moment(options.get("expires"), "expires", now)
+    if options.get("parent") is not None:
+        fields["parent"] = _get_task(options["parent"])
+    return fields
+
+
+def _lineage(task: TaskInstance) -> dict:
+    """Celery's ``root_id`` and ``parent_id`` of a task: its top ancestor and its parent."""
+    if task.parent_id is None:
+        return {"root_id": str(task.uuid), "parent_id": None}
+    parent, root = task.parent, task.parent
+    while root.parent_id is not None:
+        root = root.parent
+    return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}
+
+
+def reenqueue_task(task_id, message="", *, attempt=None, run_after=None, retry=False) -> None:
+    """Put a claimed, running or paused task back in the queue (ACCEPTED).
+
+    The queue limit does not apply (the task was already admitted). ``run_after`` delays it;
+    ``retry=True`` counts it as a retry (``retries`` + 1) rather than a restart.
+    """
+    now = timezone.now()
+    _transition(
+        task_id,
+        Status.ACCEPTED,
+        message,
+        attempt=attempt,
+        event=events.TASK_RETRIED,
+        changes=lambda task: {
+            "server_id": "",
+            "run_after": run_after or now,
+            "retries": task.retries + (1 if retry else 0),
+        },
+        fields=lambda task, moment: {"exception": message, "traceback": ""},
+    )
+
+
+# --- claiming ---------------------------------------------------------------------------
+
+
+def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
+    """Claim up to ``limit`` due tasks for daemon ``server_id`` (SCHEDULED) and return their ids.
+
+    Tasks are taken by priority (highest first), then ``run_after``, then id. On PostgreSQL
+    the rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent daemons claim
+    different tasks without waiting on each other; on SQLite the write transaction is
+    serialised. Expired tasks met on the way are revoked instead of claimed.
+    Raises QueueEmpty when no task is due.
+    """
+    server_id = validation.identifier(str(server_id), "server_id")
+    limit = validation.integer(limit, "limit", minimum=1)
+    claimed: list[int] = []
+    with transaction.atomic():
+        now = timezone.now()
+        while len(claimed) < limit:
+            ready = TaskInstance.objects.ready(now)
+            if queues:
+                ready = ready.filter(queue__in=list(queues))
+            rows = list(
+                ready.select_for_update(skip_locked=True, of=("self",)).select_related("type")[
+                    : limit - len(claimed)
+                ]
+            )
+            if not rows:
+                break
+            expired = [task for task in rows if task.expires is not None and task.expires <= now]
+            fresh = [task for task in rows if task not in expired]
+            _revoke_expired(expired, now)
+            _claim(fresh, server_id, message, now)
+            claimed.extend(task.pk for task in fresh)
+            if not expired:
+                break
+    if not claimed:
+        raise QueueEmpty("no task is ready to run")
+    logger.debug("Daemon %s claimed %s", server_id, claimed)
+    return claimed
+
+
+def _claim(tasks, server_id, message, now) -> None:
+    if not tasks:
+        return
+    TaskInstance.objects.filter(pk__in=[task.pk for task in tasks]).update(
+        status=Status.SCHEDULED, server_id=server_id, received_at=now, updated_at=now
+    )
+    LogRecord.objects.bulk_create(
+        _log(
+            task,
+            Status.SCHEDULED,
+            message,
+            events.TASK_RECEIVED,
+            now,
+            **events.call_fields(task),
+            server_id=server_id,
+        )
+        for task in tasks
+    )
+
+
+def _revoke_expired(tasks, now) -> None:
+    if not tasks:
+        return
+    TaskInstance.objects.filter(pk__in=[task.pk for task in tasks]).update(
+        status=Status.REVOKED, finished_at=now, updated_at=now
+    )
+    LogRecord.objects.bulk_create(
+        _log(
+            task,
+            Status.REVOKED,
+            f"Expired at {task.expires.isoformat()} before it could run.",
+            events.TASK_REVOKED,
+            now,
+            terminated=False,
+            signum=None,
+            expired=True,
+        )
+        for task in tasks
+    )
+    for task in tasks:
+        logger.info("Revoked %s: expired before it could run", task)
+
+
+# --- transitions ------------------------------------------------------------------------
+
+
+def _transition(
+    task_id,
+    target,
+    message,
+    *,
+    attempt=None,
+    server_id=None,
+    event=None,
+    changes=None,
+    fields=None,
+    sources=None,
+) -> TaskInstance:
+    """Move one task to ``target`` in one transaction, or raise and change nothing.
+
+    The task row is locked (``SELECT … FOR UPDATE``) so the status read, the check and the
+    write cannot interleave with another process's transition of the same task.
+    ``changes(task)`` returns extra field values; ``fields(task, moment)`` extra event fields.
+    """
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, server_id)
+        allowed = sources if sources is not None else sources_of(target)
+        if task.status not in allowed:
+            names = ", ".join(Status(source).label for source in sorted(allowed))
+            raise InvalidTransition(
+                f"task {task} (id {task.pk}) is {task.status_name}; it cannot become "
+                f"{Status(target).label} (only from {names})"
+            )
+        moment = timezone.now()
+        values = changes(task) if changes else {}
+        event_fields = fields(task, moment) if fields else {}
+        values.update(status=target, updated_at=moment)
+        if target in TERMINAL:
+            values["finished_at"] = moment
+        for name, value in values.items():
+            setattr(task, name, value)
+        task.save(update_fields=list(values))
+        event = event or events.EVENT_FOR_STATUS[target]
+        _log(task, target, message, event, moment, **event_fields).save()
+    logger.info(
+        "%s %s: %s%s", task, Status(target).label, event, f" ({message})" if message else ""
+    )
+    return task
+
+
+def _check_owner(task, attempt, server_id) -> None:
+    """Raise StaleAttempt if the caller's attempt or claim is no longer the task's current one."""
+    if server_id is not None and task.server_id != str(server_id):
+        raise StaleAttempt(
+            f"task {task} (id {task.pk}) is not claimed by daemon {server_id} "
+            f"(claimed by {task.server_id or 'nobody'}); it was given up and claimed again"
+        )
+    if attempt is None or task.status in TERMINAL:
+        return
+    if task.attempts != attempt or task.status not in (
+        Status.RUNNING,
+        Status.PAUSED,
+        Status.WAITING,
+    ):
+        raise StaleAttempt(
+            f"attempt {attempt} of task {task} (id {task.pk}) is over: the task is "
+            f"{task.status_name} at attempt {task.attempts}; this worker must stop writing to it"
+        )
+
+
+def begin_attempt(task_id, message="", *, server_id=None) -> Attempt:
+    """Start a claimed task (SCHEDULED → RUNNING), count the attempt and return it.
+
+    ``server_id``, when given, must be the daemon that claimed the task (else StaleAttempt).
+    """
+    task = _transition(
+        task_id,
+        Status.RUNNING,
+        message,
+        server_id=server_id,
+        sources={Status.SCHEDULED},
+        event=events.TASK_STARTED,
+        changes=lambda task: {"attempts": task.attempts + 1, "started_at": timezone.now()},
+    )
+    return Attempt(
+        task_id=task.pk,
+        number=task.attempts,
+        type=task.type.identifier,
+        identifier=task.identifier,
+        handler=task.type.handler,
+        input=task.input,
+        soft_time_limit=task.type.soft_time_limit,
+        hard_time_limit=task.type.hard_time_limit,
+    )
+
+
+def start_task(task_id, message="", *, server_id=None):
+    """Start a claimed task (SCHEDULED → RUNNING), count the attempt, and return its input."""
+    return begin_attempt(task_id, message, server_id=server_id).input
+
+
+def stop_task_success(task_id, message="", *, attempt=None, result=None) -> None:
+    """End a task as FINISHED; ``result`` is the handler's return value (for the event)."""
+    _transition(
+        task_id,
+        Status.FINISHED,
+        message,
+        attempt=attempt,
+        fields=lambda task, moment: {
+            "result": repr(result),
+            "runtime": events.runtime_of(task, moment),
+        },
+    )
+
+
+def stop_task_success_if_not_finished(task_id, message="", *, attempt=None, result=None) -> bool:
+    """End a RUNNING or PAUSED task as FINISHED; leave any other status alone.
+
+    This is what a worker calls after a handler returns: a handler that already ended its
+    task, re-enqueued it (retry) or handed it to its subtasks (WAITING) keeps that status.
+    Returns whether the task was changed.
+    """
+    try:
+        stop_task_success(task_id, message, attempt=attempt, result=result)
+    except InvalidTransition:
+        return False
+    return True
+
+
+def stop_task_failure(task_id, message="", *, attempt=None, exception=None, traceback="") -> None:
+    """End a task as FAILED, recording the exception's repr and traceback in its event."""
+    _transition(
+        task_id,
+        Status.FAILED,
+        message,
+        attempt=attempt,
+        fields=lambda task, moment: {
+            "exception": exception if exception is not None else message,
+            "traceback": traceback,
+        },
+    )
+
+
+def pause_task(task_id, message="", *, attempt=None) -> None:
+    """Pause a running task (RUNNING → PAUSED)."""
+    _transition(task_id, Status.PAUSED, message, attempt=attempt)
+
+
+def resume_task(task_id, message="", *, attempt=None) -> None:
+    """Resume a paused task (PAUSED → RUNNING); sends ``task-resumed``, not ``task-started``."""
+    _transition(
+        task_id,
+        Status.RUNNING,
+        message,
+        attempt=attempt,
+        sources={Status.PAUSED},
+        event=events.TASK_RESUMED,
+    )
+
+
+def wait_for_subtasks(task_id, message="", *, attempt=None) -> None:
+    """Mark a task whose handler returned as waiting for its subtasks (RUNNING → WAITING)."""
+    _transition(task_id, Status.WAITING, message, attempt=attempt)
+
+
+def revoke_task(task_id, message="", *, terminated=False, signum=None, expired=False) -> None:
+    """Cancel a task that has not ended (→ REVOKED); a waiting one will never run."""
+    _transition(
+        task_id,
+        Status.REVOKED,
+        message,
+        fields=lambda task, moment: {
+            "terminated": terminated,
+            "signum": signum,
+            "expired": expired,
+        },
+    )
+
+
+def heartbeat(task_id, *, attempt=None) -> None:
+    """Tell the zombie sweep a running task is alive (refreshes ``updated_at``).
+
+    Raises StaleAttempt when the attempt was given up, so a worker learns it lost the task.
+    """
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, None)
+        if task.status in TERMINAL:
+            raise InvalidTransition(f"task {task} (id {task.pk}) has ended ({task.status_name})")
+        task.updated_at = timezone.now()
+        task.save(update_fields=["updated_at"])
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+def set_task_response(task_id, response, mime_type="text/xml", *, attempt=None) -> None:
+    """Store (or replace) a task's response: bytes, or text stored as UTF-8, and its MIME type."""
+    if isinstance(response, str):
+        response = response.encode("utf-8")
+    if not isinstance(response, bytes | bytearray | memoryview):
+        raise InvalidInput(f"a response must be bytes or str, not {type(response).__name__}")
+    if not isinstance(mime_type, str) or "/" not in mime_type:
+        raise InvalidInput(f"mime_type must look like 'type/subtype', not {mime_type!r}")
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, None)
+        # update_or_create sets both fields on update too (the seed's update path wrote
+        # ``mineType`` and so never changed the MIME type).
+        Response.objects.update_or_create(
+            instance=task, defaults={"data": bytes(response), "mime_type": mime_type}
+        )
+
+
+# --- sweeps -----------------------------------------------------------------------------
+
+
+def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
+    """Recover tasks whose daemon stopped caring for them; return what was done.
+
+    Two passes, each in short transactions that skip rows another sweeper holds:
+    claims not started within ``ATP['CLAIM_TIMEOUT']`` go back to the queue without using
+    up a restart; SCHEDULED/RUNNING/PAUSED tasks not updated for their type's ``timeout``
+    are re-enqueued, or FAILED once they have used ``maxrestart`` restarts.
+    """
+    done = []
+    now = timezone.now()
+    unstarted = TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT)
+    done += _sweep_batches(unstarted, lambda task: _give_back(task, message, now))
+    done += _sweep_batches(
+        TaskInstance.objects.stale(now), lambda task: _restart_or_fail(task, message, now)
+    )
+    return done
+
+
+def _sweep_batches(queryset, act) -> list[SweepEntry]:
+    """Run ``act(task)`` on locked rows of ``queryset``, a batch per transaction."""
+    done: list[SweepEntry] = []
+    batch_size = settings.CLEANUP_BATCH_SIZE
+    while True:
+        with transaction.atomic():
+            batch = list(
+                queryset.select_for_update(skip_locked=True, of=("self",))
+                .select_related("type")
+                .order_by("pk")[:batch_size]
+            )
+            done += [act(task) for task in batch]
+        if len(batch) < batch_size:
+            return done
+
+
+def _give_back(task, message, now) -> SweepEntry:
+    age = (now - task.updated_at).total_seconds()
+    _transition(
+        task.pk,
+        Status.ACCEPTED,
+        message or f"Given back: claimed by {task.server_id} {age:.0f} s ago and never started.",
+        event=events.TASK_RETRIED,
+        changes=lambda task: {"server_id": "", "run_after": now},
+        fields=lambda task, moment: {"exception": "claim timed out", "traceback": ""},
+    )
+    logger.warning("Gave back %s: claimed by %s and never started", task, task.server_id)
+    return SweepEntry(task.pk, str(task), "reenqueued")
+
+
+def _restart_or_fail(task, message, now) -> SweepEntry:
+    restarts_used = task.attempts - task.retries - 1
+    timeout = task.type.timeout
+    if task.status != Status.SCHEDULED and restarts_used >= task.type.maxrestart:
+        reason = (
+            f"Failed: no update for {timeout:g} s on attempt {task.attempts}, and its "
+            f"{task.type.maxrestart} restart(s) (maxrestart) are used up."
+        )
+        _transition(
+            task.pk,
+            Status.FAILED,
+            reason if not message else f"{message} {reason}",
+            fields=lambda task, moment: {"exception": "TimeoutError", "traceback": ""},
+        )
+        logger.warning("Zombie %s failed after %d attempt(s)", task, task.attempts)
+        return SweepEntry(task.pk, str(task), "failed")
+    reason = f"Re-enqueued after timeout: no update for {timeout:g} s (attempt {task.attempts})."
+    _transition(
+        task.pk,
+        Status.ACCEPTED,
+        reason if not message else f"{message} {reason}",
+        event=events.TASK_RETRIED,
+        changes=lambda task: {"server_id": "", "run_after": now},
+        fields=lambda task, moment: {"exception": "TimeoutError", "traceback": ""},
+    )
+    logger.warning("Zombie %s re-enqueued (attempt %d)", task, task.attempts)
+    return SweepEntry(task.pk, str(task), "reenqueued")
+
+
+def delete_retired_tasks() -> list[SweepEntry]:
+    """Delete ended tasks older than their type's ``timeret``, in batches; return them."""
+    done: list[SweepEntry] = []
+    batch_size = settings.CLEANUP_BATCH_SIZE
+    while True:
+        with transaction.atomic():
+            batch = list(
+                TaskInstance.objects.retired()
+                .select_for_update(skip_locked=True, of=("self",))
+                .select_related("type")
+                .order_by("pk")[:batch_size]
+            )
+            TaskInstance.objects.filter(pk__in=[task.pk for task in batch]).delete()
+        done += [SweepEntry(task.pk, str(task), "deleted") for task in batch]
+        if len(batch) < batch_size:
+            break
+    if done:
+        logger.info("Deleted %d retired task(s)", len(done))
+    return done
+
+
+def count_by_status() -> dict[str, int]:
+    """Number of tasks per status name (all statuses present, zeros included)."""
+    counts = dict(TaskInstance.objects.order_by().values_list("status").annotate(n=Count("id")))
+    return {status.label: counts.get(status.value, 0) for status in Status}
+
+
+def set_task_progress(task_id, done, total=None, message="", *, attempt=None) -> dict:
+    """Record a running task's progress (``done`` of ``total``) and send ``task-progress``.
+
+    Progress is not a transition: the status stays, the log gets one record, and
+    ``updated_at`` moves (so reporting progress also keeps the zombie sweep away).
+    """
+    done = validation.number(done, "done", minimum=0)
+    total = validation.number(total, "total", minimum=0, allow_none=True)
+    progress = {
+        "done": done,
+        "total": total,
+        "percent": round(100.0 * done / total, 2) if total else None,
+        "message": message,
+    }
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, None)
+        if task.status not in (Status.RUNNING, Status.PAUSED):
+            raise InvalidTransition(
+                f"task {task} (id {task.pk}) is {task.status_name}; only a RUNNING or PAUSED "
+                "task reports progress"
+            )
+        moment = timezone.now()
+        task.progress, task.updated_at = progress, moment
+        task.save(update_fields=["progress", "updated_at"])
+        _log(task, task.status, message, events.TASK_PROGRESS, moment, progress=progress).save()
+    return progress
