@@ -204,6 +204,11 @@ class TaskInstance(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
     progress = models.JSONField(null=True, blank=True)
+    # Requests from control (abort, revoke with terminate) that the owning daemon acts on.
+    abort_requested_at = models.DateTimeField(null=True, blank=True)
+    kill_signal = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Signal the owning daemon sends to the handler."
+    )
     enqueued_at = models.DateTimeField(default=timezone.now)
     received_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -75,6 +75,15 @@ class Migration(migrations.Migration):
                 ),
                 ("retries", models.PositiveIntegerField(default=0)),
                 ("progress", models.JSONField(blank=True, null=True)),
+                ("abort_requested_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "kill_signal",
+                    models.PositiveSmallIntegerField(
+                        blank=True,
+                        help_text="Signal the owning daemon sends to the handler.",
+                        null=True,
+                    ),
+                ),
                 ("enqueued_at", models.DateTimeField(default=django.utils.timezone.now)),
                 ("received_at", models.DateTimeField(blank=True, null=True)),
                 ("started_at", models.DateTimeField(blank=True, null=True)),
