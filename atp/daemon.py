@@ -1,18 +1,37 @@
-"""The atpd engine: claims tasks from the database queue and runs their handlers."""
+"""The atpd engine: claims tasks from the database queue and runs their handlers in a pool.
+
+One loop, one thread: collect what the pool reports, record it, enforce time limits,
+heartbeat, sweep, claim as many tasks as there are free slots, then sleep until a child
+reports, a task is enqueued (LISTEN/NOTIFY), a signal arrives or a timer is due. Every
+database step tolerates the database going away: the step is retried with backoff, and
+outcomes not yet recorded are kept until it is back.
+"""
 
 import logging
+import multiprocessing.connection
 import os
+import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
-from django.db import close_old_connections
+from django.db import DatabaseError
 
-from atp import tracker
+from atp import tracker, workers
 from atp.conf import settings
-from atp.exceptions import QueueEmpty
-from atp.runner import run_task
+from atp.db import drop_all, use_persistent_connections
+from atp.exceptions import InvalidTransition, QueueEmpty, StaleAttempt, TaskNotFound
+from atp.models import TaskInstance
+from atp.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.runner import record
+from atp.wakeup import Listener
 
 logger = logging.getLogger("atp.daemon")
+
+#: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
+TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
+POOLS = {"processes": ProcessPool, "threads": ThreadPool}
+MAX_BACKOFF = 5.0
 
 
 def new_server_id() -> str:
@@ -30,40 +49,386 @@ class WorkerOptions:
     burst: bool = False
     max_tasks: int | None = None
     poll_interval: float = field(default_factory=lambda: settings.POLL_INTERVAL)
+    pool: str = "processes"
+
+
+class _ServerLog(logging.LoggerAdapter):
+    """Prefixes every line with the daemon's server id, as the seed's ``[0xID]``."""
+
+    def process(self, msg, kwargs):
+        return f"[{self.extra['server_id']}] {msg}", kwargs
 
 
 class Daemon:
-    """Claims due tasks and runs them one at a time in this process."""
+    """One atpd process: a claim loop in front of a pool of handler slots."""
 
     def __init__(self, options: WorkerOptions):
         self.options = options
+        self.log = _ServerLog(logger, {"server_id": options.server_id})
+        self.pool = None
+        self.listener = Listener()
+        self.stopping = ""  # "", "warm" or "cold"
+        self.claimed: deque[int] = deque()  # claimed, not yet started
+        self.pending: list = []  # pool reports not yet recorded
+        self.claimed_total = 0
         self.processed = 0
         self.since_cleanup = 0
+        self.queue_empty = False
+        self.soft_signalled: set[int] = set()
+        now = time.monotonic()
+        self.next_poll = self.next_heartbeat = self.next_idle_cleanup = now
+        self.db_down_since: float | None = None
+        self.db_retry_at = 0.0
+        self.db_up_since = now
+        self._wake_reader, self._wake_writer = os.pipe()
+
+    # --- life cycle ---------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve the queue until stopped (or, with ``burst``, until it is empty)."""
-        logger.info("[%s] atpd started", self.options.server_id)
-        while self.options.max_tasks is None or self.processed < self.options.max_tasks:
-            close_old_connections()
-            try:
-                task_ids = tracker.dequeue_task(self.options.server_id, queues=self.options.queues)
-            except QueueEmpty:
-                self.cleanup()
-                if self.options.burst:
-                    break
-                time.sleep(self.options.poll_interval)
-                continue
-            for task_id in task_ids:
-                run_task(task_id, self.options.server_id)
-                self.processed += 1
-            self.since_cleanup += len(task_ids)
-            if self.since_cleanup >= settings.CLEANUP_EVERY:
-                self.cleanup()
-        logger.info("[%s] atpd stopped after %d task(s)", self.options.server_id, self.processed)
+        """Serve the queue until stopped (or, with ``burst``, until it is empty); return 0."""
+        use_persistent_connections()
+        self.pool = POOLS[self.options.pool](self.options.concurrency)
+        previous = self._install_signal_handlers()
+        try:
+            while not self._db(lambda: workers.register_worker(self.options.server_id)):
+                self._sleep_until(self.db_retry_at)
+            self.listener.connect()
+            self.log.info(
+                "atpd started: %s pool of %d, queues %s, pid %d",
+                self.options.pool,
+                self.options.concurrency,
+                ",".join(self.options.queues or ["*"]),
+                os.getpid(),
+            )
+            while not self._finished():
+                self._step()
+        finally:
+            self._shut_down(previous)
+        self.log.info("atpd stopped after %d task(s)", self.processed)
         return 0
 
-    def cleanup(self) -> None:
-        """Run the zombie and retention sweeps, as the seed's daemon did when idle."""
+    def _finished(self) -> bool:
+        busy = self.pool.in_flight() or self.pending
+        if self.stopping == "cold":
+            return not busy
+        if self.stopping == "warm":
+            return not busy and not self.claimed
+        drained = (self.options.burst and self.queue_empty) or self._quota_used()
+        return drained and not busy and not self.claimed
+
+    def _quota_used(self) -> bool:
+        return self.options.max_tasks is not None and self.claimed_total >= self.options.max_tasks
+
+    def _step(self) -> None:
+        if self.stopping == "cold":
+            self._kill_running("cold stop")
+        reports = self.pool.collect()
+        if reports:
+            self.pending += reports
+            self.queue_empty = False  # a finished task may have re-enqueued work
+        if self.pending:
+            self._db(self._record_pending)
+        self._enforce_time_limits()
+        now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self._db(self._heartbeat)
+        if self.since_cleanup >= settings.CLEANUP_EVERY:
+            self._db(self._cleanup)
+        if self.claimed or (not self.stopping and not self._quota_used()):
+            self._db(self._claim)
+        self._wait()
+
+    # --- signals ------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict:
+        os.set_blocking(self._wake_writer, False)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
+            signal.signal(sig, self._on_stop_signal)
+        return previous
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        """First SIGTERM/SIGINT: warm stop. Second: cold stop (kill handlers, re-enqueue)."""
+        self.stopping = "cold" if self.stopping else "warm"
+        try:
+            os.write(self._wake_writer, b"s")
+        except BlockingIOError:
+            pass
+
+    def _shut_down(self, previous_handlers: dict) -> None:
+        if self.stopping == "cold" or self.pool.in_flight():
+            self._cold_stop()
+        self._give_back_claimed()
+        self.pool.stop()
+        self.listener.close()
+        self._db(lambda: workers.stop_worker(self.options.server_id))
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+
+    def _kill_running(self, reason: str) -> None:
+        """SIGKILL every running handler not already being killed."""
+        slots = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
+        if slots:
+            self.log.warning("%s: killing %d running handler(s)", reason.capitalize(), len(slots))
+        for slot in slots:
+            self.pool.kill(slot.attempt.task_id, signal.SIGKILL, reason)
+
+    def _cold_stop(self) -> None:
+        """Kill running handlers and put their tasks back in the queue at once."""
+        self._kill_running("cold stop")
+        deadline = time.monotonic() + 10
+        while (self.pool.in_flight() or self.pending) and time.monotonic() < deadline:
+            self.pending += self.pool.collect()
+            self._db(self._record_pending)
+            time.sleep(0.05)
+
+    def _give_back_claimed(self) -> None:
+        """Return claimed-but-unstarted tasks to the queue (they never ran here)."""
+
+        def give_back():
+            while self.claimed:
+                task_id = self.claimed[0]
+                try:
+                    tracker.reenqueue_task(task_id, "Given back by atpd on shutdown.")
+                    self.log.info("Gave back task %s", task_id)
+                except TASK_GONE:
+                    pass
+                self.claimed.popleft()
+
+        if self.claimed:
+            self._db(give_back)
+
+    # --- the database -------------------------------------------------------------------
+
+    def _db(self, step) -> bool:
+        """Run one database step; on a connection error, note the outage and back off.
+
+        Returns whether the step ran. While the database is away every step is skipped
+        until the backoff expires; the loop itself keeps serving the pool.
+        """
+        if self.db_down_since is not None and time.monotonic() < self.db_retry_at:
+            return False
+        try:
+            step()
+        except DatabaseError as exc:  # unreachable, restarting, or (SQLite) locked
+            now = time.monotonic()
+            if self.db_down_since is None:
+                self.db_down_since = now
+                self.log.error("Database unavailable, retrying with backoff: %s", exc)
+            backoff = min(MAX_BACKOFF, 0.25 * 2 ** min(6, (now - self.db_down_since)))
+            self.db_retry_at = now + backoff
+            drop_all()
+            self.listener.close()
+            return False
+        if self.db_down_since is not None:
+            self.log.warning("Database back after %.1f s", time.monotonic() - self.db_down_since)
+            self.db_down_since = None
+            self.db_up_since = time.monotonic()
+            self.queue_empty = False
+            self.listener.connect()
+        return True
+
+    # --- claiming and starting ----------------------------------------------------------
+
+    def _claim(self) -> None:
+        """Claim as many due tasks as there are free slots (one round trip), then start them."""
+        free = self.pool.free() - len(self.claimed)
+        if self.options.max_tasks is not None:
+            free = min(free, self.options.max_tasks - self.claimed_total)
+        if free > 0 and not self.stopping and not self.queue_empty:
+            try:
+                task_ids = tracker.dequeue_task(
+                    self.options.server_id, limit=free, queues=self.options.queues
+                )
+            except QueueEmpty:
+                self.queue_empty = True
+                self.next_poll = time.monotonic() + self.options.poll_interval
+                self._idle_cleanup()
+            else:
+                self.claimed.extend(task_ids)
+                self.claimed_total += len(task_ids)
+                self.since_cleanup += len(task_ids)
+        while self.claimed and self.pool.free() and not self.stopping:
+            self._start(self.claimed[0])
+            self.claimed.popleft()
+
+    def _start(self, task_id: int) -> None:
+        try:
+            attempt = tracker.begin_attempt(task_id, server_id=self.options.server_id)
+        except TASK_GONE as exc:
+            self.log.warning("Task %s not started: %s", task_id, exc)
+            return
+        self.pool.submit(attempt)
+        self.log.info(
+            "Started %s::%s (id %d, attempt %d)",
+            attempt.type,
+            attempt.identifier,
+            task_id,
+            attempt.number,
+        )
+
+    # --- outcomes -----------------------------------------------------------------------
+
+    def _record_pending(self) -> None:
+        while self.pending:
+            report = self.pending[0]
+            if isinstance(report, Finished):
+                self._record_finished(report.attempt, report.outcome)
+            else:
+                self._record_crash(report)
+            self.pending.pop(0)
+            self.processed += 1
+
+    def _record_finished(self, attempt, outcome) -> None:
+        self.soft_signalled.discard(outcome.task_id)
+        result = record(outcome)
+        name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
+        if result == "failed":
+            self.log.info("Failed %s: %s", name, outcome.message)
+        elif result == "lost":
+            self.log.warning("%s was taken away while it ran: %s", name, outcome.message)
+        else:
+            self.log.info("%s %s in %.3f s", name, result.capitalize(), outcome.runtime)
+
+    def _record_crash(self, crash: Crashed) -> None:
+        attempt = crash.attempt
+        self.soft_signalled.discard(attempt.task_id)
+        name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
+        try:
+            if crash.kill_reason == "revoked":
+                tracker.revoke_task(
+                    attempt.task_id,
+                    f"Terminated on request: the handler was {crash.reason}.",
+                    terminated=True,
+                    signum=crash.kill_signal,
+                )
+                self.log.info("Revoked %s: handler terminated", name)
+            elif crash.kill_reason == "cold stop":
+                tracker.reenqueue_task(
+                    attempt.task_id,
+                    "Re-enqueued: atpd cold stop killed the handler.",
+                    attempt=attempt.number,
+                )
+                self.log.info("Re-enqueued %s after cold stop", name)
+            else:
+                cause = crash.kill_reason or f"the handler's process {crash.reason}"
+                action = tracker.restart_or_fail(
+                    attempt.task_id,
+                    f"Attempt {attempt.number} ended: {cause}.",
+                    attempt=attempt.number,
+                    exception="TimeLimitExceeded" if crash.kill_reason else "WorkerLostError",
+                )
+                self.log.warning("%s %s: %s", name, action, cause)
+        except TASK_GONE as exc:
+            self.log.warning("%s: outcome not recorded: %s", name, exc)
+
+    # --- time limits --------------------------------------------------------------------
+
+    def _enforce_time_limits(self) -> None:
+        now = time.monotonic()
+        for slot in self.pool.in_flight():
+            attempt, elapsed = slot.attempt, now - slot.started
+            if slot.kill_reason:
+                continue
+            if elapsed > attempt.time_limit:
+                self.pool.kill(
+                    attempt.task_id,
+                    signal.SIGKILL,
+                    f"killed after exceeding its time limit of {attempt.time_limit:g} s",
+                )
+            elif (
+                attempt.soft_time_limit
+                and elapsed > attempt.soft_time_limit
+                and attempt.task_id not in self.soft_signalled
+                and isinstance(self.pool, ProcessPool)
+            ):
+                # SIGUSR1 makes the child raise SoftTimeLimitExceeded inside the handler.
+                self.soft_signalled.add(attempt.task_id)
+                os.kill(slot.process.pid, signal.SIGUSR1)
+
+    def _next_deadline(self) -> float:
+        deadlines = [slot.started + slot.attempt.time_limit for slot in self.pool.in_flight()]
+        deadlines += [
+            slot.started + slot.attempt.soft_time_limit
+            for slot in self.pool.in_flight()
+            if slot.attempt.soft_time_limit and slot.attempt.task_id not in self.soft_signalled
+        ]
+        return min(deadlines, default=float("inf"))
+
+    # --- heartbeats, liveness, sweeps ---------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Beat, vouch for our tasks, act on kill requests, recover daemons that died."""
+        self.next_heartbeat = time.monotonic() + settings.HEARTBEAT_INTERVAL
+        server_id = self.options.server_id
+        if not workers.beat(server_id):
+            self.log.error("This daemon was declared lost; its tasks were recovered elsewhere")
+            self._kill_running("declared lost")
+            self.claimed.clear()
+            workers.register_worker(server_id)
+        tracker.touch_active_tasks(server_id)
+        self._act_on_kill_requests()
+        # After an outage every heartbeat is old; wait one WORKER_TIMEOUT of our own
+        # uptime before judging others, so their heartbeats have had time to resume.
+        if time.monotonic() - self.db_up_since >= settings.WORKER_TIMEOUT:
+            for entry in tracker.recover_lost_workers(settings.WORKER_TIMEOUT):
+                self.log.warning("Recovered %s from a lost daemon: %s", entry.name, entry.action)
+
+    def _act_on_kill_requests(self) -> None:
+        """Terminate handlers whose tasks were revoked with ``terminate`` (atp.control)."""
+        running = {slot.attempt.task_id: slot for slot in self.pool.in_flight()}
+        requests = TaskInstance.objects.claimed_by(self.options.server_id).filter(
+            kill_signal__isnull=False
+        )
+        for task_id, signum in requests.values_list("id", "kill_signal"):
+            if task_id in self.claimed:  # claimed here but not started: it never runs
+                self.claimed.remove(task_id)
+                tracker.revoke_task(task_id, "Revoked before it started.", signum=signum)
+            elif task_id in running and not running[task_id].kill_reason:
+                self.log.info("Terminating task %d with signal %d (revoked)", task_id, signum)
+                self.pool.kill(task_id, signum, "revoked")
+
+    def _idle_cleanup(self) -> None:
+        if time.monotonic() >= self.next_idle_cleanup:
+            self.next_idle_cleanup = time.monotonic() + self.options.poll_interval
+            if self._cleanup():
+                self.queue_empty = False  # zombies went back to the queue
+
+    def _cleanup(self) -> int:
+        """The seed's sweeps: zombie re-enqueue, then retention. Returns zombies handled."""
         self.since_cleanup = 0
-        tracker.reenqueue_zombie_tasks("Re-enqueued by atpd after timeout.")
-        tracker.delete_retired_tasks()
+        zombies = tracker.reenqueue_zombie_tasks("Swept by atpd.")
+        for entry in zombies:
+            self.log.warning("Zombie %s: %s", entry.name, entry.action)
+        for entry in tracker.delete_retired_tasks():
+            self.log.info("Deleted retired task %s", entry.name)
+        return len(zombies)
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def _wait(self) -> None:
+        now = time.monotonic()
+        can_claim = self.pool.free() and not self.stopping and not self._quota_used()
+        if can_claim and not self.queue_empty and self.db_down_since is None:
+            return  # more work may be waiting right now
+        if self._finished():
+            return
+        wake_at = min(self.next_heartbeat, self._next_deadline())
+        if can_claim:
+            wake_at = min(wake_at, self.next_poll)
+        if self.db_down_since is not None:
+            wake_at = min(wake_at, self.db_retry_at)
+        handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
+        ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
+        if self._wake_reader in ready:
+            os.read(self._wake_reader, 64)
+        if self.listener.raw is not None and self.listener.raw in ready:
+            if self.listener.drain():
+                self.queue_empty = False
+        if time.monotonic() >= self.next_poll:
+            self.queue_empty = False
+
+    def _sleep_until(self, moment: float) -> None:
+        time.sleep(max(0.05, moment - time.monotonic()))
+        if self.stopping:
+            raise SystemExit(0)

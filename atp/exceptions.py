@@ -39,3 +39,11 @@ class InvalidInput(ATPError, ValueError):
 
 class StaleAttempt(ATPError):
     """A worker wrote to a task it no longer owns: the task was re-enqueued or claimed again."""
+
+
+class SoftTimeLimitExceeded(ATPError):
+    """Raised inside a handler that ran past its type's ``soft_time_limit``.
+
+    The handler may catch it to clean up; the hard limit (``hard_time_limit``, or
+    ``timeout``) still kills it later.
+    """

@@ -157,14 +157,23 @@ class TaskInstanceQuerySet(models.QuerySet):
         """Tasks that ended: FINISHED, FAILED or REVOKED."""
         return self.filter(status__in=TERMINAL)
 
-    def stale(self, now=None):
-        """Active tasks not updated for longer than their type's ``timeout`` (zombies)."""
+    def stale(self, now=None, worker_timeout=None):
+        """Zombies: active tasks not updated for longer than their type's ``timeout``.
+
+        Tasks owned by a live daemon (a heartbeat within ``worker_timeout`` seconds) are
+        not zombies, however old their last update: that daemon kills an overrunning
+        handler itself. Re-enqueueing them would run the task twice, the seed's defect.
+        """
         now = now or timezone.now()
         cutoffs = {
             type_id: now - timedelta(seconds=timeout)
             for type_id, timeout in TaskType.objects.values_list("id", "timeout")
         }
-        return self.active().filter(_per_type("updated_at", cutoffs))
+        stale = self.active().filter(_per_type("updated_at", cutoffs))
+        if worker_timeout is not None:
+            live = Worker.objects.alive(now - timedelta(seconds=worker_timeout))
+            stale = stale.exclude(server_id__in=live.values("server_id"))
+        return stale
 
     def unstarted(self, now=None, claim_timeout=60.0):
         """SCHEDULED tasks claimed more than ``claim_timeout`` seconds ago and never started."""

@@ -1,63 +1,127 @@
-"""Running one claimed task's handler in the current process, and recording how it ended."""
+"""Running a started attempt's handler, and recording how it ended.
+
+``execute`` runs where the handler runs (a pool child, a thread, or in-process) and only
+reports; ``record`` writes the outcome through the tracker. Keeping them apart lets the
+daemon record outcomes of children that died, and retry a record while the database is away.
+"""
 
 import logging
+import time
 import traceback as traceback_module
+from dataclasses import dataclass
 
 from django.utils.module_loading import import_string
 
 from atp import tracker
+from atp.db import CONNECTION_ERRORS
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.taskstatus import TaskStatus
 
 logger = logging.getLogger("atp.runner")
 
 
-def run_task(task_id, server_id) -> None:
-    """Start the claimed task ``task_id``, call its handler and record the outcome.
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt's handler ended; plain values only, so it crosses process pipes."""
 
-    The handler is ``handler(task_status, input)``. If it raises, the task ends FAILED with
-    the exception and traceback; if it returns without ending its task, the task ends
-    FINISHED (the return value's repr is the event's ``result``). A task this worker lost
-    meanwhile (``StaleAttempt``) is left to its new owner.
-    """
-    try:
-        attempt = tracker.begin_attempt(task_id, server_id=server_id)
-    except (StaleAttempt, InvalidTransition, TaskNotFound) as exc:
-        logger.warning("Task %s not started: %s", task_id, exc)
-        return
-    status = TaskStatus(task_id, attempt.number, soft_time_limit=attempt.soft_time_limit)
+    task_id: int
+    attempt: int
+    succeeded: bool
+    result: str = ""  # repr of the return value
+    message: str = ""
+    exception: str = ""  # "module.Class: message"
+    traceback: str = ""
+    runtime: float = 0.0
+    lost: bool = False  # the handler learnt (StaleAttempt) that its task was taken away
+    transient: bool = False  # it failed because the database went away: worth a restart
+
+
+def execute(attempt: tracker.Attempt) -> Outcome:
+    """Call the attempt's handler ``handler(task_status, input)`` and report how it ended."""
+    status = TaskStatus(attempt.task_id, attempt.number, soft_time_limit=attempt.soft_time_limit)
+    begin = time.monotonic()
     try:
         handler = import_string(attempt.handler)
         result = handler(status, attempt.input)
     except StaleAttempt as exc:
-        logger.warning("Task %s lost while running: %s", task_id, exc)
-        return
+        return Outcome(attempt.task_id, attempt.number, False, message=str(exc), lost=True)
+    except CONNECTION_ERRORS as exc:
+        return Outcome(
+            attempt.task_id,
+            attempt.number,
+            False,
+            message=f"the database went away while the handler ran: {exc}",
+            exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
+            transient=True,
+        )
     except Exception as exc:
-        _record_failure(task_id, attempt, exc)
-        return
-    _record(
-        tracker.stop_task_success_if_not_finished,
-        task_id,
-        attempt=attempt.number,
-        result=result,
+        return Outcome(
+            attempt.task_id,
+            attempt.number,
+            False,
+            message=str(exc) or type(exc).__name__,
+            exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
+            traceback="".join(traceback_module.format_exception(exc)),
+            runtime=time.monotonic() - begin,
+        )
+    return Outcome(
+        attempt.task_id,
+        attempt.number,
+        True,
+        result=_safe_repr(result),
+        runtime=time.monotonic() - begin,
     )
 
 
-def _record_failure(task_id, attempt, exc) -> None:
-    logger.error("Task %s::%s failed: %r", attempt.type, attempt.identifier, exc)
-    _record(
-        tracker.stop_task_failure,
-        task_id,
-        str(exc) or type(exc).__name__,
-        attempt=attempt.number,
-        exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
-        traceback="".join(traceback_module.format_exception(exc)),
-    )
-
-
-def _record(setter, task_id, *args, **kwargs) -> None:
-    """Record an outcome unless the task was taken away or ended meanwhile."""
+def _safe_repr(value) -> str:
     try:
-        setter(task_id, *args, **kwargs)
+        return repr(value)
+    except Exception as exc:  # a broken __repr__ must not turn a success into a crash
+        return f"<unrepresentable {type(value).__name__}: {exc}>"
+
+
+def record(outcome: Outcome) -> str:
+    """Write an outcome through the tracker; return what became of the task.
+
+    "finished", "failed", "reenqueued" (the database went away under the handler),
+    "unchanged" (the handler had already ended, paused-then-finished
+    or re-enqueued its task), or "lost" (the attempt was given up meanwhile: the new owner
+    decides, this worker writes nothing).
+    """
+    if outcome.lost:
+        return "lost"
+    try:
+        if outcome.transient:
+            return tracker.restart_or_fail(
+                outcome.task_id,
+                f"Attempt {outcome.attempt} ended: {outcome.message}.",
+                attempt=outcome.attempt,
+                exception=outcome.exception,
+            )
+        if outcome.succeeded:
+            changed = tracker.stop_task_success_if_not_finished(
+                outcome.task_id, attempt=outcome.attempt, result=outcome.result
+            )
+            return "finished" if changed else "unchanged"
+        tracker.stop_task_failure(
+            outcome.task_id,
+            outcome.message,
+            attempt=outcome.attempt,
+            exception=outcome.exception,
+            traceback=outcome.traceback,
+        )
+        return "failed"
+    except StaleAttempt:
+        return "lost"
+    except (InvalidTransition, TaskNotFound):
+        return "unchanged"
+
+
+def run_task(task_id, server_id) -> str | None:
+    """Start the claimed task ``task_id`` here, run its handler and record the outcome."""
+    try:
+        attempt = tracker.begin_attempt(task_id, server_id=server_id)
     except (StaleAttempt, InvalidTransition, TaskNotFound) as exc:
-        logger.warning("Outcome of task %s not recorded: %s", task_id, exc)
+        logger.warning("Task %s not started: %s", task_id, exc)
+        return None
+    return record(execute(attempt))

@@ -14,6 +14,7 @@ import logging
 import uuid as uuid_module
 from collections import namedtuple
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count
@@ -38,6 +39,7 @@ from atp.models import (
     Status,
     TaskInstance,
     TaskType,
+    Worker,
     sources_of,
 )
 
@@ -91,6 +93,12 @@ class Attempt:
     input: object
     soft_time_limit: float | None
     hard_time_limit: float | None
+    timeout: float
+
+    @property
+    def time_limit(self) -> float:
+        """Seconds the daemon lets the handler run before killing it."""
+        return self.hard_time_limit or self.timeout
 
 
 # --- task types -------------------------------------------------------------------------
@@ -552,7 +560,7 @@ def _transition(
         task.save(update_fields=list(values))
         event = event or events.EVENT_FOR_STATUS[target]
         _log(task, target, message, event, moment, **event_fields).save()
-    logger.info(
+    logger.debug(
         "%s %s: %s%s", task, Status(target).label, event, f" ({message})" if message else ""
     )
     return task
@@ -601,6 +609,7 @@ def begin_attempt(task_id, message="", *, server_id=None) -> Attempt:
         input=task.input,
         soft_time_limit=task.type.soft_time_limit,
         hard_time_limit=task.type.hard_time_limit,
+        timeout=task.type.timeout,
     )
 
 
@@ -731,16 +740,34 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
     Two passes, each in short transactions that skip rows another sweeper holds:
     claims not started within ``ATP['CLAIM_TIMEOUT']`` go back to the queue without using
     up a restart; SCHEDULED/RUNNING/PAUSED tasks not updated for their type's ``timeout``
-    are re-enqueued, or FAILED once they have used ``maxrestart`` restarts.
+    (and not owned by a live daemon, which enforces its own time limits) are re-enqueued,
+    or FAILED once they have used ``maxrestart`` restarts.
     """
-    done = []
     now = timezone.now()
-    unstarted = TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT)
-    done += _sweep_batches(unstarted, lambda task: _give_back(task, message, now))
-    done += _sweep_batches(
-        TaskInstance.objects.stale(now), lambda task: _restart_or_fail(task, message, now)
-    )
+
+    def unstarted(task):
+        age = (now - task.updated_at).total_seconds()
+        return f"Claimed by {task.server_id} {age:.0f} s ago and never started."
+
+    def stale(task):
+        return f"No update for {task.type.timeout:g} s."
+
+    done = []
+    for tasks, reason in (
+        (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted),
+        (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale),
+    ):
+        done += _sweep_batches(
+            tasks,
+            lambda task, reason=reason: SweepEntry(
+                task.pk, str(task), restart_or_fail(task.pk, _join(message, reason(task)))
+            ),
+        )
     return done
+
+
+def _join(*parts) -> str:
+    return " ".join(part for part in parts if part)
 
 
 def _sweep_batches(queryset, act) -> list[SweepEntry]:
@@ -759,47 +786,89 @@ def _sweep_batches(queryset, act) -> list[SweepEntry]:
             return done
 
 
-def _give_back(task, message, now) -> SweepEntry:
-    age = (now - task.updated_at).total_seconds()
-    _transition(
-        task.pk,
-        Status.ACCEPTED,
-        message or f"Given back: claimed by {task.server_id} {age:.0f} s ago and never started.",
-        event=events.TASK_RETRIED,
-        changes=lambda task: {"server_id": "", "run_after": now},
-        fields=lambda task, moment: {"exception": "claim timed out", "traceback": ""},
-    )
-    logger.warning("Gave back %s: claimed by %s and never started", task, task.server_id)
-    return SweepEntry(task.pk, str(task), "reenqueued")
+def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") -> str:
+    """Re-enqueue a task whose attempt was lost, or fail it once its restarts are used up.
 
-
-def _restart_or_fail(task, message, now) -> SweepEntry:
-    restarts_used = task.attempts - task.retries - 1
-    timeout = task.type.timeout
-    if task.status != Status.SCHEDULED and restarts_used >= task.type.maxrestart:
-        reason = (
-            f"Failed: no update for {timeout:g} s on attempt {task.attempts}, and its "
-            f"{task.type.maxrestart} restart(s) (maxrestart) are used up."
-        )
+    The one rule for every lost attempt (zombie timeout, hard time limit, crashed handler
+    process, lost daemon): a claim never started goes back without using a restart; a
+    started attempt uses one of the type's ``maxrestart`` restarts, and with none left the
+    task ends FAILED with ``reason`` and a note saying so. Returns "reenqueued" or "failed".
+    """
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, None)
+        restarts_used = task.attempts - task.retries - 1
+        fields = lambda task, moment: {"exception": exception, "traceback": ""}  # noqa: E731
+        if task.status != Status.SCHEDULED and restarts_used >= task.type.maxrestart:
+            note = (
+                f"Failed on attempt {task.attempts}: its {task.type.maxrestart} restart(s) "
+                "(maxrestart) are used up."
+            )
+            _transition(task.pk, Status.FAILED, _join(reason, note), fields=fields)
+            logger.warning("%s failed after %d attempt(s): %s", task, task.attempts, reason)
+            return "failed"
+        if task.status == Status.SCHEDULED:
+            note = "Given back to the queue (it never started; no restart used)."
+        else:
+            note = f"Re-enqueued: restart {restarts_used + 1} of {task.type.maxrestart}."
         _transition(
             task.pk,
-            Status.FAILED,
-            reason if not message else f"{message} {reason}",
-            fields=lambda task, moment: {"exception": "TimeoutError", "traceback": ""},
+            Status.ACCEPTED,
+            _join(reason, note),
+            event=events.TASK_RETRIED,
+            changes=lambda task: {"server_id": "", "run_after": timezone.now()},
+            fields=fields,
         )
-        logger.warning("Zombie %s failed after %d attempt(s)", task, task.attempts)
-        return SweepEntry(task.pk, str(task), "failed")
-    reason = f"Re-enqueued after timeout: no update for {timeout:g} s (attempt {task.attempts})."
-    _transition(
-        task.pk,
-        Status.ACCEPTED,
-        reason if not message else f"{message} {reason}",
-        event=events.TASK_RETRIED,
-        changes=lambda task: {"server_id": "", "run_after": now},
-        fields=lambda task, moment: {"exception": "TimeoutError", "traceback": ""},
-    )
-    logger.warning("Zombie %s re-enqueued (attempt %d)", task, task.attempts)
-    return SweepEntry(task.pk, str(task), "reenqueued")
+        logger.warning("%s re-enqueued (attempt %d): %s", task, task.attempts, reason)
+        return "reenqueued"
+
+
+def touch_active_tasks(server_id) -> int:
+    """Refresh ``updated_at`` of the tasks daemon ``server_id`` owns (its heartbeat).
+
+    A live daemon vouches for its tasks, so the timeout-based zombie sweep only catches
+    tasks whose daemon stopped beating (the seed re-enqueued long handlers while they ran).
+    """
+    return TaskInstance.objects.claimed_by(server_id).update(updated_at=timezone.now())
+
+
+def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
+    """Re-enqueue (or fail) the tasks of daemons whose heartbeat is older than ``worker_timeout``.
+
+    Each lost daemon is handled by one recoverer: its Worker row is locked with SKIP LOCKED
+    and marked stopped in the same transaction as its tasks' transitions.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=worker_timeout)
+    done: list[SweepEntry] = []
+    for worker_pk in Worker.objects.lost(cutoff).values_list("pk", flat=True):
+        with transaction.atomic():
+            worker = (
+                Worker.objects.select_for_update(skip_locked=True)
+                .lost(cutoff)
+                .filter(pk=worker_pk)
+                .first()
+            )
+            if worker is None:
+                continue  # another daemon is recovering it, or it came back
+            silence = (now - worker.heartbeat_at).total_seconds()
+            reason = _join(
+                message,
+                f"Daemon {worker.server_id} (pid {worker.pid} on {worker.hostname}) lost: "
+                f"no heartbeat for {silence:.0f} s.",
+            )
+            worker.stopped_at = now
+            worker.save(update_fields=["stopped_at"])
+            for task in (
+                TaskInstance.objects.claimed_by(worker.server_id)
+                .select_for_update(of=("self",))
+                .select_related("type")
+                .order_by("pk")
+            ):
+                action = restart_or_fail(task.pk, reason, exception="WorkerLostError")
+                done.append(SweepEntry(task.pk, str(task), action))
+        logger.warning("%s: recovered %d task(s)", reason, len(done))
+    return done
 
 
 def delete_retired_tasks() -> list[SweepEntry]:

@@ -4,6 +4,7 @@ The database is an SQLite file under ``var/`` unless ``DATABASE_URL`` names anot
 for example ``DATABASE_URL=postgres://postgres@127.0.0.1:5432/atp``.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -53,24 +54,23 @@ TEMPLATES = [
     },
 ]
 
-if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "atp.sqlite3",
-            "OPTIONS": {
-                # WAL lets readers run beside the one writer; IMMEDIATE makes every transaction
-                # take the write lock up front, so a claim never fails half-way on a lock
-                # upgrade; the timeout lets writers queue instead of failing at once.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-            },
-            # A file (not :memory:) so that daemons started by the tests share it.
-            "TEST": {"NAME": str(VAR_DIR / "test_atp.sqlite3")},
-        }
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'atp.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets readers run beside the one writer; IMMEDIATE makes every transaction
+        # take the write lock up front, so a claim never fails half-way on a lock upgrade;
+        # the timeout lets writers queue for the lock instead of failing at once.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # A file (not :memory:) so that daemons started by the tests can share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("ATP_TEST_SQLITE", str(VAR_DIR / "test_atp.sqlite3"))
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -79,9 +79,9 @@ TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 STATIC_URL = "static/"
 
-ATP = {
-    # The example types and the test suite use the defaults; see README "Settings".
-}
+# ATP's settings (README "Settings"); the tests and benchmarks pass overrides to the
+# daemons they start as JSON in ATP_SETTINGS, e.g. ATP_SETTINGS='{"WORKER_TIMEOUT": 3}'.
+ATP = json.loads(os.environ.get("ATP_SETTINGS", "{}"))
 
 LOGGING = {
     "version": 1,

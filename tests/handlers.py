@@ -30,3 +30,27 @@ def exit_hard(task_status, input):
 
 
 NOT_CALLABLE = "a string, not a function"
+
+
+def record_attempt(task_status, input):
+    """Append start and end lines (task, attempt, pid, time) to ``input["log"]``, sleeping between.
+
+    The acceptance tests read the file to prove no two attempts of a task overlapped.
+    """
+    import json
+
+    def note(event):
+        line = {
+            "task": task_status.task_id,
+            "attempt": task_status.attempt,
+            "pid": os.getpid(),
+            "event": event,
+            "t": time.time(),
+        }
+        # One write() of one short line with O_APPEND: lines from processes never interleave.
+        with open(input["log"], "a") as log:
+            log.write(json.dumps(line) + "\n")
+
+    note("start")
+    time.sleep(float(input.get("seconds", 0)))
+    note("end")

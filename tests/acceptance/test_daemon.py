@@ -1,0 +1,185 @@
+"""atpd as a real process: crashes, kills, time limits, signals, lost daemons and fencing."""
+
+import json
+import os
+import signal
+import time
+from collections import defaultdict
+
+import pytest
+
+from atp import tracker
+from atp.models import LogRecord, Status, TaskInstance, Worker
+from tests.acceptance.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def count(status) -> int:
+    return TaskInstance.objects.filter(status=status).count()
+
+
+def attempts_from(log_path):
+    """Read the record_attempt handler's file: {(task, attempt): {"start": t, "end": t, "pid"}}."""
+    attempts = defaultdict(dict)
+    with open(log_path) as log:
+        for line in log:
+            entry = json.loads(line)
+            attempts[(entry["task"], entry["attempt"])][entry["event"]] = entry["t"]
+            attempts[(entry["task"], entry["attempt"])]["pid"] = entry["pid"]
+    return attempts
+
+
+def assert_attempts_never_overlap(attempts, killed_at=None):
+    """Each attempt of a task starts after the previous one ended (or its process died)."""
+    by_task = defaultdict(list)
+    for (task, number), times in attempts.items():
+        by_task[task].append((number, times))
+    for task, runs in by_task.items():
+        runs.sort()
+        for (_, earlier), (_, later) in zip(runs, runs[1:], strict=False):
+            ended = earlier.get("end", killed_at)
+            assert ended is not None, f"task {task}: an attempt never ended and nothing killed it"
+            assert later["start"] >= ended, f"task {task}: two attempts ran at the same time"
+
+
+@pytest.mark.postgres
+def test_thousand_tasks_on_three_daemons_survive_one_killed(daemons, tmp_path):
+    log_path = tmp_path / "attempts.jsonl"
+    tracker.register_task_type(
+        "acc.record", "tests.handlers.record_attempt", max_queue_size=5000, maxrestart=3
+    )
+    for n in range(1000):
+        tracker.enqueue_task("acc.record", f"t{n}", {"log": str(log_path), "seconds": 0.01})
+    procs = [daemons.start("-n", "2") for _ in range(3)]
+    victim = procs[0]
+    wait_until(lambda: count(Status.FINISHED) >= 200, what="200 tasks done")
+    victim_tasks = TaskInstance.objects.filter(
+        status=Status.RUNNING,
+        server_id__in=Worker.objects.filter(pid=victim.pid).values("server_id"),
+    )
+    wait_until(victim_tasks.exists, what="the victim to be running a task")
+    victim.kill()  # SIGKILL the daemon only: its children must die with it
+    killed_at = time.time()
+    victim.wait()
+
+    wait_until(lambda: count(Status.FINISHED) == 1000, timeout=120, what="all tasks finished")
+    assert TaskInstance.objects.exclude(status=Status.FINISHED).count() == 0
+    succeeded = LogRecord.objects.filter(event="task-succeeded")
+    assert succeeded.count() == 1000
+    assert succeeded.values("instance").distinct().count() == 1000
+    restarted = TaskInstance.objects.filter(attempts__gt=1)
+    assert restarted.exists(), "the killed daemon's running tasks were restarted"
+    assert LogRecord.objects.filter(event="task-retried", message__contains="lost").count() >= 1
+    attempts = attempts_from(log_path)
+    assert_attempts_never_overlap(attempts, killed_at=killed_at)
+    cut_short = [key for key, times in attempts.items() if "end" not in times]
+    assert cut_short, "the victim's running attempts died with it"
+    for task, number in cut_short:
+        assert TaskInstance.objects.get(pk=task).attempts > number
+    for proc in procs[1:]:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_hanging_handler_is_killed_at_its_timeout_and_fails_after_maxrestart(daemons):
+    tracker.register_task_type("acc.hang", "tests.handlers.sleep", timeout=1, maxrestart=1)
+    task_id = tracker.enqueue_task("acc.hang", "forever", {"seconds": 120})
+    proc = daemons.start("--burst", "-n", "1")
+    assert proc.wait(timeout=60) == 0, daemons.output(proc)
+    task = TaskInstance.objects.get(pk=task_id)
+    assert (task.status, task.attempts) == (Status.FAILED, 2)
+    messages = list(task.log.values_list("message", flat=True))
+    assert any("time limit of 1 s" in m and "Re-enqueued" in m for m in messages)
+    assert "maxrestart" in messages[-1] and "time limit" in messages[-1]
+
+
+def test_crashing_handlers_do_not_stop_the_daemon(daemons):
+    tracker.register_task_type("acc.exit", "tests.handlers.exit_hard", maxrestart=0)
+    tracker.register_task_type("acc.raise", "tests.handlers.fail")
+    tracker.register_task_type("acc.noop", "tests.handlers.noop")
+    exit_id = tracker.enqueue_task("acc.exit", "exit")
+    raise_id = tracker.enqueue_task("acc.raise", "raise", {"why": "test"})
+    noop_ids = [tracker.enqueue_task("acc.noop", f"ok{n}") for n in range(5)]
+    proc = daemons.start("--burst", "-n", "2")
+    assert proc.wait(timeout=60) == 0, daemons.output(proc)
+
+    crashed = TaskInstance.objects.get(pk=exit_id)
+    assert crashed.status == Status.FAILED
+    assert "exited with code 1" in crashed.log.last().message
+    failed = TaskInstance.objects.get(pk=raise_id)
+    assert failed.status == Status.FAILED
+    failure = failed.log.get(event="task-failed")
+    assert "RuntimeError" in failure.fields["exception"]
+    assert "handler failed on purpose" in failure.fields["traceback"]
+    assert set(TaskInstance.objects.filter(pk__in=noop_ids).values_list("status", flat=True)) == {
+        Status.FINISHED
+    }
+
+
+def test_sigterm_lets_running_handlers_finish_and_exits_zero(daemons):
+    tracker.register_task_type("acc.sleep", "tests.handlers.sleep")
+    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(4)]
+    proc = daemons.start("-n", "2")
+    wait_until(lambda: count(Status.RUNNING) == 2, what="two running handlers")
+    running = set(TaskInstance.objects.filter(status=Status.RUNNING).values_list("pk", flat=True))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, daemons.output(proc)
+
+    statuses = dict(TaskInstance.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert {statuses[pk] for pk in running} == {Status.FINISHED}
+    assert {statuses[pk] for pk in set(ids) - running} == {Status.ACCEPTED}
+    assert count(Status.SCHEDULED) == 0
+    assert Worker.objects.get().stopped_at is not None
+
+
+def test_second_signal_kills_handlers_and_requeues_their_tasks(daemons):
+    tracker.register_task_type("acc.sleep", "tests.handlers.sleep")
+    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 60}) for n in range(2)]
+    proc = daemons.start("-n", "2")
+    wait_until(lambda: count(Status.RUNNING) == 2, what="two running handlers")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, daemons.output(proc)
+    assert set(TaskInstance.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        Status.ACCEPTED
+    }
+    assert (
+        LogRecord.objects.filter(event="task-retried", message__contains="cold stop").count() == 2
+    )
+
+
+@pytest.mark.postgres
+def test_a_paused_daemon_cannot_overwrite_the_attempt_that_replaced_it(daemons, tmp_path):
+    """SIGSTOP = a daemon presumed dead; after SIGCONT its late writes are refused (fencing)."""
+    log_path = tmp_path / "attempts.jsonl"
+    tracker.register_task_type("acc.record", "tests.handlers.record_attempt", maxrestart=3)
+    task_id = tracker.enqueue_task("acc.record", "slow", {"log": str(log_path), "seconds": 4})
+    frozen = daemons.start("-n", "1")
+    wait_until(lambda: count(Status.RUNNING) == 1, what="the task to run")
+    os.killpg(frozen.pid, signal.SIGSTOP)  # the daemon and its children stop, as if lost
+    try:
+        rescuer = daemons.start("-n", "1")
+        wait_until(
+            lambda: TaskInstance.objects.get(pk=task_id).status == Status.FINISHED,
+            timeout=60,
+            what="the rescuer to finish the task",
+        )
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    wait_until(
+        lambda: (
+            len(attempts_from(log_path)) == 2
+            and all("end" in times for times in attempts_from(log_path).values())
+        ),
+        what="the frozen attempt to end too",
+    )
+    wait_until(lambda: "taken away" in daemons.output(frozen), what="the stale outcome refused")
+    task = TaskInstance.objects.get(pk=task_id)
+    assert (task.status, task.attempts) == (Status.FINISHED, 2)
+    assert task.log.filter(event="task-succeeded").count() == 1
+    assert task.server_id == Worker.objects.get(pid=rescuer.pid).server_id
+    for proc in (frozen, rescuer):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
