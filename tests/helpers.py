@@ -40,7 +40,7 @@ def age(queryset, seconds: float, field: str = "updated_at") -> None:
 def events_of(task_id) -> list[str]:
     """The Celery event names of a task's log, oldest first."""
     return list(
-        LogRecord.objects.filter(instance_id=task_id).order_by("time", "id").values_list(
-            "event", flat=True
-        )
+        LogRecord.objects.filter(instance_id=task_id)
+        .order_by("time", "id")
+        .values_list("event", flat=True)
     )
