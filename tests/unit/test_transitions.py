@@ -5,10 +5,13 @@ pair is refused and changes nothing. Then the fencing: a worker whose attempt is
 ``StaleAttempt`` from every write instead of overwriting the task's current attempt.
 """
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from atp import tracker
-from atp.exceptions import InvalidTransition, QueueEmpty, StaleAttempt
+from atp.exceptions import InvalidInput, InvalidTransition, QueueEmpty, StaleAttempt
 from atp.models import TERMINAL, TRANSITIONS, LogRecord, Response, Status, TaskInstance
 from tests.factories import TaskInstanceFactory
 
@@ -317,3 +320,93 @@ def test_writes_without_a_token_are_not_fenced(taken_over):
     tracker.revoke_task(task_id, "cancelled by an operator")
     assert tracker.get_task_status(task_id).status == Status.REVOKED
     assert LogRecord.objects.filter(instance_id=task_id, event="task-revoked").count() == 1
+
+
+# --- event fields of the setters, and the writes that are not transitions ---------------
+
+
+def test_failure_and_revocation_record_their_event_fields(task_type):
+    failed = TaskInstanceFactory(type=task_type, status=Status.RUNNING)
+    revoked = TaskInstanceFactory(type=task_type, status=Status.RUNNING)
+
+    tracker.stop_task_failure(failed.pk, "boom", exception="ValueError: x", traceback="tb")
+    tracker.revoke_task(revoked.pk, "killed", terminated=True, signum=15)
+
+    fields = failed.log.latest("id").fields
+    assert (fields["exception"], fields["traceback"]) == ("ValueError: x", "tb")
+    fields = revoked.log.latest("id").fields
+    assert (fields["terminated"], fields["signum"], fields["expired"]) == (True, 15, False)
+
+
+def test_reenqueue_with_run_after_delays_the_next_claim(task_type):
+    task = TaskInstanceFactory(type=task_type, status=Status.RUNNING)
+    later = timezone.now() + timedelta(hours=1)
+
+    tracker.reenqueue_task(task.pk, "later", run_after=later)
+
+    assert TaskInstance.objects.get(pk=task.pk).run_after == later
+    with pytest.raises(QueueEmpty):
+        tracker.dequeue_task("server-1")
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s not in (Status.RUNNING, Status.PAUSED)])
+def test_progress_only_from_a_running_or_paused_task(task_type, status):
+    task = TaskInstanceFactory(type=task_type, status=status)
+    before = _snapshot(task.pk)
+
+    with pytest.raises(InvalidTransition, match="only a RUNNING or PAUSED task reports progress"):
+        tracker.set_task_progress(task.pk, 1, 2)
+
+    assert _snapshot(task.pk) == before
+
+
+@pytest.mark.parametrize(
+    "done, total, match",
+    [(-1, 2, "done must be at least 0"), ("1", 2, "done must be a finite"), (1, -2, "total")],
+)
+def test_bad_progress_is_refused(task_type, done, total, match):
+    task = TaskInstanceFactory(type=task_type, status=Status.RUNNING)
+    before = _snapshot(task.pk)
+
+    with pytest.raises(InvalidInput, match=match):
+        tracker.set_task_progress(task.pk, done, total)
+
+    assert _snapshot(task.pk) == before
+
+
+def test_progress_keeps_the_status_and_logs_one_record(task_type):
+    task = TaskInstanceFactory(type=task_type, status=Status.PAUSED)
+
+    progress = tracker.set_task_progress(task.pk, 5, message="five so far")
+
+    assert progress == {"done": 5.0, "total": None, "percent": None, "message": "five so far"}
+    task.refresh_from_db()
+    assert (task.status, task.progress) == (Status.PAUSED, progress)
+    record = task.log.get()
+    assert (record.status, record.event, record.fields["progress"]) == (
+        Status.PAUSED,
+        "task-progress",
+        progress,
+    )
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL), ids=lambda s: Status(s).label)
+def test_heartbeat_of_an_ended_task_is_refused(task_type, status):
+    task = TaskInstanceFactory(type=task_type, status=status)
+    before = _snapshot(task.pk)
+
+    with pytest.raises(InvalidTransition, match="has ended"):
+        tracker.heartbeat(task.pk)
+
+    assert _snapshot(task.pk) == before
+
+
+def test_heartbeat_moves_updated_at_and_logs_nothing(task_type):
+    task = TaskInstanceFactory(type=task_type, status=Status.RUNNING)
+    TaskInstance.objects.filter(pk=task.pk).update(updated_at=task.updated_at.replace(year=2000))
+
+    tracker.heartbeat(task.pk)
+
+    task.refresh_from_db()
+    assert task.updated_at.year > 2000
+    assert task.status == Status.RUNNING and not task.log.exists()
