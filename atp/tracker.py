@@ -573,7 +573,11 @@ def _check_owner(task, attempt, server_id) -> None:
             f"task {task} (id {task.pk}) is not claimed by daemon {server_id} "
             f"(claimed by {task.server_id or 'nobody'}); it was given up and claimed again"
         )
-    if attempt is None or task.status in TERMINAL:
+    if attempt is None:
+        return
+    # An ended task still fences off older attempts (else a lost worker could overwrite the
+    # response of the attempt that finished it); its own last attempt gets InvalidTransition.
+    if task.status in TERMINAL and task.attempts == attempt:
         return
     if task.attempts != attempt or task.status not in (
         Status.RUNNING,
@@ -620,11 +624,16 @@ def start_task(task_id, message="", *, server_id=None):
 
 def stop_task_success(task_id, message="", *, attempt=None, result=None) -> None:
     """End a task as FINISHED; ``result`` is the handler's return value (for the event)."""
+    _finish(task_id, message, attempt, result)
+
+
+def _finish(task_id, message, attempt, result, sources=None) -> None:
     _transition(
         task_id,
         Status.FINISHED,
         message,
         attempt=attempt,
+        sources=sources,
         fields=lambda task, moment: {
             "result": repr(result),
             "runtime": events.runtime_of(task, moment),
@@ -640,7 +649,8 @@ def stop_task_success_if_not_finished(task_id, message="", *, attempt=None, resu
     Returns whether the task was changed.
     """
     try:
-        stop_task_success(task_id, message, attempt=attempt, result=result)
+        # Not WAITING: such a task ends when its subtasks do, not when its handler returns.
+        _finish(task_id, message, attempt, result, sources={Status.RUNNING, Status.PAUSED})
     except InvalidTransition:
         return False
     return True

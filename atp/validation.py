@@ -54,7 +54,9 @@ def handler_path(path, type_identifier: str) -> str:
         )
     try:
         target = import_string(path)
-    except ImportError as exc:
+    except Exception as exc:
+        # Not only ImportError: a handler module with a bug (SyntaxError, NameError, ...)
+        # does not import either, and must fail here with a clear error, not in a worker.
         raise InvalidInput(
             f"handler {path!r} of task type {type_identifier!r} does not import: {exc}"
         ) from exc

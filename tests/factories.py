@@ -1,10 +1,37 @@
-"""factory-boy factories for ATP's models (rows written directly, bypassing the tracker)."""
+"""factory-boy factories for ATP's models (rows written directly, bypassing the tracker).
+
+``TaskInstanceFactory(status=...)`` builds a row that looks like the tracker left it in that
+status: a claimed task has a ``server_id`` and ``received_at``, a started one an attempt and
+``started_at``, an ended one ``finished_at``. Tests set up states with factories and check
+behaviour through the tracker.
+"""
 
 import factory
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from atp.models import LogRecord, Response, Status, TaskInstance, TaskType, Worker
+from atp.models import TERMINAL, LogRecord, Response, Status, TaskInstance, TaskType, Worker
+
+#: The daemon that "claimed" factory-made tasks.
+SERVER_ID = "server-1"
+#: Statuses of a task some daemon has claimed (REVOKED may happen before any claim).
+CLAIMED = frozenset(
+    {
+        Status.SCHEDULED,
+        Status.RUNNING,
+        Status.PAUSED,
+        Status.WAITING,
+        Status.FINISHED,
+        Status.FAILED,
+    }
+)
+#: Statuses of a task whose handler has been started at least once.
+STARTED = CLAIMED - {Status.SCHEDULED}
+
+
+def _when(statuses):
+    """A lazy timestamp: now if the task's status is in ``statuses``, else None."""
+    return factory.LazyAttribute(lambda task: timezone.now() if task.status in statuses else None)
 
 
 class TaskTypeFactory(DjangoModelFactory):
@@ -25,6 +52,12 @@ class TaskInstanceFactory(DjangoModelFactory):
     status = Status.ACCEPTED
     input = factory.LazyAttribute(lambda task: {"n": task.identifier})
     queue = factory.LazyAttribute(lambda task: task.type.queue)
+    priority = factory.LazyAttribute(lambda task: task.type.priority)
+    server_id = factory.LazyAttribute(lambda task: SERVER_ID if task.status in CLAIMED else "")
+    attempts = factory.LazyAttribute(lambda task: 1 if task.status in STARTED else 0)
+    received_at = _when(CLAIMED)
+    started_at = _when(STARTED)
+    finished_at = _when(TERMINAL)
 
 
 class ResponseFactory(DjangoModelFactory):

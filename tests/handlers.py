@@ -1,7 +1,10 @@
 """Importable handlers for the tests' task types."""
 
+import json
 import os
 import time
+
+from atp import tracker
 
 
 def noop(task_status, input):
@@ -37,7 +40,6 @@ def record_attempt(task_status, input):
 
     The acceptance tests read the file to prove no two attempts of a task overlapped.
     """
-    import json
 
     def note(event):
         line = {
@@ -54,3 +56,85 @@ def record_attempt(task_status, input):
     note("start")
     time.sleep(float(input.get("seconds", 0)))
     note("end")
+
+
+# --- handlers that use their TaskStatus (tests/unit/test_taskstatus_and_runner.py) -------
+
+
+def introspect(task_status, input):
+    """Store, as JSON, what ``TaskStatus`` tells the handler about its own task."""
+    seen = {
+        "info": list(task_status.get_info()),
+        "identifier": task_status.get_identifier(),
+        "status": list(task_status.get_status()),
+        "attempt": task_status.attempt,
+        "soft_time_limit": task_status.soft_time_limit,
+        "input": input,
+    }
+    task_status.store_response(json.dumps(seen), "application/json")
+    return "seen"
+
+
+def fail_without_message(task_status, input):
+    """Raise an exception whose text is empty."""
+    raise ValueError()
+
+
+def succeed_early(task_status, input):
+    """End the task itself, then return a value the runner must not record again."""
+    task_status.set_success("done early")
+    return "ignored"
+
+
+def fail_softly(task_status, input):
+    """End the task as FAILED without raising."""
+    task_status.set_failure("gave up")
+
+
+def pause_and_resume(task_status, input):
+    """Pause, resume, and return 1."""
+    task_status.set_paused("waiting for a lock")
+    task_status.set_running("got the lock")
+    return 1
+
+
+def return_while_paused(task_status, input):
+    """Pause and return: the runner ends the task anyway."""
+    task_status.set_paused("paused for good")
+
+
+def report_progress(task_status, input):
+    """Report three steps of progress and a heartbeat."""
+    for done in range(1, 4):
+        task_status.set_progress(done, 3, f"step {done}")
+    task_status.heartbeat()
+
+
+def wait_for_children(task_status, input):
+    """Hand the task to its (imagined) subtasks: it must stay WAITING after the handler."""
+    tracker.wait_for_subtasks(task_status.task_id, "children spawned", attempt=task_status.attempt)
+
+
+def _take_over(task_status):
+    """Give the task up and let daemon server-2 claim and start it, as after a zombie sweep."""
+    tracker.reenqueue_task(task_status.task_id, "presumed lost")
+    tracker.dequeue_task("server-2")
+    tracker.begin_attempt(task_status.task_id, server_id="server-2")
+
+
+def lose_then_write(task_status, input):
+    """Lose the task, then try to report progress (StaleAttempt)."""
+    _take_over(task_status)
+    task_status.set_progress(1, 2, "too late")
+
+
+def lose_then_return(task_status, input):
+    """Lose the task, then return normally."""
+    _take_over(task_status)
+    return "late"
+
+
+def lose_then_raise(task_status, input):
+    """Lose the task, then fail."""
+    _take_over(task_status)
+    raise RuntimeError("failed after losing the task")
