@@ -39,3 +39,20 @@ class InvalidInput(ATPError, ValueError):
 
 class StaleAttempt(ATPError):
     """A worker wrote to a task it no longer owns: the task was re-enqueued or claimed again."""
+
+
+# --- errors of Django tasks run by ATP (atp.backends) -------------------------------------
+# Django's TaskResult.errors name an exception class by its dotted path; these are the paths
+# ATP reports when a task ended without an exception of its own.
+
+
+class TaskRevoked(ATPError):
+    """The task was revoked (cancelled, aborted or expired) before it finished."""
+
+
+class TaskFailed(ATPError):
+    """The task was ended as FAILED without raising (its handler or a sweep failed it)."""
+
+
+class ReturnValueNotJSON(ATPError, TypeError):
+    """A Django task function returned a value that cannot be stored as JSON."""

@@ -5,6 +5,7 @@ for example ``DATABASE_URL=postgres://postgres@127.0.0.1:5432/atp``.
 """
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -26,6 +27,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "atp",
 ]
+if find_spec("django.tasks") is None:
+    # Django < 6: the django-tasks backport is an app (its system checks and its
+    # setting_changed receiver, which override_settings(TASKS=...) needs).
+    INSTALLED_APPS.append("django_tasks")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -81,6 +86,14 @@ STATIC_URL = "static/"
 
 ATP = {
     # The example types and the test suite use the defaults; see README "Settings".
+}
+
+# Django's tasks framework runs on ATP (atp/backends.py); "other" lets tests route by queue.
+TASKS = {
+    "default": {
+        "BACKEND": "atp.backends.ATPBackend",
+        "QUEUES": ["default", "other"],
+    }
 }
 
 LOGGING = {
