@@ -221,7 +221,10 @@ class ATPBackend(BaseTaskBackend):
     def _allowed_options() -> list[str]:
         from atp.tracker import TYPE_OPTIONS
 
-        return [*TYPE_ARGUMENTS, *(name for name in TYPE_OPTIONS if name not in ("queue", "priority"))]
+        return [
+            *TYPE_ARGUMENTS,
+            *(name for name in TYPE_OPTIONS if name not in ("queue", "priority")),
+        ]
 
     def _option_problems(self) -> list[str]:
         from atp.tracker import TYPE_OPTIONS
