@@ -282,6 +282,7 @@ def test_checks_report_atp_missing_from_installed_apps():
         assert check_ids() == ["atp.E101"]
 
 
+@pytest.mark.django_db  # Django 6's model checks query the database
 def test_backend_checks_run_with_djangos_system_checks():
     bad = {"default": {"BACKEND": "atp.backends.ATPBackend", "QUEUES": ["default", ""]}}
     with override_settings(TASKS=bad):
