@@ -156,6 +156,9 @@ class ATPBackend(BaseTaskBackend):
             )
         except (TaskInstance.DoesNotExist, ValidationError, ValueError, TypeError):
             raise TaskResultDoesNotExist(result_id) from None
+        if not isinstance(instance.input, dict) or "task" not in instance.input:
+            # Enqueued with the handler by hand (tracker.enqueue_task): not a Django task.
+            raise TaskResultDoesNotExist(result_id)
         return self.result_for(instance)
 
     def result_for(self, instance) -> TaskResult:
@@ -188,6 +191,7 @@ class ATPBackend(BaseTaskBackend):
         """System checks: ATP installed, valid queue names, known and valid OPTIONS."""
         found = list(super().check(**kwargs))
         if not apps.is_installed("atp"):
+            # Nothing else can be checked: the option checks import ATP's models.
             found.append(
                 checks.Error(
                     f"TASKS[{self.alias!r}] uses ATPBackend, but 'atp' is not in INSTALLED_APPS.",
@@ -195,6 +199,7 @@ class ATPBackend(BaseTaskBackend):
                     id="atp.E101",
                 )
             )
+            return found
         for queue in sorted(self.queues, key=repr):
             try:
                 validation.identifier(queue, "queue name")

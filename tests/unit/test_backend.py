@@ -7,6 +7,7 @@ end-to-end runs through a real ``atpd`` are in tests/integration/test_backend.py
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core import checks
 from django.test import modify_settings, override_settings
 from django.utils import timezone
@@ -15,7 +16,12 @@ from atp import django_tasks_handler, tracker
 from atp.backends import HANDLER, ATPBackend, _exception_path, type_identifier
 from atp.exceptions import InvalidInput, QueueFull, ReturnValueNotJSON, TaskRevoked
 from atp.models import LogRecord, Status, TaskInstance, TaskType
-from atp.tasks_compat import TaskResultDoesNotExist, TaskResultStatus, task_backends
+from atp.tasks_compat import (
+    TaskResultDoesNotExist,
+    TaskResultMismatch,
+    TaskResultStatus,
+    task_backends,
+)
 from atp.taskstatus import TaskStatus
 from tests import task_functions
 from tests.factories import TaskInstanceFactory
@@ -162,6 +168,16 @@ def test_get_result_of_unknown_ids_raises_task_result_does_not_exist(backend):
 
 
 @pytest.mark.django_db
+def test_results_are_read_through_the_task_and_asynchronously():
+    result = async_to_sync(task_functions.add.aenqueue)(1, 2)
+
+    assert task_functions.add.get_result(result.id).args == [1, 2]
+    assert async_to_sync(task_functions.add.aget_result)(result.id).id == result.id
+    with pytest.raises(TaskResultMismatch):
+        task_functions.fail.get_result(result.id)
+
+
+@pytest.mark.django_db
 def test_atp_statuses_map_to_result_statuses(backend):
     result = task_functions.add.enqueue(1, 2)
     task_id = atp_task(result).pk
@@ -258,6 +274,8 @@ def test_the_handler_refuses_input_that_is_not_a_django_task_call():
 
     with pytest.raises(InvalidInput, match="not a Django task call"):
         django_tasks_handler.run(TaskStatus(task_id, attempt.number), attempt.input)
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(str(TaskInstance.objects.get(pk=task_id).uuid))
 
 
 # --- system checks ----------------------------------------------------------------------
