@@ -74,7 +74,11 @@ def type_identifier(module_path: str) -> str:
 
 
 class ATPBackend(BaseTaskBackend):
-    """Django tasks backend that stores tasks in ATP's queue; ``manage.py atpd`` runs them."""
+    """Django tasks backend that stores tasks in ATP's queue; ``manage.py atpd`` runs them.
+
+    ATP's models are imported inside the methods: backends are built while modules with
+    ``@task`` functions are imported, which may be before the app registry is ready.
+    """
 
     supports_defer = True
     supports_async_task = True
@@ -83,8 +87,7 @@ class ATPBackend(BaseTaskBackend):
 
     def __init__(self, alias, params):
         super().__init__(alias, params)
-        # Models are imported inside the methods: backends are built while modules with
-        # @task functions are imported, which may be before the app registry is ready.
+        # The register_task_type() arguments of the task types this backend creates.
         self.options = dict(params.get("OPTIONS") or {})
 
     # --- enqueue --------------------------------------------------------------------------

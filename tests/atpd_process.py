@@ -1,6 +1,7 @@
 """Run ``manage.py atpd`` as a real subprocess on the test database (only its CLI is used)."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,14 +34,23 @@ def run_atpd(*options) -> subprocess.CompletedProcess:
 
 
 def start_atpd(*options) -> subprocess.Popen:
-    """Start ``atpd`` with ``options`` in the background and return the process."""
+    """Start ``atpd`` with ``options`` in the background, in a process group of its own."""
     return subprocess.Popen(
         _command(*options),
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+
+
+def kill_atpd(process: subprocess.Popen) -> None:
+    """SIGKILL a daemon and every process it started (a crash: no clean-up runs)."""
+    # The whole group: a daemon that runs handlers in child processes must not leave
+    # them running on after the test.
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 def wait_until(condition, what: str, timeout: float = 60.0, interval: float = 0.05):

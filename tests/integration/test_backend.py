@@ -4,7 +4,6 @@ Runs on SQLite and on PostgreSQL alike (the daemon uses the test database; see
 tests/daemon_settings.py). Only atpd's command line is relied on.
 """
 
-import signal
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from atp.exceptions import ReturnValueNotJSON, TaskRevoked
 from atp.models import LogRecord, Status, TaskInstance
 from atp.tasks_compat import TaskResultStatus, task_backends
 from tests import task_functions
-from tests.atpd_process import run_atpd, start_atpd, wait_until
+from tests.atpd_process import kill_atpd, run_atpd, start_atpd, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,8 +173,7 @@ def test_a_task_restarted_after_its_daemon_was_killed_counts_the_extra_attempt()
     try:
         wait_until(lambda: _status(result) == TaskResultStatus.RUNNING, "the first attempt")
     finally:
-        daemon.send_signal(signal.SIGKILL)
-        daemon.wait(timeout=30)
+        kill_atpd(daemon)
 
     # The task stays RUNNING under a dead daemon until the zombie sweep notices. A short
     # type timeout, set only now so no live daemon could sweep it early, makes that quick.
