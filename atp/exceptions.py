@@ -47,3 +47,20 @@ class SoftTimeLimitExceeded(ATPError):
     The handler may catch it to clean up; the hard limit (``hard_time_limit``, or
     ``timeout``) still kills it later.
     """
+
+
+# --- errors of Django tasks run by ATP (atp.backends) -------------------------------------
+# Django's TaskResult.errors name an exception class by its dotted path; these are the paths
+# ATP reports when a task ended without an exception of its own.
+
+
+class TaskRevoked(ATPError):
+    """The task was revoked (cancelled, aborted or expired) before it finished."""
+
+
+class TaskFailed(ATPError):
+    """The task was ended as FAILED without raising (its handler or a sweep failed it)."""
+
+
+class ReturnValueNotJSON(ATPError, TypeError):
+    """A Django task function returned a value that cannot be stored as JSON."""

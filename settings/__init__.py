@@ -6,6 +6,7 @@ for example ``DATABASE_URL=postgres://postgres@127.0.0.1:5432/atp``.
 
 import json
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -27,6 +28,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "atp",
 ]
+if find_spec("django.tasks") is None:
+    # Django < 6: the django-tasks backport is an app (its system checks and its
+    # setting_changed receiver, which override_settings(TASKS=...) needs).
+    INSTALLED_APPS.append("django_tasks")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -82,6 +87,14 @@ STATIC_URL = "static/"
 # ATP's settings (README "Settings"); the tests and benchmarks pass overrides to the
 # daemons they start as JSON in ATP_SETTINGS, e.g. ATP_SETTINGS='{"WORKER_TIMEOUT": 3}'.
 ATP = json.loads(os.environ.get("ATP_SETTINGS", "{}"))
+
+# Django's tasks framework runs on ATP (atp/backends.py); "other" lets tests route by queue.
+TASKS = {
+    "default": {
+        "BACKEND": "atp.backends.ATPBackend",
+        "QUEUES": ["default", "other"],
+    }
+}
 
 LOGGING = {
     "version": 1,
