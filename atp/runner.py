@@ -54,7 +54,7 @@ def execute(attempt: tracker.Attempt) -> Outcome:
             exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
             transient=True,
         )
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a handler's sys.exit() fails its task only
         return Outcome(
             attempt.task_id,
             attempt.number,
@@ -100,7 +100,7 @@ def record(outcome: Outcome) -> str:
             )
         if outcome.succeeded:
             changed = tracker.stop_task_success_if_not_finished(
-                outcome.task_id, attempt=outcome.attempt, result=outcome.result
+                outcome.task_id, attempt=outcome.attempt, result_repr=outcome.result
             )
             return "finished" if changed else "unchanged"
         tracker.stop_task_failure(

@@ -622,12 +622,21 @@ def start_task(task_id, message="", *, server_id=None):
     return begin_attempt(task_id, message, server_id=server_id).input
 
 
-def stop_task_success(task_id, message="", *, attempt=None, result=None) -> None:
-    """End a task as FINISHED; ``result`` is the handler's return value (for the event)."""
-    _finish(task_id, message, attempt, result)
+def stop_task_success(task_id, message="", *, attempt=None, result=None, result_repr=None):
+    """End a task as FINISHED.
+
+    ``result`` is the handler's return value; the event stores its repr (Celery's
+    ``result``). A worker that has only the repr (it crossed a process pipe) passes
+    ``result_repr`` instead.
+    """
+    _finish(task_id, message, attempt, _repr_of(result, result_repr))
 
 
-def _finish(task_id, message, attempt, result, sources=None) -> None:
+def _repr_of(result, result_repr) -> str:
+    return result_repr if result_repr is not None else repr(result)
+
+
+def _finish(task_id, message, attempt, result_repr, sources=None) -> None:
     _transition(
         task_id,
         Status.FINISHED,
@@ -635,13 +644,15 @@ def _finish(task_id, message, attempt, result, sources=None) -> None:
         attempt=attempt,
         sources=sources,
         fields=lambda task, moment: {
-            "result": repr(result),
+            "result": result_repr,
             "runtime": events.runtime_of(task, moment),
         },
     )
 
 
-def stop_task_success_if_not_finished(task_id, message="", *, attempt=None, result=None) -> bool:
+def stop_task_success_if_not_finished(
+    task_id, message="", *, attempt=None, result=None, result_repr=None
+) -> bool:
     """End a RUNNING or PAUSED task as FINISHED; leave any other status alone.
 
     This is what a worker calls after a handler returns: a handler that already ended its
@@ -650,7 +661,13 @@ def stop_task_success_if_not_finished(task_id, message="", *, attempt=None, resu
     """
     try:
         # Not WAITING: such a task ends when its subtasks do, not when its handler returns.
-        _finish(task_id, message, attempt, result, sources={Status.RUNNING, Status.PAUSED})
+        _finish(
+            task_id,
+            message,
+            attempt,
+            _repr_of(result, result_repr),
+            sources={Status.RUNNING, Status.PAUSED},
+        )
     except InvalidTransition:
         return False
     return True
@@ -763,14 +780,16 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
         return f"No update for {task.type.timeout:g} s."
 
     done = []
-    for tasks, reason in (
-        (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted),
-        (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale),
+    for tasks, reason, exception in (
+        (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted, "claim timed out"),
+        (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale, "TimeoutError"),
     ):
         done += _sweep_batches(
             tasks,
-            lambda task, reason=reason: SweepEntry(
-                task.pk, str(task), restart_or_fail(task.pk, _join(message, reason(task)))
+            lambda task, reason=reason, exception=exception: SweepEntry(
+                task.pk,
+                str(task),
+                restart_or_fail(task.pk, _join(message, reason(task)), exception=exception),
             ),
         )
     return done

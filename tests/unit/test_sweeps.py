@@ -50,7 +50,7 @@ def test_stale_running_or_paused_task_is_reenqueued(zombie_type, status):
     assert events_of(task_id)[-1] == "task-retried"
     record = task.log.latest("id")
     assert record.status == Status.ACCEPTED
-    assert "no update for 60 s" in record.message
+    assert "No update for 60 s" in record.message
     assert record.fields["exception"] == "TimeoutError"
     # Back in the queue: the next claim gets it, and its start is attempt 2.
     assert _start(task_id, "server-2") == 2
@@ -157,7 +157,9 @@ def test_the_sweep_message_is_logged(zombie_type):
 
     tracker.reenqueue_zombie_tasks("sweep by server-7:")
 
-    assert task.log.latest("id").message.startswith("sweep by server-7: Re-enqueued")
+    assert task.log.latest("id").message.startswith(
+        "sweep by server-7: No update for 60 s. Re-enqueued"
+    )
 
 
 def test_unstarted_claim_is_given_back_without_using_a_restart(db):
