@@ -174,6 +174,7 @@ class ThreadPool:
         self._reports: queue.SimpleQueue = queue.SimpleQueue()
         self._abandoned: list[Crashed] = []
         self._wake_reader, self._wake_writer = os.pipe()
+        os.set_blocking(self._wake_reader, False)
         os.set_blocking(self._wake_writer, False)
         self.slots = [self._start(Slot()) for _ in range(size)]
 

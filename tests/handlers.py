@@ -138,3 +138,14 @@ def lose_then_raise(task_status, input):
     """Lose the task, then fail."""
     _take_over(task_status)
     raise RuntimeError("failed after losing the task")
+
+
+def soft_limited(task_status, input):
+    """Sleep past the soft time limit; store what the handler saw before failing."""
+    from atp.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        task_status.store_response(f"soft limit {task_status.soft_time_limit}", "text/plain")
+        raise

@@ -1,0 +1,133 @@
+"""atpd's other modes and tools: thread pool, soft limits, NOTIFY wake-up, atp_cleanup, outages."""
+
+import shutil
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from atp import tracker
+from atp.models import Status, TaskInstance, Worker
+from tests.acceptance.conftest import REPO, database_url, wait_until
+from tests.factories import TaskInstanceFactory, TaskTypeFactory, WorkerFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def statuses(ids) -> set:
+    return set(TaskInstance.objects.filter(pk__in=ids).values_list("status", flat=True))
+
+
+def test_thread_pool_runs_handlers_and_records_failures(daemons):
+    tracker.register_task_type("acc.echo", "tests.handlers.echo")
+    tracker.register_task_type("acc.raise", "tests.handlers.fail")
+    ok = [tracker.enqueue_task("acc.echo", f"e{n}", {"n": n}) for n in range(10)]
+    bad = tracker.enqueue_task("acc.raise", "bad")
+    proc = daemons.start("--burst", "--pool", "threads", "-n", "4")
+    assert proc.wait(timeout=60) == 0, daemons.output(proc)
+    assert statuses(ok) == {Status.FINISHED}
+    assert tracker.get_task_response("acc.echo", "e3") == (b"{'n': 3}", "text/plain")
+    assert TaskInstance.objects.get(pk=bad).status == Status.FAILED
+
+
+def test_soft_time_limit_raises_inside_the_handler(daemons):
+    tracker.register_task_type(
+        "acc.soft", "tests.handlers.soft_limited", soft_time_limit=0.5, timeout=60
+    )
+    task_id = tracker.enqueue_task("acc.soft", "soft")
+    proc = daemons.start("--burst", "-n", "1")
+    assert proc.wait(timeout=60) == 0, daemons.output(proc)
+    task = TaskInstance.objects.get(pk=task_id)
+    assert task.status == Status.FAILED
+    assert "SoftTimeLimitExceeded" in task.log.get(event="task-failed").fields["exception"]
+    assert tracker.get_task_response("acc.soft", "soft") == (b"soft limit 0.5", "text/plain")
+
+
+@pytest.mark.postgres
+def test_an_idle_daemon_is_woken_by_notify_not_by_polling(daemons):
+    """With a 60 s poll interval, only LISTEN/NOTIFY can start the task within the wait."""
+    tracker.register_task_type("acc.noop", "tests.handlers.noop")
+    proc = daemons.start("-n", "1", "--poll-interval", "60")
+    wait_until(lambda: "atpd started" in daemons.output(proc), what="the daemon to start")
+    time.sleep(1)  # let it reach its idle wait (it polled once at start)
+    assert "LISTEN unavailable" not in daemons.output(proc)
+    task_id = tracker.enqueue_task("acc.noop", "wake-up")
+    wait_until(
+        lambda: TaskInstance.objects.get(pk=task_id).status == Status.FINISHED,
+        timeout=20,
+        what="the idle daemon to run the task",
+    )
+
+
+def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
+    kind = TaskTypeFactory(identifier="cron", timeout=60, timeret=10)
+    zombie = TaskInstanceFactory(type=kind, status=Status.RUNNING, server_id="gone", attempts=1)
+    retired = TaskInstanceFactory(type=kind, status=Status.FINISHED)
+    long_ago = timezone.now() - timedelta(hours=1)
+    TaskInstance.objects.filter(pk=zombie.pk).update(updated_at=long_ago)
+    TaskInstance.objects.filter(pk=retired.pk).update(finished_at=long_ago)
+    lost = WorkerFactory(server_id="lost-daemon", heartbeat_at=long_ago)
+    owned = TaskInstanceFactory(type=kind, status=Status.RUNNING, server_id=lost.server_id)
+
+    call_command("atp_cleanup", "--dry-run")
+    preview = capsys.readouterr().out
+    assert f"would handle lost      cron::{owned.identifier}" in preview
+    assert f"zombie    cron::{zombie.identifier}" in preview
+    assert f"retired   cron::{retired.identifier}" in preview
+    assert TaskInstance.objects.filter(status=Status.RUNNING).count() == 2
+    assert TaskInstance.objects.filter(pk=retired.pk).exists()
+
+    call_command("atp_cleanup")
+    report = capsys.readouterr().out
+    assert f"reenqueued cron::{owned.identifier}" in report
+    assert f"reenqueued cron::{zombie.identifier}" in report
+    assert f"deleted    cron::{retired.identifier}" in report
+    assert "3 task(s) handled." in report
+    assert not TaskInstance.objects.filter(pk=retired.pk).exists()
+    assert statuses([owned.pk, zombie.pk]) == {Status.ACCEPTED}
+    assert Worker.objects.get(pk=lost.pk).stopped_at is not None
+
+
+@pytest.mark.postgres
+def test_the_daemon_survives_a_postgresql_restart(daemons):
+    tracker.register_task_type("acc.sleep", "tests.handlers.sleep", max_queue_size=1000)
+    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 0.02}) for n in range(300)]
+    proc = daemons.start("-n", "2")
+    wait_until(
+        lambda: TaskInstance.objects.filter(status=Status.FINISHED).count() >= 40,
+        what="the daemon to be under way",
+    )
+    cluster = next(Path("/etc/postgresql").iterdir()).name
+    pg_ctlcluster = shutil.which("pg_ctlcluster")
+    subprocess.run(
+        [pg_ctlcluster, "--skip-systemctl-redirect", cluster, "main", "restart"], check=True
+    )
+    wait_until(
+        lambda: TaskInstance.objects.filter(status=Status.FINISHED).count() == 300,
+        timeout=120,
+        what="the queue to be finished after the restart",
+    )
+    assert statuses(ids) == {Status.FINISHED}
+    from atp.models import LogRecord
+
+    assert LogRecord.objects.filter(event="task-succeeded").count() == 300
+    assert "Database unavailable" in daemons.output(proc)
+    assert "Database back after" in daemons.output(proc)
+    assert proc.poll() is None  # still serving
+
+
+def test_atpd_rejects_bad_options():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "atpd", "--concurrency", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"DATABASE_URL": database_url(), "PATH": ""},
+    )
+    assert result.returncode != 0
+    assert "concurrency" in result.stderr
