@@ -373,6 +373,66 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
     return task.pk
 
 
+def enqueue_tasks(type, items, message="", **options) -> list[int]:
+    """Enqueue many tasks of one type in one transaction; return their ids in order.
+
+    ``items`` are ``(identifier, input)`` pairs (identifier None = a UUID); options as for
+    ``enqueue_task`` apply to all. The queue limit is checked once for the whole batch,
+    atomically with the insert: either every task is enqueued or none (QueueFull,
+    DuplicateTask, InvalidInput).
+    """
+    task_type = _get_type(type)
+    fields = _enqueue_fields(task_type, options, f"tasks of type {task_type.identifier}")
+    tasks = []
+    for identifier, task_input in items:
+        task_uuid = uuid_module.uuid4()
+        identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
+        validation.json_input(task_input, f"task {task_type.identifier}::{identifier}")
+        tasks.append(
+            TaskInstance(
+                type=task_type,
+                identifier=identifier,
+                uuid=task_uuid,
+                status=Status.ACCEPTED,
+                input=task_input,
+                **fields,
+            )
+        )
+    identifiers = [task.identifier for task in tasks]
+    if len(set(identifiers)) != len(identifiers):
+        raise DuplicateTask(f"the batch for type {task_type.identifier!r} repeats an identifier")
+    if not tasks:
+        return []
+    try:
+        with transaction.atomic():
+            _check_queue_limit(task_type, adding=len(tasks))
+            now = timezone.now()
+            for task in tasks:
+                task.enqueued_at = task.updated_at = now
+                task.run_after = fields.get("run_after", now)
+            TaskInstance.objects.bulk_create(tasks)
+            LogRecord.objects.bulk_create(
+                _log(
+                    task,
+                    Status.ACCEPTED,
+                    message,
+                    events.TASK_SENT,
+                    now,
+                    **events.call_fields(task),
+                    **_lineage(task),
+                )
+                for task in tasks
+            )
+            sql.notify_enqueued(tasks[0].queue)
+    except IntegrityError as exc:
+        raise DuplicateTask(
+            f"a task of type {task_type.identifier!r} in the batch already exists; "
+            "nothing was enqueued"
+        ) from exc
+    logger.debug("Enqueued %d task(s) of %s", len(tasks), task_type.identifier)
+    return [task.pk for task in tasks]
+
+
 def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
     """Check ``enqueue_task``'s options and turn them into TaskInstance field values."""
     unknown = set(options) - set(ENQUEUE_OPTIONS)
