@@ -131,3 +131,12 @@ def test_atpd_rejects_bad_options():
     )
     assert result.returncode != 0
     assert "concurrency" in result.stderr
+
+
+def test_the_benchmark_drains_and_counts_real_tasks():
+    from atp import bench
+
+    bench.setup()
+    figures = bench.measure_drain(20, 1, "processes")
+    assert figures["tasks"] == 20 and figures["per_s"] > 0
+    assert not TaskInstance.objects.filter(type__identifier__startswith="bench.").exists()
