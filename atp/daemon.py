@@ -112,7 +112,7 @@ class Daemon:
         if self.stopping == "cold":
             return not busy
         if self.stopping == "warm":
-            return not busy and not self.claimed
+            return not busy  # claimed, unstarted tasks are given back on the way out
         drained = (self.options.burst and self.queue_empty) or self._quota_used()
         return drained and not busy and not self.claimed
 
@@ -347,10 +347,11 @@ class Daemon:
                 os.kill(slot.process.pid, signal.SIGUSR1)
 
     def _next_deadline(self) -> float:
-        deadlines = [slot.started + slot.attempt.time_limit for slot in self.pool.in_flight()]
+        running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
+        deadlines = [slot.started + slot.attempt.time_limit for slot in running]
         deadlines += [
             slot.started + slot.attempt.soft_time_limit
-            for slot in self.pool.in_flight()
+            for slot in running
             if slot.attempt.soft_time_limit and slot.attempt.task_id not in self.soft_signalled
         ]
         return min(deadlines, default=float("inf"))
@@ -413,11 +414,14 @@ class Daemon:
             return  # more work may be waiting right now
         if self._finished():
             return
-        wake_at = min(self.next_heartbeat, self._next_deadline())
-        if can_claim:
-            wake_at = min(wake_at, self.next_poll)
+        wake_at = self._next_deadline()
         if self.db_down_since is not None:
+            # Timers that need the database wait for the next retry, or the loop would spin.
             wake_at = min(wake_at, self.db_retry_at)
+        else:
+            wake_at = min(wake_at, self.next_heartbeat)
+            if can_claim:
+                wake_at = min(wake_at, self.next_poll)
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
         ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
         if self._wake_reader in ready:

@@ -293,7 +293,10 @@ def get_task_log(type, identifier) -> list[LogEntry]:
 
 def delete_task(task_id) -> bool:
     """Delete a task with its log and response; a missing task is a no-op (returns False)."""
-    deleted, _ = TaskInstance.objects.filter(pk=task_id).delete()
+    try:
+        deleted, _ = TaskInstance.objects.filter(pk=task_id).delete()
+    except (ValueError, TypeError):  # not an id at all: no such task either
+        return False
     return bool(deleted)
 
 
