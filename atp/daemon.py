@@ -12,10 +12,9 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from atp import tracker, workers
 from atp.conf import settings
@@ -68,7 +67,6 @@ class Daemon:
         self.pool = None
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
-        self.claimed: deque[int] = deque()  # claimed, not yet started
         self.pending: list = []  # pool reports not yet recorded
         self.claimed_total = 0
         self.processed = 0
@@ -112,9 +110,9 @@ class Daemon:
         if self.stopping == "cold":
             return not busy
         if self.stopping == "warm":
-            return not busy  # claimed, unstarted tasks are given back on the way out
+            return not busy
         drained = (self.options.burst and self.queue_empty) or self._quota_used()
-        return drained and not busy and not self.claimed
+        return drained and not busy
 
     def _quota_used(self) -> bool:
         return self.options.max_tasks is not None and self.claimed_total >= self.options.max_tasks
@@ -134,7 +132,7 @@ class Daemon:
             self._db(self._heartbeat)
         if self.since_cleanup >= settings.CLEANUP_EVERY:
             self._db(self._cleanup)
-        if self.claimed or (not self.stopping and not self._quota_used()):
+        if not self.stopping and not self._quota_used():
             self._db(self._claim)
         self._wait()
 
@@ -158,7 +156,6 @@ class Daemon:
     def _shut_down(self, previous_handlers: dict) -> None:
         if self.stopping == "cold" or self.pool.in_flight():
             self._cold_stop()
-        self._give_back_claimed()
         self.pool.stop()
         self.listener.close()
         self._db(lambda: workers.stop_worker(self.options.server_id))
@@ -181,22 +178,6 @@ class Daemon:
             self.pending += self.pool.collect()
             self._db(self._record_pending)
             time.sleep(0.05)
-
-    def _give_back_claimed(self) -> None:
-        """Return claimed-but-unstarted tasks to the queue (they never ran here)."""
-
-        def give_back():
-            while self.claimed:
-                task_id = self.claimed[0]
-                try:
-                    tracker.reenqueue_task(task_id, "Given back by atpd on shutdown.")
-                    self.log.info("Gave back task %s", task_id)
-                except TASK_GONE:
-                    pass
-                self.claimed.popleft()
-
-        if self.claimed:
-            self._db(give_back)
 
     # --- the database -------------------------------------------------------------------
 
@@ -231,66 +212,80 @@ class Daemon:
     # --- claiming and starting ----------------------------------------------------------
 
     def _claim(self) -> None:
-        """Claim as many due tasks as there are free slots (one round trip), then start them."""
-        free = self.pool.free() - len(self.claimed)
+        """Claim as many due tasks as there are free slots and start them, in one transaction.
+
+        Claiming and starting together costs one commit for the whole batch and leaves no
+        window in which this daemon holds a claimed task it has not started.
+        """
+        free = self.pool.free()
         if self.options.max_tasks is not None:
             free = min(free, self.options.max_tasks - self.claimed_total)
-        if free > 0 and not self.stopping and not self.queue_empty:
+        if free <= 0 or self.stopping or self.queue_empty:
+            return
+        with transaction.atomic():
             try:
                 task_ids = tracker.dequeue_task(
                     self.options.server_id, limit=free, queues=self.options.queues
                 )
             except QueueEmpty:
-                self.queue_empty = True
-                self.next_poll = time.monotonic() + self.options.poll_interval
-                self._idle_cleanup()
-            else:
-                self.claimed.extend(task_ids)
-                self.claimed_total += len(task_ids)
-                self.since_cleanup += len(task_ids)
-        while self.claimed and self.pool.free() and not self.stopping:
-            self._start(self.claimed[0])
-            self.claimed.popleft()
+                task_ids = []
+            attempts = [attempt for attempt in map(self._begin, task_ids) if attempt]
+        if not task_ids:
+            self.queue_empty = True
+            self.next_poll = time.monotonic() + self.options.poll_interval
+            self._idle_cleanup()
+            return
+        self.claimed_total += len(task_ids)
+        self.since_cleanup += len(task_ids)
+        for attempt in attempts:  # only now: the children must see the committed rows
+            self.pool.submit(attempt)
+            self.log.info(
+                "Started %s::%s (id %d, attempt %d)",
+                attempt.type,
+                attempt.identifier,
+                attempt.task_id,
+                attempt.number,
+            )
 
-    def _start(self, task_id: int) -> None:
+    def _begin(self, task_id: int):
         try:
-            attempt = tracker.begin_attempt(task_id, server_id=self.options.server_id)
+            return tracker.begin_attempt(task_id, server_id=self.options.server_id)
         except TASK_GONE as exc:
             self.log.warning("Task %s not started: %s", task_id, exc)
-            return
-        self.pool.submit(attempt)
-        self.log.info(
-            "Started %s::%s (id %d, attempt %d)",
-            attempt.type,
-            attempt.identifier,
-            task_id,
-            attempt.number,
-        )
+            return None
 
     # --- outcomes -----------------------------------------------------------------------
 
     def _record_pending(self) -> None:
-        while self.pending:
-            report = self.pending[0]
-            if isinstance(report, Finished):
-                self._record_finished(report.attempt, report.outcome)
-            else:
-                self._record_crash(report)
-            self.pending.pop(0)
-            self.processed += 1
+        """Record every collected outcome in one transaction (one commit for the batch).
 
-    def _record_finished(self, attempt, outcome) -> None:
+        Reports leave ``pending`` only after the commit, so an outage in the middle loses
+        none of them: the whole batch is recorded again once the database is back.
+        """
+        batch = list(self.pending)
+        lines = []
+        with transaction.atomic():
+            for report in batch:
+                if isinstance(report, Finished):
+                    lines.append(self._record_finished(report.attempt, report.outcome))
+                else:
+                    lines.append(self._record_crash(report))
+        del self.pending[: len(batch)]
+        self.processed += len(batch)
+        for level, message, args in lines:
+            self.log.log(level, message, *args)
+
+    def _record_finished(self, attempt, outcome) -> tuple:
         self.soft_signalled.discard(outcome.task_id)
         result = record(outcome)
         name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
         if result == "failed":
-            self.log.info("Failed %s: %s", name, outcome.message)
-        elif result == "lost":
-            self.log.warning("%s was taken away while it ran: %s", name, outcome.message)
-        else:
-            self.log.info("%s %s in %.3f s", name, result.capitalize(), outcome.runtime)
+            return logging.INFO, "Failed %s: %s", (name, outcome.message)
+        if result == "lost":
+            return logging.WARNING, "%s was taken away while it ran: %s", (name, outcome.message)
+        return logging.INFO, "%s %s in %.3f s", (name, result.capitalize(), outcome.runtime)
 
-    def _record_crash(self, crash: Crashed) -> None:
+    def _record_crash(self, crash: Crashed) -> tuple:
         attempt = crash.attempt
         self.soft_signalled.discard(attempt.task_id)
         name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
@@ -302,25 +297,24 @@ class Daemon:
                     terminated=True,
                     signum=crash.kill_signal,
                 )
-                self.log.info("Revoked %s: handler terminated", name)
-            elif crash.kill_reason == "cold stop":
+                return logging.INFO, "Revoked %s: handler terminated", (name,)
+            if crash.kill_reason == "cold stop":
                 tracker.reenqueue_task(
                     attempt.task_id,
                     "Re-enqueued: atpd cold stop killed the handler.",
                     attempt=attempt.number,
                 )
-                self.log.info("Re-enqueued %s after cold stop", name)
-            else:
-                cause = crash.kill_reason or f"the handler's process {crash.reason}"
-                action = tracker.restart_or_fail(
-                    attempt.task_id,
-                    f"Attempt {attempt.number} ended: {cause}.",
-                    attempt=attempt.number,
-                    exception="TimeLimitExceeded" if crash.kill_reason else "WorkerLostError",
-                )
-                self.log.warning("%s %s: %s", name, action, cause)
+                return logging.INFO, "Re-enqueued %s after cold stop", (name,)
+            cause = crash.kill_reason or f"the handler's process {crash.reason}"
+            action = tracker.restart_or_fail(
+                attempt.task_id,
+                f"Attempt {attempt.number} ended: {cause}.",
+                attempt=attempt.number,
+                exception="TimeLimitExceeded" if crash.kill_reason else "WorkerLostError",
+            )
+            return logging.WARNING, "%s %s: %s", (name, action, cause)
         except TASK_GONE as exc:
-            self.log.warning("%s: outcome not recorded: %s", name, exc)
+            return logging.WARNING, "%s: outcome not recorded: %s", (name, exc)
 
     # --- time limits --------------------------------------------------------------------
 
@@ -365,7 +359,6 @@ class Daemon:
         if not workers.beat(server_id):
             self.log.error("This daemon was declared lost; its tasks were recovered elsewhere")
             self._kill_running("declared lost")
-            self.claimed.clear()
             workers.register_worker(server_id)
         tracker.touch_active_tasks(server_id)
         self._act_on_kill_requests()
@@ -382,10 +375,7 @@ class Daemon:
             kill_signal__isnull=False
         )
         for task_id, signum in requests.values_list("id", "kill_signal"):
-            if task_id in self.claimed:  # claimed here but not started: it never runs
-                self.claimed.remove(task_id)
-                tracker.revoke_task(task_id, "Revoked before it started.", signum=signum)
-            elif task_id in running and not running[task_id].kill_reason:
+            if task_id in running and not running[task_id].kill_reason:
                 self.log.info("Terminating task %d with signal %d (revoked)", task_id, signum)
                 self.pool.kill(task_id, signum, "revoked")
 

@@ -1,7 +1,6 @@
 """atpd as a real process: crashes, kills, time limits, signals, lost daemons and fencing."""
 
 import json
-import os
 import signal
 import time
 from collections import defaultdict
@@ -186,13 +185,17 @@ def test_second_signal_kills_handlers_and_requeues_their_tasks(daemons):
 
 @pytest.mark.postgres
 def test_a_paused_daemon_cannot_overwrite_the_attempt_that_replaced_it(daemons, tmp_path):
-    """SIGSTOP = a daemon presumed dead; after SIGCONT its late writes are refused (fencing)."""
+    """SIGSTOP = a daemon presumed dead; after SIGCONT its late writes are refused (fencing).
+
+    Only the daemon process is stopped, so its handler finishes attempt 1 and reports it;
+    the woken daemon's write of that stale outcome must be refused.
+    """
     log_path = tmp_path / "attempts.jsonl"
     tracker.register_task_type("acc.record", "tests.handlers.record_attempt", maxrestart=3)
     task_id = tracker.enqueue_task("acc.record", "slow", {"log": str(log_path), "seconds": 4})
     frozen = daemons.start("-n", "1")
     wait_until(lambda: count(Status.RUNNING) == 1, what="the task to run")
-    os.killpg(frozen.pid, signal.SIGSTOP)  # the daemon and its children stop, as if lost
+    frozen.send_signal(signal.SIGSTOP)
     try:
         rescuer = daemons.start("-n", "1")
         wait_until(
@@ -200,20 +203,19 @@ def test_a_paused_daemon_cannot_overwrite_the_attempt_that_replaced_it(daemons, 
             timeout=60,
             what="the rescuer to finish the task",
         )
+        wait_until(
+            lambda: all("end" in times for times in attempts_from(log_path).values()),
+            what="the frozen daemon's handler to finish attempt 1",
+        )
     finally:
-        os.killpg(frozen.pid, signal.SIGCONT)
-    wait_until(
-        lambda: (
-            len(attempts_from(log_path)) == 2
-            and all("end" in times for times in attempts_from(log_path).values())
-        ),
-        what="the frozen attempt to end too",
-    )
+        frozen.send_signal(signal.SIGCONT)
     wait_until(lambda: "taken away" in daemons.output(frozen), what="the stale outcome refused")
     task = TaskInstance.objects.get(pk=task_id)
     assert (task.status, task.attempts) == (Status.FINISHED, 2)
+    assert sorted(attempts_from(log_path)) == [(task_id, 1), (task_id, 2)]
     assert task.log.filter(event="task-succeeded").count() == 1
     assert task.server_id == Worker.objects.get(pid=rescuer.pid).server_id
+    wait_until(lambda: "declared lost" in daemons.output(frozen), what="it to notice")
     for proc in (frozen, rescuer):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
