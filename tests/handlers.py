@@ -149,3 +149,10 @@ def soft_limited(task_status, input):
     except SoftTimeLimitExceeded:
         task_status.store_response(f"soft limit {task_status.soft_time_limit}", "text/plain")
         raise
+
+
+def segfault(task_status, input):
+    """Crash the process with a segmentation fault (reads address 0)."""
+    import ctypes
+
+    ctypes.string_at(0)

@@ -129,9 +129,11 @@ def test_a_hanging_handler_is_killed_at_its_timeout_and_fails_after_maxrestart(d
 
 def test_crashing_handlers_do_not_stop_the_daemon(daemons):
     tracker.register_task_type("acc.exit", "tests.handlers.exit_hard", maxrestart=0)
+    tracker.register_task_type("acc.segv", "tests.handlers.segfault", maxrestart=1)
     tracker.register_task_type("acc.raise", "tests.handlers.fail")
     tracker.register_task_type("acc.noop", "tests.handlers.noop")
     exit_id = tracker.enqueue_task("acc.exit", "exit")
+    segv_id = tracker.enqueue_task("acc.segv", "segv")
     raise_id = tracker.enqueue_task("acc.raise", "raise", {"why": "test"})
     noop_ids = [tracker.enqueue_task("acc.noop", f"ok{n}") for n in range(5)]
     proc = daemons.start("--burst", "-n", "2")
@@ -140,6 +142,12 @@ def test_crashing_handlers_do_not_stop_the_daemon(daemons):
     crashed = TaskInstance.objects.get(pk=exit_id)
     assert crashed.status == Status.FAILED
     assert "exited with code 1" in crashed.log.last().message
+    segfaulted = TaskInstance.objects.get(pk=segv_id)
+    assert (segfaulted.status, segfaulted.attempts) == (
+        Status.FAILED,
+        2,
+    )  # one restart, then failed
+    assert "killed by SIGSEGV" in segfaulted.log.last().message
     failed = TaskInstance.objects.get(pk=raise_id)
     assert failed.status == Status.FAILED
     failure = failed.log.get(event="task-failed")

@@ -140,3 +140,23 @@ def test_the_benchmark_drains_and_counts_real_tasks():
     figures = bench.measure_drain(20, 1, "processes")
     assert figures["tasks"] == 20 and figures["per_s"] > 0
     assert not TaskInstance.objects.filter(type__identifier__startswith="bench.").exists()
+
+
+@pytest.mark.postgres
+def test_atp_cleanup_is_safe_beside_running_daemons(daemons, capsys):
+    """A cron cleanup never touches tasks a live daemon runs, even past their timeout.
+
+    The handlers run 1.5 s against a 1 s timeout, and the daemon heartbeats only every 3 s,
+    so their last update is older than the timeout: only the live-owner rule protects them.
+    """
+    tracker.register_task_type("acc.sleep", "tests.handlers.sleep", timeout=1, hard_time_limit=30)
+    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(4)]
+    daemons.start("-n", "2", settings={"HEARTBEAT_INTERVAL": 3, "WORKER_TIMEOUT": 10})
+    runs = 0
+    while TaskInstance.objects.filter(status=Status.FINISHED).count() < 4:
+        call_command("atp_cleanup")
+        assert capsys.readouterr().out.endswith("0 task(s) handled.\n")
+        runs += 1
+    assert runs > 0
+    assert statuses(ids) == {Status.FINISHED}
+    assert set(TaskInstance.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
