@@ -472,11 +472,14 @@ def _lineage(task: TaskInstance) -> dict:
     return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}
 
 
-def reenqueue_task(task_id, message="", *, attempt=None, run_after=None, retry=False) -> None:
+def reenqueue_task(
+    task_id, message="", *, attempt=None, run_after=None, retry=False, exception=None, traceback=""
+) -> None:
     """Put a claimed, running or paused task back in the queue (ACCEPTED).
 
     The queue limit does not apply (the task was already admitted). ``run_after`` delays it;
     ``retry=True`` counts it as a retry (``retries`` + 1) rather than a restart.
+    ``exception``/``traceback`` go into the ``task-retried`` event (default: the message).
     """
     now = timezone.now()
     _transition(
@@ -490,7 +493,10 @@ def reenqueue_task(task_id, message="", *, attempt=None, run_after=None, retry=F
             "run_after": run_after or now,
             "retries": task.retries + (1 if retry else 0),
         },
-        fields=lambda task, moment: {"exception": message, "traceback": ""},
+        fields=lambda task, moment: {
+            "exception": exception if exception is not None else message,
+            "traceback": traceback,
+        },
     )
 
 

@@ -149,3 +149,23 @@ def soft_limited(task_status, input):
     except SoftTimeLimitExceeded:
         task_status.store_response(f"soft limit {task_status.soft_time_limit}", "text/plain")
         raise
+
+
+def flaky(task_status, input):
+    """Ask for a retry until attempt ``input["succeed_on"]``, then succeed.
+
+    The ``except Exception`` proves the Retry signal cannot be swallowed by a handler.
+    """
+    if task_status.attempt < input["succeed_on"]:
+        try:
+            task_status.retry(exc=RuntimeError(f"flaky attempt {task_status.attempt}"))
+        except Exception:  # pragma: no cover - Retry is a BaseException and passes through
+            return "swallowed"
+    return f"ok on attempt {task_status.attempt}"
+
+
+def flaky_raise(task_status, input):
+    """Raise until attempt ``input["succeed_on"]`` (automatic retries), then succeed."""
+    if task_status.attempt < input["succeed_on"]:
+        raise ConnectionRefusedError(f"remote down on attempt {task_status.attempt}")
+    return "ok"
