@@ -2,7 +2,7 @@
 
 import traceback as traceback_module
 
-from atp import retries, tracker
+from atp import retries, subtasks, tracker
 from atp.exceptions import Retry
 from atp.models import Status
 
@@ -94,3 +94,18 @@ class TaskStatus:
         if action == "failed":
             raise Retry(f"task {self.task_id}: max_retries used up; it failed", failed=True)
         raise Retry(f"task {self.task_id} retries in {delay:.3f} s", delay=delay)
+
+    def spawn_subtasks(self, type, inputs, action_name="") -> list[int]:
+        """Fan out: one subtask of ``type`` per item of ``inputs``; this task then WAITS.
+
+        The task ends when its last subtask does: FINISHED if all succeeded, else FAILED,
+        with the counts in its progress (``get_progress``). Returns the subtask ids. The
+        handler should return soon after; it can no longer change its task's status.
+        """
+        return subtasks.spawn_subtasks(
+            self.task_id, type, inputs, attempt=self.attempt, action_name=action_name
+        )
+
+    def get_progress(self) -> dict | None:
+        """This task's progress (``set_progress``'s dict, or a parent's subtask counters)."""
+        return subtasks.get_progress(self.task_id)

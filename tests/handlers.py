@@ -169,3 +169,15 @@ def flaky_raise(task_status, input):
     if task_status.attempt < input["succeed_on"]:
         raise ConnectionRefusedError(f"remote down on attempt {task_status.attempt}")
     return "ok"
+
+
+def fan_out(task_status, input):
+    """Spawn one subtask of ``input["type"]`` per item of ``input["items"]``."""
+    return task_status.spawn_subtasks(input["type"], input["items"], action_name="fan out")
+
+
+def item(task_status, input):
+    """A subtask: sleep ``input["sleep"]`` seconds, then fail if ``input["fail"]``."""
+    time.sleep(float(input.get("sleep", 0)))
+    if input.get("fail"):
+        raise RuntimeError(f"item {input.get('n')} failed on purpose")
