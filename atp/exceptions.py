@@ -64,3 +64,16 @@ class TaskFailed(ATPError):
 
 class ReturnValueNotJSON(ATPError, TypeError):
     """A Django task function returned a value that cannot be stored as JSON."""
+
+
+class Retry(BaseException):  # noqa: N818 - a control-flow signal, named like Celery's
+    """Raised by ``task_status.retry()`` after the task was re-enqueued (or failed).
+
+    A BaseException, so a handler's ``except Exception`` cannot swallow it: the handler
+    stops, and the runner treats the attempt as already recorded.
+    """
+
+    def __init__(self, message="", *, failed=False, delay=None):
+        super().__init__(message)
+        self.failed = failed  # True when max_retries was used up and the task FAILED instead
+        self.delay = delay  # seconds until the retry runs (None when failed)

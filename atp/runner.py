@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from django.utils.module_loading import import_string
 
-from atp import tracker
+from atp import retries, tracker
 from atp.db import CONNECTION_ERRORS
-from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
+from atp.exceptions import InvalidTransition, Retry, StaleAttempt, TaskNotFound
 from atp.taskstatus import TaskStatus
 
 logger = logging.getLogger("atp.runner")
@@ -33,6 +33,7 @@ class Outcome:
     traceback: str = ""
     runtime: float = 0.0
     lost: bool = False  # the handler learnt (StaleAttempt) that its task was taken away
+    handled: bool = False  # the handler already re-enqueued (retry) or failed its task
     transient: bool = False  # it failed because the database went away: worth a restart
 
 
@@ -45,6 +46,15 @@ def execute(attempt: tracker.Attempt) -> Outcome:
         result = handler(status, attempt.input)
     except StaleAttempt as exc:
         return Outcome(attempt.task_id, attempt.number, False, message=str(exc), lost=True)
+    except Retry as signal:  # task_status.retry() already wrote the task's new status
+        return Outcome(
+            attempt.task_id,
+            attempt.number,
+            False,
+            message=str(signal),
+            handled=True,
+            runtime=time.monotonic() - begin,
+        )
     except CONNECTION_ERRORS as exc:
         return Outcome(
             attempt.task_id,
@@ -83,13 +93,16 @@ def _safe_repr(value) -> str:
 def record(outcome: Outcome) -> str:
     """Write an outcome through the tracker; return what became of the task.
 
-    "finished", "failed", "reenqueued" (the database went away under the handler),
+    "finished", "failed", "retried" (the handler raised and its type retries it),
+    "reenqueued" (the database went away under the handler),
     "unchanged" (the handler had already ended, paused-then-finished
     or re-enqueued its task), or "lost" (the attempt was given up meanwhile: the new owner
     decides, this worker writes nothing).
     """
     if outcome.lost:
         return "lost"
+    if outcome.handled:
+        return "unchanged"
     try:
         if outcome.transient:
             return tracker.restart_or_fail(
@@ -103,14 +116,17 @@ def record(outcome: Outcome) -> str:
                 outcome.task_id, attempt=outcome.attempt, result_repr=outcome.result
             )
             return "finished" if changed else "unchanged"
-        tracker.stop_task_failure(
+        # A type with max_retries > 0 retries a handler that raised (with its backoff);
+        # with none (left) the task fails with the handler's exception.
+        action, _ = retries.retry_or_fail(
             outcome.task_id,
-            outcome.message,
             attempt=outcome.attempt,
-            exception=outcome.exception,
+            exception=outcome.exception or outcome.message,
             traceback=outcome.traceback,
+            message=outcome.message,
+            automatic=True,
         )
-        return "failed"
+        return action
     except StaleAttempt:
         return "lost"
     except (InvalidTransition, TaskNotFound):

@@ -1,6 +1,9 @@
 """``TaskStatus``: a running handler's view of its own task."""
 
-from atp import tracker
+import traceback as traceback_module
+
+from atp import retries, subtasks, tracker
+from atp.exceptions import Retry
 from atp.models import Status
 
 
@@ -70,3 +73,39 @@ class TaskStatus:
     def heartbeat(self) -> None:
         """Tell the zombie sweep this long-running handler is still alive."""
         tracker.heartbeat(self.task_id, attempt=self.attempt)
+
+    def retry(self, countdown=None, exc=None):
+        """Run this task again later, and stop the handler (raises ``Retry``).
+
+        The delay is ``countdown`` seconds, or the type's exponential backoff
+        (``retry_backoff`` × 2**retries with jitter, capped at ``retry_backoff_max``).
+        Past the type's ``max_retries`` the task FAILS instead. ``exc``, the error that made
+        the handler give up, goes into the ``task-retried`` (or ``task-failed``) event.
+        Call it as ``raise task_status.retry(...)`` or plainly: it always raises.
+        """
+        trace = "".join(traceback_module.format_exception(exc)) if exc is not None else ""
+        action, delay = retries.retry_or_fail(
+            self.task_id,
+            attempt=self.attempt,
+            countdown=countdown,
+            exception=retries.describe(exc),
+            traceback=trace,
+        )
+        if action == "failed":
+            raise Retry(f"task {self.task_id}: max_retries used up; it failed", failed=True)
+        raise Retry(f"task {self.task_id} retries in {delay:.3f} s", delay=delay)
+
+    def spawn_subtasks(self, type, inputs, action_name="") -> list[int]:
+        """Fan out: one subtask of ``type`` per item of ``inputs``; this task then WAITS.
+
+        The task ends when its last subtask does: FINISHED if all succeeded, else FAILED,
+        with the counts in its progress (``get_progress``). Returns the subtask ids. The
+        handler should return soon after; it can no longer change its task's status.
+        """
+        return subtasks.spawn_subtasks(
+            self.task_id, type, inputs, attempt=self.attempt, action_name=action_name
+        )
+
+    def get_progress(self) -> dict | None:
+        """This task's progress (``set_progress``'s dict, or a parent's subtask counters)."""
+        return subtasks.get_progress(self.task_id)

@@ -376,13 +376,14 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
     return task.pk
 
 
-def enqueue_tasks(type, items, message="", **options) -> list[int]:
+def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> list[int]:
     """Enqueue many tasks of one type in one transaction; return their ids in order.
 
     ``items`` are ``(identifier, input)`` pairs (identifier None = a UUID); options as for
     ``enqueue_task`` apply to all. The queue limit is checked once for the whole batch,
     atomically with the insert: either every task is enqueued or none (QueueFull,
-    DuplicateTask, InvalidInput).
+    DuplicateTask, InvalidInput). ``check_limit=False`` skips the limit (used for the
+    subtasks of an admitted parent, see ``atp.subtasks``).
     """
     task_type = _get_type(type)
     fields = _enqueue_fields(task_type, options, f"tasks of type {task_type.identifier}")
@@ -408,7 +409,8 @@ def enqueue_tasks(type, items, message="", **options) -> list[int]:
         return []
     try:
         with transaction.atomic():
-            _check_queue_limit(task_type, adding=len(tasks))
+            if check_limit:
+                _check_queue_limit(task_type, adding=len(tasks))
             now = timezone.now()
             for task in tasks:
                 task.enqueued_at = task.updated_at = now
@@ -475,11 +477,14 @@ def _lineage(task: TaskInstance) -> dict:
     return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}
 
 
-def reenqueue_task(task_id, message="", *, attempt=None, run_after=None, retry=False) -> None:
+def reenqueue_task(
+    task_id, message="", *, attempt=None, run_after=None, retry=False, exception=None, traceback=""
+) -> None:
     """Put a claimed, running or paused task back in the queue (ACCEPTED).
 
     The queue limit does not apply (the task was already admitted). ``run_after`` delays it;
     ``retry=True`` counts it as a retry (``retries`` + 1) rather than a restart.
+    ``exception``/``traceback`` go into the ``task-retried`` event (default: the message).
     """
     now = timezone.now()
     _transition(
@@ -493,7 +498,10 @@ def reenqueue_task(task_id, message="", *, attempt=None, run_after=None, retry=F
             "run_after": run_after or now,
             "retries": task.retries + (1 if retry else 0),
         },
-        fields=lambda task, moment: {"exception": message, "traceback": ""},
+        fields=lambda task, moment: {
+            "exception": exception if exception is not None else message,
+            "traceback": traceback,
+        },
     )
 
 
@@ -578,7 +586,21 @@ def _revoke_expired(tasks, now) -> None:
         for task in tasks
     )
     for task in tasks:
+        task.status = Status.REVOKED
+        _ended(task)
         logger.info("Revoked %s: expired before it could run", task)
+
+
+def _ended(task: TaskInstance) -> None:
+    """The one hook every terminal transition calls, inside its transaction.
+
+    A subtask's end is counted into its parent here (``atp.subtasks``), so the count
+    commits with the status, exactly once.
+    """
+    if task.parent_id is not None:
+        from atp import subtasks  # atp.subtasks imports this module
+
+        subtasks.subtask_ended(task)
 
 
 # --- transitions ------------------------------------------------------------------------
@@ -623,6 +645,8 @@ def _transition(
         task.save(update_fields=list(values))
         event = event or events.EVENT_FOR_STATUS[target]
         _log(task, target, message, event, moment, **event_fields).save()
+        if target in TERMINAL:
+            _ended(task)
     logger.debug(
         "%s %s: %s%s", task, Status(target).label, event, f" ({message})" if message else ""
     )

@@ -156,3 +156,35 @@ def segfault(task_status, input):
     import ctypes
 
     ctypes.string_at(0)
+
+
+def flaky(task_status, input):
+    """Ask for a retry until attempt ``input["succeed_on"]``, then succeed.
+
+    The ``except Exception`` proves the Retry signal cannot be swallowed by a handler.
+    """
+    if task_status.attempt < input["succeed_on"]:
+        try:
+            task_status.retry(exc=RuntimeError(f"flaky attempt {task_status.attempt}"))
+        except Exception:  # pragma: no cover - Retry is a BaseException and passes through
+            return "swallowed"
+    return f"ok on attempt {task_status.attempt}"
+
+
+def flaky_raise(task_status, input):
+    """Raise until attempt ``input["succeed_on"]`` (automatic retries), then succeed."""
+    if task_status.attempt < input["succeed_on"]:
+        raise ConnectionRefusedError(f"remote down on attempt {task_status.attempt}")
+    return "ok"
+
+
+def fan_out(task_status, input):
+    """Spawn one subtask of ``input["type"]`` per item of ``input["items"]``."""
+    return task_status.spawn_subtasks(input["type"], input["items"], action_name="fan out")
+
+
+def item(task_status, input):
+    """A subtask: sleep ``input["sleep"]`` seconds, then fail if ``input["fail"]``."""
+    time.sleep(float(input.get("sleep", 0)))
+    if input.get("fail"):
+        raise RuntimeError(f"item {input.get('n')} failed on purpose")
