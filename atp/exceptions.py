@@ -39,3 +39,7 @@ class InvalidInput(ATPError, ValueError):
 
 class StaleAttempt(ATPError):
     """A worker wrote to a task it no longer owns: the task was re-enqueued or claimed again."""
+
+
+class InvalidSearch(InvalidInput):
+    """A task search query is malformed: bad syntax, unknown state, too short or too long."""
