@@ -30,8 +30,8 @@ from functools import reduce
 from operator import and_, or_
 
 from django.db import connection
-from django.db.models import F, Func, Q, TextField, Value
-from django.db.models.fields.json import KeyTextTransform, KeyTransform, KeyTransformExact
+from django.db.models import BooleanField, Expression, F, Func, Q, TextField, Value
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce, Lower
 from django.db.models.lookups import Contains
 
@@ -360,9 +360,26 @@ def _kwargs_q(pair) -> Q:
     if connection.vendor == "postgresql":
         # Containment (@>) is what the GIN jsonb_path_ops index on input serves.
         return reduce(or_, (Q(input__contains={key: value}) for value in candidates))
-    return reduce(
-        or_, (Q(KeyTransformExact(KeyTransform(key, "input"), value)) for value in candidates)
-    )
+    return reduce(or_, (Q(_KeyEquals("input", key, value)) for value in candidates))
+
+
+class _KeyEquals(Expression):
+    """``json_field -> key = value`` for any key, even one with ``__`` or a lookup's name.
+
+    Built at resolve time so the lookup sees the JSONField and encodes ``value`` as JSON,
+    exactly as ``filter(input__key=value)`` would.
+    """
+
+    conditional = True
+    output_field = BooleanField()
+
+    def __init__(self, json_field: str, key: str, value):
+        super().__init__()
+        self.json_field, self.key, self.value = json_field, key, value
+
+    def resolve_expression(self, *args, **kwargs):
+        lhs = KeyTransform(self.key, self.json_field).resolve_expression(*args, **kwargs)
+        return lhs.get_lookup("exact")(lhs, self.value)
 
 
 def _json_candidates(text: str) -> list:
