@@ -254,13 +254,14 @@ def get_task_by_id(task_id) -> TaskInstance | None:
     """The task with this id (an int or digits) or uuid (UUID or text), with details; or None."""
     if isinstance(task_id, TaskInstance):
         task_id = task_id.pk
-    lookup = _id_lookup(task_id)
+    lookup = task_lookup(task_id)
     if lookup is None:
         return None
     return with_details(TaskInstance.objects.filter(**lookup)).first()
 
 
-def _id_lookup(task_id) -> dict | None:
+def task_lookup(task_id) -> dict | None:
+    """Filter arguments finding a task by id (int, digits) or uuid (UUID, text); None if neither."""
     if isinstance(task_id, uuid.UUID):
         return {"uuid": task_id}
     if isinstance(task_id, int) and not isinstance(task_id, bool):

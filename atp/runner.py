@@ -33,7 +33,10 @@ def run_task(task_id, server_id) -> None:
         logger.warning("Task %s lost while running: %s", task_id, exc)
         return
     except Exception as exc:
-        _record_failure(task_id, attempt, exc)
+        if not _end_if_aborted(status, task_id, f" (the handler raised {exc!r})"):
+            _record_failure(task_id, attempt, exc)
+        return
+    if _end_if_aborted(status, task_id):
         return
     _record(
         tracker.stop_task_success_if_not_finished,
@@ -41,6 +44,17 @@ def run_task(task_id, server_id) -> None:
         attempt=attempt.number,
         result=result,
     )
+
+
+def _end_if_aborted(status, task_id, detail="") -> bool:
+    """End the task REVOKED if an abort was requested while its handler ran (``control.abort``)."""
+    if not status.is_aborted():
+        return False
+    try:
+        tracker.revoke_task(task_id, f"Aborted on request{detail}.")
+    except (InvalidTransition, TaskNotFound):
+        pass  # it already ended: revoked meanwhile, or its handler set the outcome itself
+    return True
 
 
 def _record_failure(task_id, attempt, exc) -> None:

@@ -6,6 +6,9 @@ from django.db import connection
 #: with the application's own advisory locks on the same database.
 ADVISORY_LOCK_CLASS = 0x415450
 
+#: First key of the advisory locks that serialise rate-limited claims, one per task type.
+RATE_LIMIT_LOCK_CLASS = ADVISORY_LOCK_CLASS + 1
+
 #: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
 NOTIFY_CHANNEL = "atp_enqueued"
 
@@ -33,3 +36,19 @@ def notify_enqueued(queue: str) -> None:
     if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
+
+
+def try_lock_rate_limit(type_id: int) -> bool:
+    """Try to take the rate-limit lock of one task type until the transaction ends.
+
+    Counting a type's recent claims and claiming one more must not interleave across
+    daemons, or each would see room for the same last slot. ``try`` rather than wait: a
+    daemon that finds the lock taken skips the type for this claim (another daemon is
+    claiming it right now), so claims never queue up or deadlock on each other.
+    SQLite needs nothing: its write transactions are already serialised.
+    """
+    if not is_postgresql():
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [RATE_LIMIT_LOCK_CLASS, type_id])
+        return cursor.fetchone()[0]

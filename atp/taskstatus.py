@@ -1,7 +1,9 @@
 """``TaskStatus``: a running handler's view of its own task."""
 
+from django.db.models import Q
+
 from atp import tracker
-from atp.models import Status
+from atp.models import Status, TaskInstance
 
 
 class TaskStatus:
@@ -70,3 +72,13 @@ class TaskStatus:
     def heartbeat(self) -> None:
         """Tell the zombie sweep this long-running handler is still alive."""
         tracker.heartbeat(self.task_id, attempt=self.attempt)
+
+    def is_aborted(self) -> bool:
+        """Whether the task should stop: abort was requested (``control.abort``) or it was revoked.
+
+        A cooperative handler checks this now and then and returns when it turns true; the
+        task then ends REVOKED. One cheap query per call.
+        """
+        return TaskInstance.objects.filter(
+            Q(abort_requested_at__isnull=False) | Q(status=Status.REVOKED), pk=self.task_id
+        ).exists()

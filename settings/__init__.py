@@ -53,21 +53,27 @@ TEMPLATES = [
     },
 ]
 
+SQLITE_OPTIONS = {
+    # WAL lets readers run beside the one writer; IMMEDIATE makes every transaction
+    # take the write lock up front, so a claim never fails half-way on a lock
+    # upgrade; the timeout lets writers queue instead of failing at once.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+}
+
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        # sqlite:///path URLs (the tests hand their database to daemons this way) need the
+        # same options as the default file.
+        DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "atp.sqlite3",
-            "OPTIONS": {
-                # WAL lets readers run beside the one writer; IMMEDIATE makes every transaction
-                # take the write lock up front, so a claim never fails half-way on a lock
-                # upgrade; the timeout lets writers queue instead of failing at once.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # A file (not :memory:) so that daemons started by the tests share it.
             "TEST": {"NAME": str(VAR_DIR / "test_atp.sqlite3")},
         }

@@ -30,3 +30,13 @@ def exit_hard(task_status, input):
 
 
 NOT_CALLABLE = "a string, not a function"
+
+
+def wait_for_abort(task_status, input):
+    """Run until aborted (checking ``is_aborted``), at most ``input["seconds"]`` seconds."""
+    deadline = time.monotonic() + float((input or {}).get("seconds", 30))
+    while time.monotonic() < deadline:
+        if task_status.is_aborted():
+            return "aborted"
+        time.sleep(0.05)
+    return "not aborted"
