@@ -40,8 +40,8 @@ def admit(tasks, now) -> tuple[list, set[int]]:
 
     ``tasks`` are locked, due TaskInstances (type loaded), in claim order. Returns the ones
     that may be claimed now, in the same order, and the ids of the types that have no room
-    left (or that another daemon is claiming right now): the caller looks past those. Call
-    inside the claim transaction; the per-type locks it takes last until it commits.
+    left: the caller looks past those. Call inside the claim transaction: the lock it takes
+    (when a task has a rate limit) lasts until the claims are committed.
     """
     admitted, full = [], set()
     room: dict[int, int] = {}
@@ -61,10 +61,9 @@ def admit(tasks, now) -> tuple[list, set[int]]:
 
 
 def _room(type_id: int, limit: tuple[int, float], now) -> int:
-    """How many more tasks of the type may be claimed now (0 if another daemon is at it)."""
+    """How many more tasks of the type may be claimed now."""
     count, period = limit
-    if not sql.try_lock_rate_limit(type_id):
-        return 0
+    sql.lock_rate_limits()
     window = TaskInstance.objects.filter(
         type_id=type_id, received_at__gt=now - timedelta(seconds=period)
     )

@@ -6,7 +6,7 @@ from django.db import connection
 #: with the application's own advisory locks on the same database.
 ADVISORY_LOCK_CLASS = 0x415450
 
-#: First key of the advisory locks that serialise rate-limited claims, one per task type.
+#: First key of the advisory lock that serialises rate-limited claims.
 RATE_LIMIT_LOCK_CLASS = ADVISORY_LOCK_CLASS + 1
 
 #: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
@@ -38,17 +38,15 @@ def notify_enqueued(queue: str) -> None:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
 
 
-def try_lock_rate_limit(type_id: int) -> bool:
-    """Try to take the rate-limit lock of one task type until the transaction ends.
+def lock_rate_limits() -> None:
+    """Serialise rate-limited claims across daemons until the current transaction ends.
 
-    Counting a type's recent claims and claiming one more must not interleave across
-    daemons, or each would see room for the same last slot. ``try`` rather than wait: a
-    daemon that finds the lock taken skips the type for this claim (another daemon is
-    claiming it right now), so claims never queue up or deadlock on each other.
-    SQLite needs nothing: its write transactions are already serialised.
+    Counting a type's recent claims and claiming one more must not interleave, or two
+    daemons would both see room for the same last slot. One lock for all rate-limited
+    types (taken only by claims that meet one) cannot deadlock, and costs little: a
+    rate-limited type is by definition claimed rarely. The lock is re-entrant within the
+    transaction. SQLite needs nothing: its write transactions are already serialised.
     """
-    if not is_postgresql():
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [RATE_LIMIT_LOCK_CLASS, type_id])
-        return cursor.fetchone()[0]
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [RATE_LIMIT_LOCK_CLASS])
