@@ -235,9 +235,16 @@ def _locked(task_id) -> TaskInstance:
 def rate_limit(type, rate) -> str:
     """Set a task type's rate limit (``"10/m"``, per s, m or h; ``""``/None: none).
 
-    Enforced when daemons claim tasks, across all daemons. Returns the stored rate.
+    As in Celery, a bare number is per second and a rate of 0 means no limit. Enforced when
+    daemons claim tasks, across all daemons. Returns the stored rate.
     """
+    if (isinstance(rate, int) and not isinstance(rate, bool)) or (
+        isinstance(rate, str) and rate.strip().isdigit()
+    ):
+        rate = f"{int(rate)}/s"
     rate = validation.rate(rate)
+    if rate.startswith("0/"):
+        rate = ""
     task_type = _type(type)
     TaskType.objects.filter(pk=task_type.pk).update(rate_limit=rate, updated_at=timezone.now())
     return rate

@@ -29,9 +29,9 @@ def parse_rate(rate: str) -> tuple[int, float] | None:
     except InvalidInput as exc:
         logger.error("Ignoring the rate limit %r: %s", rate, exc)
         return None
-    if not rate:
-        return None
     count, _, unit = rate.partition("/")
+    if not rate or int(count) == 0:
+        return None  # no limit; 0 means none, as in Celery
     return int(count), PERIODS[unit]
 
 

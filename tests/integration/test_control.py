@@ -1,5 +1,6 @@
 """atp.control against real ``manage.py atpd`` processes sharing the test database."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 
 from atp import control, tracker
 from atp.models import LogRecord, Status, TaskInstance
@@ -82,6 +85,23 @@ def test_apply_returns_the_handlers_result(types, atpd):
     result = control.apply("it.echo", {"values": [1, 2.5, "x"], "ok": True}, timeout=60)
     assert result.ready and result.state == "SUCCESS"
     assert result.result == {"values": [1, 2.5, "x"], "ok": True}
+    finish(daemon)
+
+
+def test_http_apply_returns_the_handlers_result(types, atpd, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    User.objects.create_superuser("admin", password="admin-password")
+    client = Client()
+    client.login(username="admin", password="admin-password")
+    daemon = atpd("--max-tasks", "1")
+    reply = client.post(
+        "/atp/api/task/apply/it.echo",
+        json.dumps({"kwargs": {"n": 3}, "timeout": 60}),
+        content_type="application/json",
+    )
+    body = reply.json()
+    assert reply.status_code == 200 and (body["state"], body["result"]) == ("SUCCESS", {"n": 3})
+    assert TaskInstance.objects.get(uuid=body["task-id"]).status == Status.FINISHED
     finish(daemon)
 
 

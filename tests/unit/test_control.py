@@ -239,7 +239,11 @@ def test_rate_limit_is_validated_and_stored(task_type):
     assert TaskType.objects.get(pk=task_type.pk).rate_limit == "10/m"
     assert control.rate_limit(task_type, "") == ""
     assert TaskType.objects.get(pk=task_type.pk).rate_limit == ""
-    for bad in ("10", "x/m", "10/d", 10):
+    # As in Celery: a bare number is per second, and 0 means no limit.
+    assert control.rate_limit("test.noop", "5") == "5/s"
+    assert control.rate_limit("test.noop", 7) == "7/s"
+    assert control.rate_limit("test.noop", "0/m") == ""
+    for bad in ("x/m", "10/d", "-1/s", 1.5):
         with pytest.raises(InvalidInput):
             control.rate_limit("test.noop", bad)
     with pytest.raises(UnknownTaskType):
