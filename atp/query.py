@@ -1,11 +1,13 @@
 """Flower-style read API over the whole task history: filters, search, sorting, paging in SQL.
 
 Flower filters an in-memory window of at most 10,000 tasks; ATP runs the same filters as
-one SQL query over every task in the database. Nothing here loads all tasks: a page is one
-query (plus one for the children of the page's tasks), and iterating without a limit
+one SQL query over every task in the database. Nothing here loads all tasks: a page of
+tasks with everything ``as_dict`` shows is one query, and iterating without a limit
 streams rows in chunks.
 """
 
+import functools
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,9 +17,9 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
+    Field,
     JSONField,
     OuterRef,
-    Prefetch,
     QuerySet,
     Subquery,
     Value,
@@ -176,32 +178,62 @@ def _sort_expression(key: str):
     return F({"received": "received_at", "started": "started_at", "worker": "server_id"}[key])
 
 
-def with_details(tasks: QuerySet) -> QuerySet:
-    """Add to each task what ``as_dict`` shows from other tables, without a query per task.
+class ChildUuids(Subquery):
+    """The uuids of a task's children in id order, as one column of the task's row.
 
-    The outcome (result, exception, traceback), the last retry time, the root id, the
-    daemon's host name and the parent's uuid come from subqueries in the same SELECT (on
-    PostgreSQL they run only for the rows returned); the children's uuids from one
-    prefetch query per page.
+    PostgreSQL returns an array (a list of UUIDs), SQLite a JSON array of hex strings;
+    ``as_dict`` reads both. One column instead of a prefetch query keeps a single task's
+    lookup to one round trip.
     """
+
+    template = "ARRAY(%(subquery)s)"
+    output_field = Field()  # no conversion: each backend's value is read as it comes
+
+    def __init__(self):
+        children = TaskInstance.objects.filter(parent=OuterRef("pk")).order_by("id")
+        super().__init__(children.values("uuid"))
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        template = "(SELECT JSON_GROUP_ARRAY(uuid) FROM (%(subquery)s))"
+        return self.as_sql(compiler, connection, template=template, **extra_context)
+
+
+@functools.cache
+def _details() -> dict:
+    """The annotations of ``with_details``, built once (Django copies them on use)."""
     log = LogRecord.objects.filter(instance=OuterRef("pk"))
     outcome = log.filter(event__in=OUTCOME_EVENTS).order_by("-time", "-id").values("fields")
     retried = log.filter(event=events.TASK_RETRIED).order_by("-time", "-id").values("time")
     root = log.filter(event=events.TASK_SENT).order_by("time", "id")
     root = root.values(root_id=KeyTextTransform("root_id", "fields"))
     hostname = Worker.objects.filter(server_id=OuterRef("server_id")).values("hostname")
-    children = TaskInstance.objects.order_by("id").only("id", "uuid", "parent_id")
-    return (
-        tasks.select_related("type")
-        .annotate(
-            atp_outcome=Subquery(outcome[:1], output_field=JSONField()),
-            atp_retried_at=Subquery(retried[:1]),
-            atp_root_id=Subquery(root[:1]),
-            atp_hostname=Subquery(hostname[:1]),
-            atp_parent_uuid=F("parent__uuid"),
-        )
-        .prefetch_related(Prefetch("children", queryset=children, to_attr="atp_children"))
-    )
+    return {
+        "atp_name": F("type__identifier"),
+        "atp_outcome": Subquery(outcome[:1], output_field=JSONField()),
+        "atp_retried_at": Subquery(retried[:1]),
+        "atp_root_id": Subquery(root[:1]),
+        "atp_hostname": Subquery(hostname[:1]),
+        "atp_parent_uuid": F("parent__uuid"),
+        "atp_children": ChildUuids(),
+    }
+
+
+def with_details(tasks: QuerySet) -> QuerySet:
+    """Add to each task what ``as_dict`` shows from other tables, without a query per task.
+
+    The type's name, the outcome (result, exception, traceback), the last retry time, the
+    root id, the daemon's host name, the parent's and the children's uuids all come with
+    the task's row, from joins and subqueries (on PostgreSQL the subqueries run only for
+    the rows returned, after sorting and paging).
+    """
+    return tasks.annotate(**_details())
+
+
+def _uuids(value) -> list[str]:
+    """Children uuids as ``ChildUuids`` delivers them, as canonical text."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return [str(item if isinstance(item, uuid.UUID) else uuid.UUID(item)) for item in value or ()]
 
 
 def iter_tasks(
@@ -257,7 +289,15 @@ def get_task_by_id(task_id) -> TaskInstance | None:
     lookup = task_lookup(task_id)
     if lookup is None:
         return None
-    return with_details(TaskInstance.objects.filter(**lookup)).first()
+    found = list(_detailed_tasks().filter(**lookup).order_by()[:1])
+    return found[0] if found else None
+
+
+@functools.cache
+def _detailed_tasks() -> QuerySet:
+    # Resolving the annotations costs more than the lookup itself; a filtered clone of
+    # this never-evaluated QuerySet reuses them.
+    return with_details(TaskInstance.objects.all())
 
 
 def task_lookup(task_id) -> dict | None:
@@ -289,7 +329,7 @@ def as_dict(task: TaskInstance) -> dict:
     ``worker`` is the claiming daemon's server id, ``hostname`` its host when it registered.
     A task not loaded by ``iter_tasks``/``get_task_by_id`` is reloaded with its details.
     """
-    if not hasattr(task, "atp_children"):
+    if not hasattr(task, "atp_outcome"):
         task = get_task_by_id(task.pk)
     status = Status(task.status)
     outcome = task.atp_outcome or {}
@@ -300,7 +340,7 @@ def as_dict(task: TaskInstance) -> dict:
         runtime = (task.finished_at - task.started_at).total_seconds()
     return {
         "uuid": str(task.uuid),
-        "name": task.type.identifier,
+        "name": task.atp_name,
         "state": state_name(status),
         "hostname": task.atp_hostname or task.server_id or None,
         "worker": task.server_id or None,
@@ -325,7 +365,7 @@ def as_dict(task: TaskInstance) -> dict:
         "priority": task.priority,
         "root_id": task.atp_root_id or _root_fallback(task),
         "parent_id": str(task.atp_parent_uuid) if task.atp_parent_uuid else None,
-        "children": [str(child.uuid) for child in task.atp_children],
+        "children": _uuids(task.atp_children),
         # ATP's own fields.
         "id": task.pk,
         "identifier": task.identifier,

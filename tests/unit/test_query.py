@@ -275,6 +275,12 @@ def test_sort_tasks_orders_a_queryset(tasks):
 # --- get_task_by_id and as_dict -------------------------------------------------------------
 
 
+def test_get_task_by_id_is_one_query(tasks, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        info = query.as_dict(query.get_task_by_id(tasks["resize-1"].pk))
+    assert info["children"] == [str(tasks["thumb-3"].uuid)] and info["name"] == "img.resize"
+
+
 def test_get_task_by_id_accepts_id_digits_and_uuid(tasks):
     task = tasks["resize-2"]
     for key in (task.pk, str(task.pk), task.uuid, str(task.uuid), task):
@@ -356,10 +362,10 @@ def test_as_dict_shows_eta_expires_retried_and_revoked(tasks):
 
 
 def test_a_page_costs_the_same_queries_whatever_its_size(tasks, django_assert_num_queries):
-    # The page query and the children prefetch, plus one query resolving the type name:
-    # no query per task (as_dict reads only what the page query loaded).
-    with django_assert_num_queries(3):
+    # The page query, plus one resolving the type name: no query per task (as_dict reads
+    # only what the page query loaded, children included).
+    with django_assert_num_queries(2):
         small = [query.as_dict(task) for task in query.iter_tasks(type="img.resize", limit=1)]
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(2):
         large = [query.as_dict(task) for task in query.iter_tasks(type="img.resize", limit=100)]
     assert (len(small), len(large)) == (1, 3)
