@@ -25,7 +25,6 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from atp import events
@@ -204,14 +203,13 @@ def _details() -> dict:
     log = LogRecord.objects.filter(instance=OuterRef("pk"))
     outcome = log.filter(event__in=OUTCOME_EVENTS).order_by("-time", "-id").values("fields")
     retried = log.filter(event=events.TASK_RETRIED).order_by("-time", "-id").values("time")
-    root = log.filter(event=events.TASK_SENT).order_by("time", "id")
-    root = root.values(root_id=KeyTextTransform("root_id", "fields"))
+    sent = log.filter(event=events.TASK_SENT).order_by("time", "id").values("fields")
     hostname = Worker.objects.filter(server_id=OuterRef("server_id")).values("hostname")
     return {
         "atp_name": F("type__identifier"),
         "atp_outcome": Subquery(outcome[:1], output_field=JSONField()),
         "atp_retried_at": Subquery(retried[:1]),
-        "atp_root_id": Subquery(root[:1]),
+        "atp_sent": Subquery(sent[:1], output_field=JSONField()),
         "atp_hostname": Subquery(hostname[:1]),
         "atp_parent_uuid": F("parent__uuid"),
         "atp_children": ChildUuids(),
@@ -222,9 +220,9 @@ def with_details(tasks: QuerySet) -> QuerySet:
     """Add to each task what ``as_dict`` shows from other tables, without a query per task.
 
     The type's name, the outcome (result, exception, traceback), the last retry time, the
-    root id, the daemon's host name, the parent's and the children's uuids all come with
-    the task's row, from joins and subqueries (on PostgreSQL the subqueries run only for
-    the rows returned, after sorting and paging).
+    call as sent (args and kwargs reprs, root id), the daemon's host name, the parent's and
+    the children's uuids all come with the task's row, from joins and subqueries (on
+    PostgreSQL the subqueries run only for the rows returned, after sorting and paging).
     """
     return tasks.annotate(**_details())
 
@@ -333,7 +331,12 @@ def as_dict(task: TaskInstance) -> dict:
         task = get_task_by_id(task.pk)
     status = Status(task.status)
     outcome = task.atp_outcome or {}
-    args, kwargs = events.call_signature(task.input)
+    sent = task.atp_sent or {}
+    if "args" in sent and "kwargs" in sent:
+        # The reprs made at enqueue: PostgreSQL's jsonb reorders the input's keys.
+        args, kwargs = sent["args"], sent["kwargs"]
+    else:
+        args, kwargs = events.call_signature(task.input)
     ended = _epoch(task.finished_at)
     runtime = None
     if task.started_at and task.finished_at:
@@ -363,7 +366,7 @@ def as_dict(task: TaskInstance) -> dict:
         "expires": task.expires.isoformat() if task.expires else None,
         "queue": task.queue,
         "priority": task.priority,
-        "root_id": task.atp_root_id or _root_fallback(task),
+        "root_id": sent.get("root_id") or _root_fallback(task),
         "parent_id": str(task.atp_parent_uuid) if task.atp_parent_uuid else None,
         "children": _uuids(task.atp_children),
         # ATP's own fields.

@@ -32,8 +32,8 @@ from operator import and_, or_
 from django.db import connection
 from django.db.models import BooleanField, Expression, F, Func, Q, TextField, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
-from django.db.models.functions import Cast, Coalesce, Lower
-from django.db.models.lookups import Contains
+from django.db.models.functions import Cast, Coalesce, Lower, StrIndex
+from django.db.models.lookups import Contains, GreaterThan
 
 from atp import events
 from atp.exceptions import InvalidInput, InvalidSearch
@@ -286,6 +286,25 @@ def log_text() -> SearchText:
     )
 
 
+_WORD = re.compile(r"[^\W_]+")  # what pg_trgm takes trigrams from: runs of letters and digits
+
+
+def contains(text: SearchText, needle: str) -> Q:
+    """``needle`` (lower case) occurs in ``text``, in the form a trigram index serves best.
+
+    pg_trgm looks up every trigram of the pattern; those of common words ("job" in
+    "job-00654321", a prefix every identifier shares) match nearly every row and cost more
+    than all the others together. So the index is asked only for the longest word of the
+    needle, and the whole needle is checked on the few rows found (``STRPOS``, which no
+    index serves, so the planner keeps it as a filter).
+    """
+    words = _WORD.findall(needle)
+    key = max(words, key=len) if words else ""
+    if len(key) < MIN_SUBSTRING or key == needle:
+        return Q(Contains(text, needle))
+    return Q(Contains(text, key)) & Q(GreaterThan(StrIndex(text, Value(needle)), 0))
+
+
 def search_q(tree) -> Q:
     """The ``Q`` selecting the tasks that match a parsed search tree (None: all tasks)."""
     if tree is None:
@@ -317,7 +336,7 @@ def _in_log(event: str, field: str, needle: str) -> Q:
     keeps the match to the one field.
     """
     records = LogRecord.objects.filter(
-        Contains(log_text(), needle),
+        contains(log_text(), needle),
         Contains(Lower(KeyTextTransform(field, "fields")), needle),
         event=event,
     )
@@ -342,7 +361,7 @@ def _worker_ids(value: str) -> list[str]:
 
 def _worker_q(value: str) -> Q:
     # A daemon that never registered a Worker row is still found by its server id.
-    by_server_id = Q(Contains(task_text(), value.lower())) & Q(server_id__icontains=value)
+    by_server_id = contains(task_text(), value.lower()) & Q(server_id__icontains=value)
     return Q(server_id__in=_worker_ids(value)) | by_server_id
 
 
@@ -405,7 +424,7 @@ def _json_candidates(text: str) -> list:
 
 def _free_text_q(value: str) -> Q:
     needle = value.lower()
-    task_side = Q(Contains(task_text(), needle))
+    task_side = contains(task_text(), needle)
     type_ids = list(
         TaskType.objects.filter(identifier__icontains=value).values_list("pk", flat=True)
     )
@@ -428,7 +447,7 @@ def _free_text_q(value: str) -> Q:
     # across the two tables would make PostgreSQL scan every task.
     tasks = TaskInstance.objects.filter(task_side).order_by().values("pk")
     records = (
-        LogRecord.objects.filter(Contains(log_text(), needle), event__in=SEARCHED_EVENTS)
+        LogRecord.objects.filter(contains(log_text(), needle), event__in=SEARCHED_EVENTS)
         .order_by()
         .values("instance_id")
     )

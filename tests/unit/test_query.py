@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from atp import query
+from atp import query, tracker
 from atp.exceptions import InvalidInput
 from atp.models import TaskInstance
 from tests.unit.query_dataset import T0, build, identifiers, minutes
@@ -369,3 +369,11 @@ def test_a_page_costs_the_same_queries_whatever_its_size(tasks, django_assert_nu
     with django_assert_num_queries(2):
         large = [query.as_dict(task) for task in query.iter_tasks(type="img.resize", limit=100)]
     assert (len(small), len(large)) == (1, 3)
+
+
+def test_as_dict_shows_the_call_as_enqueued(task_type):
+    # PostgreSQL's jsonb reorders keys; the reprs recorded at enqueue keep the caller's order.
+    task_id = tracker.enqueue_task("test.noop", "ordered", {"zeta": 1, "alpha": [True, None]})
+    info = query.as_dict(query.get_task_by_id(task_id))
+    assert (info["args"], info["kwargs"]) == ("()", "{'zeta': 1, 'alpha': [True, None]}")
+    assert info["root_id"] == info["uuid"] and info["state"] == "PENDING"

@@ -279,6 +279,21 @@ def test_free_text_uses_the_trigram_indexes(tasks):
 
 
 @pytest.mark.postgres
+def test_only_the_longest_word_goes_to_the_trigram_index(tasks):
+    # Common words ("job" in every identifier) would make the index read every row's entry.
+    text = plan(query.filter_tasks(search="job-00654321"))
+    assert "'%00654321%'" in text and "'%job-00654321%'" not in text
+    assert "strpos" in text and "atp_task_q_text" in text
+
+
+def test_the_whole_term_must_still_match(tasks):
+    assert found("resize-2") == {"resize-2"}  # the index finds every "resize"
+    assert found("resize-9") == set()
+    assert found("data/alpha.tif") == {"resize-1", "thumb-1", "thumb-3"}
+    assert found("data/alpha.png") == set()
+
+
+@pytest.mark.postgres
 def test_kwargs_uses_the_input_index_and_prefixes_the_log_index(tasks):
     assert "atp_task_q_input" in plan(query.filter_tasks(search="kwargs:width=640"))
     assert "atp_log_q_text" in plan(query.filter_tasks(search="result:small"))
