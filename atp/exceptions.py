@@ -77,3 +77,7 @@ class Retry(BaseException):  # noqa: N818 - a control-flow signal, named like Ce
         super().__init__(message)
         self.failed = failed  # True when max_retries was used up and the task FAILED instead
         self.delay = delay  # seconds until the retry runs (None when failed)
+
+
+class InvalidSearch(InvalidInput):
+    """A task search query is malformed: bad syntax, unknown state, too short or too long."""

@@ -6,6 +6,9 @@ from django.db import connection
 #: with the application's own advisory locks on the same database.
 ADVISORY_LOCK_CLASS = 0x415450
 
+#: First key of the advisory lock that serialises rate-limited claims.
+RATE_LIMIT_LOCK_CLASS = ADVISORY_LOCK_CLASS + 1
+
 #: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
 NOTIFY_CHANNEL = "atp_enqueued"
 
@@ -33,3 +36,17 @@ def notify_enqueued(queue: str) -> None:
     if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
+
+
+def lock_rate_limits() -> None:
+    """Serialise rate-limited claims across daemons until the current transaction ends.
+
+    Counting a type's recent claims and claiming one more must not interleave, or two
+    daemons would both see room for the same last slot. One lock for all rate-limited
+    types (taken only by claims that meet one) cannot deadlock, and costs little: a
+    rate-limited type is by definition claimed rarely. The lock is re-entrant within the
+    transaction. SQLite needs nothing: its write transactions are already serialised.
+    """
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [RATE_LIMIT_LOCK_CLASS])

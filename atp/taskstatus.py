@@ -2,9 +2,11 @@
 
 import traceback as traceback_module
 
+from django.db.models import Q
+
 from atp import retries, subtasks, tracker
 from atp.exceptions import Retry
-from atp.models import Status
+from atp.models import Status, TaskInstance
 
 
 class TaskStatus:
@@ -109,3 +111,13 @@ class TaskStatus:
     def get_progress(self) -> dict | None:
         """This task's progress (``set_progress``'s dict, or a parent's subtask counters)."""
         return subtasks.get_progress(self.task_id)
+
+    def is_aborted(self) -> bool:
+        """Whether the task should stop: abort was requested (``control.abort``) or it was revoked.
+
+        A cooperative handler checks this now and then and returns when it turns true; the
+        task then ends REVOKED. One cheap query per call.
+        """
+        return TaskInstance.objects.filter(
+            Q(abort_requested_at__isnull=False) | Q(status=Status.REVOKED), pk=self.task_id
+        ).exists()

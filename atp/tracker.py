@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from atp import events, sql, validation
+from atp import events, ratelimit, sql, validation
 from atp.conf import settings
 from atp.exceptions import (
     DuplicateTask,
@@ -514,16 +514,18 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
     Tasks are taken by priority (highest first), then ``run_after``, then id. On PostgreSQL
     the rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent daemons claim
     different tasks without waiting on each other; on SQLite the write transaction is
-    serialised. Expired tasks met on the way are revoked instead of claimed.
-    Raises QueueEmpty when no task is due.
+    serialised. Expired tasks met on the way are revoked instead of claimed. A type with a
+    ``rate_limit`` is claimed at most that often across all daemons (``atp.ratelimit``);
+    its tasks wait while its window is full. Raises QueueEmpty when no task is due.
     """
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
     claimed: list[int] = []
+    rate_limited: set[int] = set()  # types without room in their rate-limit window now
     with transaction.atomic():
         now = timezone.now()
         while len(claimed) < limit:
-            ready = TaskInstance.objects.ready(now)
+            ready = TaskInstance.objects.ready(now).exclude(type_id__in=rate_limited)
             if queues:
                 ready = ready.filter(queue__in=list(queues))
             rows = list(
@@ -534,11 +536,12 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
             if not rows:
                 break
             expired = [task for task in rows if task.expires is not None and task.expires <= now]
-            fresh = [task for task in rows if task not in expired]
+            fresh, full = ratelimit.admit([task for task in rows if task not in expired], now)
+            rate_limited |= full
             _revoke_expired(expired, now)
             _claim(fresh, server_id, message, now)
             claimed.extend(task.pk for task in fresh)
-            if not expired:
+            if not expired and not full:
                 break
     if not claimed:
         raise QueueEmpty("no task is ready to run")
@@ -637,6 +640,19 @@ def _transition(
         moment = timezone.now()
         values = changes(task) if changes else {}
         event_fields = fields(task, moment) if fields else {}
+        if task.abort_requested_at is not None and target in (Status.FINISHED, Status.FAILED):
+            # An aborted task's handler stopped (or ended anyway): the abort wins, whatever
+            # the handler reported. Checked here, under the row lock, so it costs no query.
+            target, event, event_fields = (
+                Status.REVOKED,
+                events.TASK_REVOKED,
+                {
+                    "terminated": False,
+                    "signum": None,
+                    "expired": False,
+                },
+            )
+            message = _join("Aborted on request.", message)
         values.update(status=target, updated_at=moment)
         if target in TERMINAL:
             values["finished_at"] = moment

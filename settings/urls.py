@@ -1,8 +1,9 @@
-"""URLs of the host project: the admin."""
+"""URLs of the host project: the admin, and ATP's JSON API under /atp/."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("atp/", include("atp.urls")),
 ]

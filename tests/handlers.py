@@ -188,3 +188,13 @@ def item(task_status, input):
     time.sleep(float(input.get("sleep", 0)))
     if input.get("fail"):
         raise RuntimeError(f"item {input.get('n')} failed on purpose")
+
+
+def wait_for_abort(task_status, input):
+    """Run until aborted (checking ``is_aborted``), at most ``input["seconds"]`` seconds."""
+    deadline = time.monotonic() + float((input or {}).get("seconds", 30))
+    while time.monotonic() < deadline:
+        if task_status.is_aborted():
+            return "aborted"
+        time.sleep(0.05)
+    return "not aborted"

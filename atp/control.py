@@ -1,0 +1,278 @@
+"""Acting on tasks from Python: run, wait for results, abort, revoke, limit rates and times.
+
+This is the database side of Flower's task control. Celery sends these commands to workers
+over the broker; ATP writes them to the database, where the claim (rate limits), the
+runner (abort) and the daemon (revoke with ``terminate``) pick them up.
+"""
+
+import ast
+import json
+import signal as signal_module
+import time
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from atp import tracker, validation
+from atp.exceptions import InvalidInput, TaskNotFound, UnknownTaskType
+from atp.models import TERMINAL, Status, TaskInstance, TaskType
+from atp.query import OUTCOME_EVENTS, task_lookup
+from atp.states import state_name
+
+#: Polling of ``get_result``/``apply``: first delay, growth factor and cap, in seconds.
+POLL_FIRST, POLL_FACTOR, POLL_MAX = 0.05, 1.5, 0.5
+#: Longest result repr ``get_result`` tries to turn back into a value.
+MAX_LITERAL_LENGTH = 1_000_000
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A task's state and, once it ended, its outcome (like Celery's ``AsyncResult``).
+
+    ``result`` is the handler's return value when it is a plain literal (a number, string,
+    list, dict…), else the repr text the tracker recorded (Celery events carry reprs).
+    """
+
+    id: int
+    uuid: str
+    state: str
+    status: str
+    result: object = None
+    exception: str | None = None
+    traceback: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the task has ended (SUCCESS, FAILURE or REVOKED)."""
+        return Status[self.status] in TERMINAL
+
+    @property
+    def successful(self) -> bool:
+        """Whether the task ended successfully."""
+        return self.status == Status.FINISHED.label
+
+    def as_flower(self) -> dict:
+        """Flower's result reply: task-id and state, plus result (and traceback) once ready."""
+        reply = {"task-id": self.uuid, "state": self.state}
+        if self.ready:
+            reply["result"] = self.exception if self.state == "FAILURE" else self.result
+            if self.state == "FAILURE":
+                reply["traceback"] = self.traceback
+        return reply
+
+
+# --- running tasks ----------------------------------------------------------------------
+
+
+def async_apply(type, input=None, identifier=None, message="", **options) -> TaskResult:
+    """Enqueue a task and return at once with its (PENDING) state.
+
+    ``type`` is a task type identifier (or TaskType); ``options`` are ``enqueue_task``'s:
+    priority, queue, run_after/eta, countdown, expires, parent. Raises UnknownTaskType,
+    InvalidInput, DuplicateTask or QueueFull.
+    """
+    task_id = tracker.enqueue_task(type, identifier, input, message, **options)
+    return _result(TaskInstance.objects.get(pk=task_id))
+
+
+def send_task(name, input=None, identifier=None, message="", **options) -> TaskResult:
+    """Enqueue a task by its type's name (no handler import needed); as ``async_apply``."""
+    if not isinstance(name, str):
+        raise InvalidInput(f"send_task takes a task type name, not {name!r}")
+    return async_apply(name, input, identifier, message, **options)
+
+
+def apply(type, input=None, timeout=None, identifier=None, message="", **options) -> TaskResult:
+    """Enqueue a task and wait until a daemon has run it; return its result.
+
+    Waits at most ``timeout`` seconds (None: until the task ends). If it has not ended by
+    then, the returned result is not ``ready`` (the task stays queued or running).
+    """
+    timeout = validation.number(timeout, "timeout", minimum=0, allow_none=True)
+    started = async_apply(type, input, identifier, message, **options)
+    return _wait(started.id, timeout)
+
+
+def get_result(task_id, timeout=None) -> TaskResult:
+    """The state and outcome of a task (by id or uuid), waiting up to ``timeout`` seconds.
+
+    With ``timeout`` None or 0 it returns at once (as Flower's result endpoint does).
+    Raises TaskNotFound.
+    """
+    timeout = validation.number(timeout, "timeout", minimum=0, allow_none=True)
+    return _wait(_task(task_id).pk, timeout or 0.0)
+
+
+def _wait(task_id: int, timeout: float | None) -> TaskResult:
+    """Poll the task's status until it ends or ``timeout`` seconds pass (None: forever)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = POLL_FIRST
+    while True:
+        task = _task(task_id)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if task.status in TERMINAL or (remaining is not None and remaining <= 0):
+            return _result(task)
+        time.sleep(delay if remaining is None else min(delay, remaining))
+        delay = min(delay * POLL_FACTOR, POLL_MAX)
+
+
+def _task(task_id) -> TaskInstance:
+    lookup = task_lookup(task_id)
+    task = TaskInstance.objects.filter(**lookup).first() if lookup else None
+    if task is None:
+        raise TaskNotFound(f"no task with id or uuid {task_id!r}")
+    return task
+
+
+def _result(task: TaskInstance) -> TaskResult:
+    outcome = {}
+    if task.status in TERMINAL:
+        record = task.log.filter(event__in=OUTCOME_EVENTS).order_by("-time", "-id").first()
+        outcome = record.fields if record else {}
+    failed = task.status == Status.FAILED
+    return TaskResult(
+        id=task.pk,
+        uuid=str(task.uuid),
+        state=state_name(task.status),
+        status=Status(task.status).label,
+        result=_value(outcome["result"]) if "result" in outcome else None,
+        exception=outcome.get("exception") if failed else None,
+        traceback=outcome.get("traceback") if failed else None,
+    )
+
+
+def _value(text):
+    """The value a result repr spells, if it is a JSON-able literal; else the repr itself.
+
+    ``ast.literal_eval`` only reads literals (it never runs code), and only reprs of plain
+    values are literals, so ``"{'a': 1}"`` gives back ``{'a': 1}`` and ``"<object …>"`` stays.
+    """
+    if not isinstance(text, str) or len(text) > MAX_LITERAL_LENGTH:
+        return text
+    try:
+        value = ast.literal_eval(text)
+        json.dumps(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return value
+
+
+# --- stopping tasks -----------------------------------------------------------------------
+
+
+def abort(task_id) -> bool:
+    """Ask a task to stop; return False if it had already ended.
+
+    A RUNNING or PAUSED task is asked to stop: ``TaskStatus.is_aborted()`` turns true, and
+    when its handler returns the task ends REVOKED (cooperative, as Celery's
+    AbortableTask). A task that has not started (or waits for subtasks) is revoked now.
+    """
+    with transaction.atomic():
+        task = _locked(task_id)
+        if task.status in TERMINAL:
+            return False
+        task.abort_requested_at = timezone.now()
+        task.save(update_fields=["abort_requested_at"])
+        if task.status not in (Status.RUNNING, Status.PAUSED):
+            tracker.revoke_task(task.pk, "Aborted before it ran.")
+    return True
+
+
+def revoke(task_id, terminate=False, signal="SIGTERM") -> bool:
+    """Cancel a task; return False if it had already ended.
+
+    A task that has not started is REVOKED now and never runs. A RUNNING or PAUSED task is
+    REVOKED now as well (its handler's later writes are refused), unless ``terminate`` is
+    true: then the daemon running it is asked to send its handler ``signal`` (a name such
+    as ``"SIGTERM"``/``"KILL"`` or a number) and end the task REVOKED.
+    """
+    signum = signal_number(signal)
+    with transaction.atomic():
+        task = _locked(task_id)
+        if task.status in TERMINAL:
+            return False
+        if terminate and task.status in (Status.RUNNING, Status.PAUSED):
+            task.kill_signal = signum
+            task.save(update_fields=["kill_signal"])
+        else:
+            tracker.revoke_task(task.pk, "Revoked on request.")
+    return True
+
+
+def signal_number(signal) -> int:
+    """A signal's number from its name (``"SIGTERM"``, ``"term"``) or number; else InvalidInput."""
+    if isinstance(signal, int) and not isinstance(signal, bool):
+        number = signal
+    elif isinstance(signal, str) and signal.strip().isdigit():
+        number = int(signal)
+    elif isinstance(signal, str):
+        name = signal.strip().upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        member = getattr(signal_module.Signals, name, None)
+        if member is None:
+            raise InvalidInput(f"unknown signal {signal!r}; use a name such as 'SIGTERM'")
+        number = member.value
+    else:
+        raise InvalidInput(f"signal must be a name or number, not {signal!r}")
+    if number not in set(signal_module.valid_signals()):
+        raise InvalidInput(f"{number} is not a valid signal number")
+    return number
+
+
+def _locked(task_id) -> TaskInstance:
+    """The task, its row locked until the transaction ends."""
+    lookup = task_lookup(task_id)
+    task = TaskInstance.objects.select_for_update().filter(**lookup).first() if lookup else None
+    if task is None:
+        raise TaskNotFound(f"no task with id or uuid {task_id!r}")
+    return task
+
+
+# --- task type limits -----------------------------------------------------------------------
+
+
+def rate_limit(type, rate) -> str:
+    """Set a task type's rate limit (``"10/m"``, per s, m or h; ``""``/None: none).
+
+    As in Celery, a bare number is per second and a rate of 0 means no limit. Enforced when
+    daemons claim tasks, across all daemons. Returns the stored rate.
+    """
+    if (isinstance(rate, int) and not isinstance(rate, bool)) or (
+        isinstance(rate, str) and rate.strip().isdigit()
+    ):
+        rate = f"{int(rate)}/s"
+    rate = validation.rate(rate)
+    if rate.startswith("0/"):
+        rate = ""
+    task_type = _type(type)
+    TaskType.objects.filter(pk=task_type.pk).update(rate_limit=rate, updated_at=timezone.now())
+    return rate
+
+
+def set_timeouts(type, soft=None, hard=None) -> tuple[float | None, float | None]:
+    """Set a task type's soft and hard time limits in seconds (None: no limit), as Celery does.
+
+    Both are set at once; the soft limit must be below the hard one. Returns them.
+    """
+    soft = validation.number(soft, "soft", minimum=0, exclusive=True, allow_none=True)
+    hard = validation.number(hard, "hard", minimum=0, exclusive=True, allow_none=True)
+    if soft is not None and hard is not None and soft >= hard:
+        raise InvalidInput(
+            f"the soft time limit ({soft:g} s) must be below the hard one ({hard:g} s)"
+        )
+    TaskType.objects.filter(pk=_type(type).pk).update(
+        soft_time_limit=soft, hard_time_limit=hard, updated_at=timezone.now()
+    )
+    return soft, hard
+
+
+def _type(type) -> TaskType:
+    if isinstance(type, TaskType):
+        return type
+    try:
+        return TaskType.objects.get(identifier=type)
+    except TaskType.DoesNotExist:
+        raise UnknownTaskType(
+            f"unknown task type {type!r}; register it with register_task_type() first"
+        ) from None
