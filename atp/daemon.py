@@ -19,10 +19,10 @@ from django.db import DatabaseError, transaction
 from atp import tracker, workers
 from atp.conf import settings
 from atp.db import drop_all, use_persistent_connections
-from atp.exceptions import InvalidTransition, QueueEmpty, StaleAttempt, TaskNotFound
+from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
 from atp.pool import Crashed, Finished, ProcessPool, ThreadPool
-from atp.runner import record
+from atp.runner import record_all
 from atp.wakeup import Listener
 
 logger = logging.getLogger("atp.daemon")
@@ -214,22 +214,19 @@ class Daemon:
     def _claim(self) -> None:
         """Claim as many due tasks as there are free slots and start them, in one transaction.
 
-        Claiming and starting together costs one commit for the whole batch and leaves no
-        window in which this daemon holds a claimed task it has not started.
+        Claiming and starting together (``tracker.claim_tasks``) costs one commit and three
+        statements for the whole batch, and leaves no window in which this daemon holds a
+        claimed task it has not started.
         """
         free = self.pool.free()
         if self.options.max_tasks is not None:
             free = min(free, self.options.max_tasks - self.claimed_total)
         if free <= 0 or self.stopping or self.queue_empty:
             return
-        with transaction.atomic():
-            try:
-                task_ids = tracker.dequeue_task(
-                    self.options.server_id, limit=free, queues=self.options.queues
-                )
-            except QueueEmpty:
-                task_ids = []
-            attempts = [attempt for attempt in map(self._begin, task_ids) if attempt]
+        attempts = tracker.claim_tasks(
+            self.options.server_id, limit=free, queues=self.options.queues
+        )
+        task_ids = [attempt.task_id for attempt in attempts]
         if not task_ids:
             self.queue_empty = True
             self.next_poll = time.monotonic() + self.options.poll_interval
@@ -247,13 +244,6 @@ class Daemon:
                 attempt.number,
             )
 
-    def _begin(self, task_id: int):
-        try:
-            return tracker.begin_attempt(task_id, server_id=self.options.server_id)
-        except TASK_GONE as exc:
-            self.log.warning("Task %s not started: %s", task_id, exc)
-            return None
-
     # --- outcomes -----------------------------------------------------------------------
 
     def _record_pending(self) -> None:
@@ -265,19 +255,21 @@ class Daemon:
         batch = list(self.pending)
         lines = []
         with transaction.atomic():
+            finished = [report for report in batch if isinstance(report, Finished)]
+            results = record_all([report.outcome for report in finished])
+            for report, result in zip(finished, results, strict=True):
+                lines.append(self._describe(report.attempt, report.outcome, result))
             for report in batch:
-                if isinstance(report, Finished):
-                    lines.append(self._record_finished(report.attempt, report.outcome))
-                else:
+                if isinstance(report, Crashed):
                     lines.append(self._record_crash(report))
         del self.pending[: len(batch)]
         self.processed += len(batch)
         for level, message, args in lines:
             self.log.log(level, message, *args)
 
-    def _record_finished(self, attempt, outcome) -> tuple:
+    def _describe(self, attempt, outcome, result) -> tuple:
+        """The log line for a recorded outcome."""
         self.soft_signalled.discard(outcome.task_id)
-        result = record(outcome)
         name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
         if result == "failed":
             return logging.INFO, "Failed %s: %s", (name, outcome.message)

@@ -133,6 +133,23 @@ def record(outcome: Outcome) -> str:
         return "unchanged"
 
 
+def record_all(outcomes) -> list[str]:
+    """Record many outcomes; plain successes share one batch (``tracker.finish_tasks``).
+
+    Returns what became of each task, in the order given (see ``record``). Call inside a
+    transaction to commit the whole batch at once.
+    """
+    plain = [
+        outcome
+        for outcome in outcomes
+        if outcome.succeeded and not (outcome.lost or outcome.handled or outcome.transient)
+    ]
+    finished = tracker.finish_tasks(
+        (outcome.task_id, outcome.attempt, outcome.result) for outcome in plain
+    )
+    return [finished.get(outcome.task_id) or record(outcome) for outcome in outcomes]
+
+
 def run_task(task_id, server_id) -> str | None:
     """Start the claimed task ``task_id`` here, run its handler and record the outcome."""
     try:

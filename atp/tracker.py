@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from atp import events, ratelimit, sql, validation
@@ -518,9 +518,28 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
     ``rate_limit`` is claimed at most that often across all daemons (``atp.ratelimit``);
     its tasks wait while its window is full. Raises QueueEmpty when no task is due.
     """
+    tasks = _take(server_id, message, limit, queues, start=False)
+    if not tasks:
+        raise QueueEmpty("no task is ready to run")
+    logger.debug("Daemon %s claimed %s", server_id, [task.pk for task in tasks])
+    return [task.pk for task in tasks]
+
+
+def claim_tasks(server_id, message="", *, limit=1, queues=None) -> list[Attempt]:
+    """Claim up to ``limit`` due tasks and start them at once; return their attempts.
+
+    ``dequeue_task`` and ``begin_attempt`` in one transaction and three statements for the
+    whole batch (lock, update, log), for a daemon that starts what it claims right away:
+    each task moves ACCEPTED → SCHEDULED → RUNNING, with both transitions logged. Same
+    order, rate limits and expiry rules as ``dequeue_task``; an empty list when none is due.
+    """
+    return [_attempt_of(task) for task in _take(server_id, message, limit, queues, start=True)]
+
+
+def _take(server_id, message, limit, queues, *, start) -> list[TaskInstance]:
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
-    claimed: list[int] = []
+    claimed: list[TaskInstance] = []
     rate_limited: set[int] = set()  # types without room in their rate-limit window now
     with transaction.atomic():
         now = timezone.now()
@@ -539,33 +558,58 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
             fresh, full = ratelimit.admit([task for task in rows if task not in expired], now)
             rate_limited |= full
             _revoke_expired(expired, now)
-            _claim(fresh, server_id, message, now)
-            claimed.extend(task.pk for task in fresh)
+            _claim(fresh, server_id, message, now, start)
+            claimed.extend(fresh)
             if not expired and not full:
                 break
-    if not claimed:
-        raise QueueEmpty("no task is ready to run")
-    logger.debug("Daemon %s claimed %s", server_id, claimed)
     return claimed
 
 
-def _claim(tasks, server_id, message, now) -> None:
+def _claim(tasks, server_id, message, now, start) -> None:
+    """Mark locked tasks claimed by ``server_id`` (and started, if ``start``), with their logs."""
     if not tasks:
         return
-    TaskInstance.objects.filter(pk__in=[task.pk for task in tasks]).update(
-        status=Status.SCHEDULED, server_id=server_id, received_at=now, updated_at=now
-    )
-    LogRecord.objects.bulk_create(
-        _log(
-            task,
-            Status.SCHEDULED,
-            message,
-            events.TASK_RECEIVED,
-            now,
-            **events.call_fields(task),
-            server_id=server_id,
+    values = {
+        "status": Status.SCHEDULED,
+        "server_id": server_id,
+        "received_at": now,
+        "updated_at": now,
+    }
+    if start:
+        values.update(status=Status.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    TaskInstance.objects.filter(pk__in=[task.pk for task in tasks]).update(**values)
+    records = []
+    for task in tasks:
+        task.server_id, task.received_at, task.status = server_id, now, Status.SCHEDULED
+        records.append(
+            _log(
+                task,
+                Status.SCHEDULED,
+                message,
+                events.TASK_RECEIVED,
+                now,
+                **events.call_fields(task),
+                server_id=server_id,
+            )
         )
-        for task in tasks
+        if start:
+            task.status, task.started_at, task.attempts = Status.RUNNING, now, task.attempts + 1
+            records.append(_log(task, Status.RUNNING, message, events.TASK_STARTED, now))
+    LogRecord.objects.bulk_create(records)
+
+
+def _attempt_of(task: TaskInstance) -> Attempt:
+    """The Attempt a worker needs to run ``task``'s current (just started) attempt."""
+    return Attempt(
+        task_id=task.pk,
+        number=task.attempts,
+        type=task.type.identifier,
+        identifier=task.identifier,
+        handler=task.type.handler,
+        input=task.input,
+        soft_time_limit=task.type.soft_time_limit,
+        hard_time_limit=task.type.hard_time_limit,
+        timeout=task.type.timeout,
     )
 
 
@@ -707,17 +751,7 @@ def begin_attempt(task_id, message="", *, server_id=None) -> Attempt:
         event=events.TASK_STARTED,
         changes=lambda task: {"attempts": task.attempts + 1, "started_at": timezone.now()},
     )
-    return Attempt(
-        task_id=task.pk,
-        number=task.attempts,
-        type=task.type.identifier,
-        identifier=task.identifier,
-        handler=task.type.handler,
-        input=task.input,
-        soft_time_limit=task.type.soft_time_limit,
-        hard_time_limit=task.type.hard_time_limit,
-        timeout=task.type.timeout,
-    )
+    return _attempt_of(task)
 
 
 def start_task(task_id, message="", *, server_id=None):
@@ -774,6 +808,67 @@ def stop_task_success_if_not_finished(
     except InvalidTransition:
         return False
     return True
+
+
+def finish_tasks(successes) -> dict[int, str]:
+    """End many tasks whose handlers returned, as FINISHED, in one transaction.
+
+    ``successes`` are ``(task_id, attempt, result_repr)`` triples. Each gets the rules of
+    ``stop_task_success_if_not_finished``; the batch costs three statements (lock, update,
+    log) instead of three per task. Returns ``{task_id: "finished" | "revoked" |
+    "unchanged" | "lost"}`` ("lost": the attempt is stale; nothing written for it).
+    """
+    successes = list(successes)
+    outcome: dict[int, str] = {}
+    with transaction.atomic():
+        locked = (
+            TaskInstance.objects.select_for_update(of=("self",))
+            .select_related("type")
+            .filter(pk__in=[task_id for task_id, _, _ in successes])
+            .order_by("pk")  # one lock order for every batch: no deadlock between batches
+        )
+        tasks = {task.pk: task for task in locked}
+        done = []
+        for task_id, attempt, result_repr in successes:
+            task = tasks.get(task_id)
+            try:
+                if task is not None:
+                    _check_owner(task, attempt, None)
+            except StaleAttempt:
+                outcome[task_id] = "lost"
+                continue
+            if task is None or task.status not in (Status.RUNNING, Status.PAUSED):
+                outcome[task_id] = "unchanged"
+            elif task.abort_requested_at is not None:  # the abort wins: the one-task path
+                _finish(task_id, "", attempt, result_repr, sources={task.status})
+                outcome[task_id] = "revoked"
+            else:
+                done.append((task, result_repr))
+        if done:
+            now = timezone.now()
+            TaskInstance.objects.filter(pk__in=[task.pk for task, _ in done]).update(
+                status=Status.FINISHED, finished_at=now, updated_at=now
+            )
+            records = []
+            for task, result_repr in done:
+                runtime = events.runtime_of(task, now)
+                task.status, task.finished_at, task.updated_at = Status.FINISHED, now, now
+                records.append(
+                    _log(
+                        task,
+                        Status.FINISHED,
+                        "",
+                        events.TASK_SUCCEEDED,
+                        now,
+                        result=result_repr,
+                        runtime=runtime,
+                    )
+                )
+                outcome[task.pk] = "finished"
+            LogRecord.objects.bulk_create(records)
+            for task, _ in done:
+                _ended(task)
+    return outcome
 
 
 def stop_task_failure(task_id, message="", *, attempt=None, exception=None, traceback="") -> None:
