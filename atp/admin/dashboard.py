@@ -43,7 +43,7 @@ def dashboard_view(model_admin, request):
                 "status": status,
                 "badge": status_badge(status),
                 "count": totals[status],
-                "terminal": status in TERMINAL,
+                "approx": counts.estimated and status in TERMINAL,
             }
             for status in Status
             if status != Status.UNDEFINED or totals[status]

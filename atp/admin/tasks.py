@@ -311,10 +311,10 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                 for record in reversed(records[:TIMELINE_LIMIT])
             ),
         )
-        note = f"<p>Only the last {TIMELINE_LIMIT} entries are shown.</p>" if omitted else ""
+        note = f"Only the last {TIMELINE_LIMIT} entries are shown." if omitted else ""
         return format_html(
-            '{}<table class="atp-timeline"><thead><tr><th>time</th><th>status</th>'
+            '<p>{}</p><table class="atp-timeline"><thead><tr><th>time</th><th>status</th>'
             "<th>event</th><th>message</th></tr></thead><tbody>{}</tbody></table>",
-            format_html(note),
+            note,
             rows,
         )
