@@ -172,9 +172,9 @@ def abort(task_id) -> bool:
         task = _locked(task_id)
         if task.status in TERMINAL:
             return False
-        task.abort_requested_at = timezone.now()
-        task.save(update_fields=["abort_requested_at"])
-        if task.status not in (Status.RUNNING, Status.PAUSED):
+        if task.status in (Status.RUNNING, Status.PAUSED):
+            tracker.request_abort(task.pk)
+        else:
             tracker.revoke_task(task.pk, "Aborted before it ran.")
     return True
 
@@ -193,8 +193,7 @@ def revoke(task_id, terminate=False, signal="SIGTERM") -> bool:
         if task.status in TERMINAL:
             return False
         if terminate and task.status in (Status.RUNNING, Status.PAUSED):
-            task.kill_signal = signum
-            task.save(update_fields=["kill_signal"])
+            tracker.request_kill(task.pk, signum)
         else:
             tracker.revoke_task(task.pk, "Revoked on request.")
     return True

@@ -250,6 +250,13 @@ class TaskInstance(models.Model):
                 condition=Q(status__in=sorted(ACTIVE)),
                 name="atp_task_active_owner",
             ),
+            # The admin's counts of tasks that have not ended (atp/admin/stats.py): small,
+            # however long the history, and read without touching ended rows.
+            models.Index(
+                fields=["type", "status"],
+                condition=~Q(status__in=sorted(TERMINAL)),
+                name="atp_task_live",
+            ),
             # The retention sweep: ended rows by type and end time.
             models.Index(
                 fields=["type", "finished_at"],

@@ -114,6 +114,22 @@ def register_task_type(identifier, handler, timeout=3600, timeret=-1, maxrestart
     fails), and the options of ``TYPE_OPTIONS``. Options not given take their defaults, so
     the call describes the whole type. Returns the TaskType.
     """
+    identifier, values = clean_task_type(
+        identifier, handler, timeout, timeret, maxrestart, **options
+    )
+    task_type, created = TaskType.objects.update_or_create(identifier=identifier, defaults=values)
+    logger.info(
+        "%s task type %s -> %s", "Registered" if created else "Updated", identifier, handler
+    )
+    return task_type
+
+
+def clean_task_type(identifier, handler, timeout=3600, timeret=-1, maxrestart=2, **options):
+    """Check a task type's values as ``register_task_type`` does, without saving anything.
+
+    Returns ``(identifier, field values)``; raises InvalidInput naming the bad value. The
+    admin's task type form validates through this too, so both paths accept the same values.
+    """
     identifier = validation.identifier(identifier, "task type identifier")
     handler = validation.handler_path(handler, identifier)
     timeout = validation.number(timeout, "timeout", minimum=0, exclusive=True)
@@ -137,11 +153,7 @@ def register_task_type(identifier, handler, timeout=3600, timeret=-1, maxrestart
         timeret=timeret if timeret > 0 else -1.0,
         maxrestart=maxrestart,
     )
-    task_type, created = TaskType.objects.update_or_create(identifier=identifier, defaults=values)
-    logger.info(
-        "%s task type %s -> %s", "Registered" if created else "Updated", identifier, handler
-    )
-    return task_type
+    return identifier, values
 
 
 def unregister_task_type(identifier, force=False):
@@ -1152,3 +1164,53 @@ def set_task_progress(task_id, done, total=None, message="", *, attempt=None) ->
         task.save(update_fields=["progress", "updated_at"])
         _log(task, task.status, message, events.TASK_PROGRESS, moment, progress=progress).save()
     return progress
+
+
+# --- operator requests (admin) ----------------------------------------------------------
+# Kept apart so they can be unified with atp/control.py (revoke(terminate=True), abort)
+# at merge: both only set the request fields the owning daemon / the handler act on.
+
+
+def request_kill(task_id, signum, message="") -> None:
+    """Ask the daemon that runs a task to kill its handler with ``signum``.
+
+    Only a RUNNING or PAUSED task has a handler to kill; the owning daemon sees
+    ``kill_signal``, kills the handler and revokes the task (``terminated=True``). The
+    request is noted in the task's log (no Celery event: Celery sends none for requests).
+    Raises InvalidTransition for any other status.
+    """
+    signum = validation.integer(signum, "signum", minimum=1)
+    _request(
+        task_id,
+        {Status.RUNNING, Status.PAUSED},
+        {"kill_signal": signum},
+        message or f"Termination requested (signal {signum}).",
+    )
+
+
+def request_abort(task_id, message="") -> None:
+    """Ask a task's handler to stop: sets ``abort_requested_at``, which it polls.
+
+    Only a task that has not ended can be aborted; raises InvalidTransition otherwise.
+    """
+    _request(
+        task_id,
+        sources_of(Status.REVOKED),
+        {"abort_requested_at": timezone.now()},
+        message or "Abort requested.",
+    )
+
+
+def _request(task_id, sources, values, message) -> None:
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        if task.status not in sources:
+            raise InvalidTransition(
+                f"task {task} (id {task.pk}) is {task.status_name}; {message.rstrip('.')} "
+                "is only possible while it is "
+                + ", ".join(Status(source).label for source in sorted(sources))
+            )
+        for name, value in values.items():
+            setattr(task, name, value)
+        task.save(update_fields=list(values))
+        LogRecord.objects.create(instance=task, status=task.status, message=message)

@@ -5,6 +5,9 @@ from django.conf import settings
 
 from atp import tracker
 
+# The admin tests' users and clients (superuser, view-only staff, anonymous).
+pytest_plugins = ["tests.admin_fixtures"]
+
 ON_POSTGRES = "postgresql" in settings.DATABASES["default"]["ENGINE"]
 
 

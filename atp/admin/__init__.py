@@ -1,0 +1,11 @@
+"""ATP's Django admin: the operations console (tasks, task types, daemons, dashboard).
+
+Importing this package registers the model admins; ``atp.admin.dashboard`` is served under
+the task admin's URLs (``admin:atp_dashboard``) and linked from ATP's app index.
+"""
+
+from atp.admin.tasks import TaskInstanceAdmin
+from atp.admin.types import TaskTypeAdmin
+from atp.admin.workers import WorkerAdmin
+
+__all__ = ["TaskInstanceAdmin", "TaskTypeAdmin", "WorkerAdmin"]

@@ -1,0 +1,27 @@
+"""``manage.py atp_admin_bench``: time the admin's pages on a big task table (PostgreSQL)."""
+
+from django.core.management.base import BaseCommand
+
+from atp import admin_bench
+from atp.models import TaskInstance
+
+
+class Command(BaseCommand):
+    help = "Fill PostgreSQL with generated tasks and time the admin's list and dashboard."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rows", type=int, default=1_000_000, help="Tasks to generate.")
+        parser.add_argument("--no-fill", action="store_true", help="Time the existing rows.")
+        parser.add_argument("--runs", type=int, default=7, help="Renders per page (median).")
+
+    def handle(self, *args, **opts):
+        if not opts["no_fill"]:
+            seconds = admin_bench.fill(opts["rows"])
+            self.stdout.write(f"Filled {opts['rows']} tasks in {seconds:.1f} s")
+        total = TaskInstance.objects.count()
+        self.stdout.write(f"{total} task rows; median / max of {opts['runs']} renders:")
+        for row in admin_bench.measure(opts["runs"]):
+            self.stdout.write(
+                f"  {row['page']:<24} {row['median_ms']:7.1f} ms  (max {row['max_ms']:6.1f} ms, "
+                f"{row['queries']} queries)  {row['url']}"
+            )
