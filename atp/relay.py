@@ -45,7 +45,7 @@ class StoredEventDispatcher(EventDispatcher):
     """
 
     def _prepare_event(self, type, fields, blind=False, Event=Event):
-        return Event(type, **fields)
+        return Event(type, fields)
 
 
 def publish_pending(dispatcher: StoredEventDispatcher, batch_size: int = BATCH_SIZE) -> int | None:
@@ -158,7 +158,9 @@ class Relay(threading.Thread):
 
     def _fail(self, what: str, exc: Exception) -> None:
         if not self._backoff:
-            logger.error("Event relay of %s: %s away, retrying: %s", self.hostname, what, exc)
+            logger.error(
+                "Event relay of %s: %s away, retrying: %s", self.hostname, what, exc, exc_info=True
+            )
         self._backoff = min(MAX_BACKOFF, max(0.25, self._backoff * 2))
 
     def _connect(self) -> None:

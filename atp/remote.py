@@ -157,6 +157,11 @@ def revoke(state, task_id, terminate=False, signal=None, **kwargs):
     return ok(f"tasks {set(done) or set(uuids)} flagged as revoked")
 
 
+def terminate(state, signal, task_id, **kwargs):
+    """``celery control terminate <signal> <id>``: revoke with ``terminate``."""
+    return revoke(state, task_id, terminate=True, signal=signal)
+
+
 def rate_limit(state, task_name, rate_limit, **kwargs):
     """Store a task type's rate limit ("10/m"; 0 or None disables it)."""
     value = "" if rate_limit in (None, 0, "0", "") else str(rate_limit)
@@ -202,6 +207,7 @@ HANDLERS = {
         clock,
         heartbeat,
         revoke,
+        terminate,
         rate_limit,
         time_limit,
         shutdown,
