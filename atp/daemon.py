@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
 
-from atp import tracker, workers
+from atp import events, tracker, workers
+from atp.broker import BrokerLinks
 from atp.conf import settings
 from atp.db import drop_all, use_persistent_connections
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
@@ -79,18 +80,22 @@ class Daemon:
         self.db_retry_at = 0.0
         self.db_up_since = now
         self._wake_reader, self._wake_writer = os.pipe()
+        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.broker)
 
     # --- life cycle ---------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve the queue until stopped (or, with ``burst``, until it is empty); return 0."""
         use_persistent_connections()
+        # Before the pool starts: its children inherit the name they send events under.
+        events.set_node_name(events.daemon_node_name(self.options.server_id))
         self.pool = POOLS[self.options.pool](self.options.concurrency)
         previous = self._install_signal_handlers()
         try:
             while not self._db(lambda: workers.register_worker(self.options.server_id)):
                 self._sleep_until(self.db_retry_at)
             self.listener.connect()
+            self.broker = BrokerLinks.start(self, events.node_name())
             self.log.info(
                 "atpd started: %s pool of %d, queues %s, pid %d",
                 self.options.pool,
@@ -153,12 +158,19 @@ class Daemon:
         except BlockingIOError:
             pass
 
+    def request_stop(self) -> None:
+        """Warm stop asked from another thread (remote control's ``shutdown``)."""
+        if not self.stopping:
+            self._on_stop_signal(signal.SIGTERM, None)
+
     def _shut_down(self, previous_handlers: dict) -> None:
         if self.stopping == "cold" or self.pool.in_flight():
             self._cold_stop()
         self.pool.stop()
         self.listener.close()
         self._db(lambda: workers.stop_worker(self.options.server_id))
+        if self.broker is not None:
+            self.broker.stop()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
 
@@ -359,6 +371,8 @@ class Daemon:
         if time.monotonic() - self.db_up_since >= settings.WORKER_TIMEOUT:
             for entry in tracker.recover_lost_workers(settings.WORKER_TIMEOUT):
                 self.log.warning("Recovered %s from a lost daemon: %s", entry.name, entry.action)
+        if self.broker is not None:
+            self.broker.beat(active=len(self.pool.in_flight()), processed=self.processed)
 
     def _act_on_kill_requests(self) -> None:
         """Terminate handlers whose tasks were revoked with ``terminate`` (atp.control)."""

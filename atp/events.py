@@ -8,9 +8,13 @@ epoch floats.
 
 import os
 import socket
+import time
 from datetime import datetime
 
-from atp.models import Status
+from django.db import transaction
+from django.dispatch import Signal
+
+from atp.models import LogRecord, Status
 
 TASK_SENT = "task-sent"
 TASK_RECEIVED = "task-received"
@@ -37,9 +41,41 @@ EVENT_FOR_STATUS = {
 }
 
 
+#: Environment variable holding the daemon's node name. An environment variable, not a
+#: contextvar or a global alone: the daemon's pool children (forked from a forkserver) and
+#: handler threads must send under their daemon's name too, and both inherit the environment.
+NODE_ENV = "ATP_EVENTS_NODE"
+
+
 def node_name() -> str:
-    """The name this process sends events under, Celery style: ``atp@<host>``."""
-    return f"atp@{socket.gethostname()}"
+    """The name this process sends events under, Celery style.
+
+    Inside a daemon (and its pool children) that is the daemon's name, set by
+    ``set_node_name``; anywhere else (a web request enqueueing) the client's ``atp@<host>``.
+    """
+    return os.environ.get(NODE_ENV) or f"atp@{socket.gethostname()}"
+
+
+def daemon_node_name(server_id: str, host: str | None = None) -> str:
+    """The Celery hostname of daemon ``server_id``: unique per daemon, ``atpd-<id>@<host>``."""
+    return f"atpd-{server_id}@{host or socket.gethostname()}"
+
+
+def set_node_name(name: str | None) -> None:
+    """Make this process (and processes it starts afterwards) send events as ``name``."""
+    if name:
+        os.environ[NODE_ENV] = name
+    else:
+        os.environ.pop(NODE_ENV, None)
+
+
+def utcoffset() -> float:
+    """The UTC offset as Celery sends it: hours *west* of UTC (``time.timezone / 3600``).
+
+    A receiver shifts an event's timestamp by the difference to its own offset, so the
+    stored value must be the sender's, taken when the event happened.
+    """
+    return (time.altzone if time.localtime().tm_isdst else time.timezone) / 3600
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -71,6 +107,7 @@ def task_fields(task, moment: datetime, **extra) -> dict:
         "timestamp": moment.timestamp(),
         "hostname": node_name(),
         "pid": os.getpid(),
+        "utcoffset": utcoffset(),
     }
     fields.update(extra)
     return fields
@@ -90,7 +127,117 @@ def call_fields(task) -> dict:
     }
 
 
+def revoked_fields(terminated: bool, signum: int | None, expired: bool) -> dict:
+    """Fields of ``task-revoked``.
+
+    ``state`` is not a Celery field of this event, and it is there on purpose: Celery's
+    ``State`` ranks custom states (PAUSED, PROGRESS, WAITING, RESUMED) above REVOKED, so a
+    paused task that is revoked would stay PAUSED in Flower forever. A weaker event's fields
+    are still copied onto the task (only RECEIVED has merge rules), so ``state`` makes the
+    revocation, which is final in ATP, show as REVOKED.
+    """
+    return {"terminated": terminated, "signum": signum, "expired": expired, "state": "REVOKED"}
+
+
 def runtime_of(task, moment: datetime) -> float | None:
     """Seconds between the task's start and ``moment`` (Celery's ``runtime``)."""
     started = _epoch(task.started_at)
     return None if started is None else max(0.0, moment.timestamp() - started)
+
+
+# --- Django signals -----------------------------------------------------------------------
+
+#: Sent (after the transition's transaction commits) for every stored event, whatever its
+#: type; keyword arguments ``event`` (the Celery event type), ``fields`` (its fields) and
+#: ``record`` (the LogRecord). The sender is the LogRecord class.
+task_event = Signal()
+#: One signal per event type, with the same arguments, for listeners that want only one.
+SIGNALS: dict[str, Signal] = {
+    name: Signal()
+    for name in (
+        TASK_SENT,
+        TASK_RECEIVED,
+        TASK_STARTED,
+        TASK_SUCCEEDED,
+        TASK_FAILED,
+        TASK_RETRIED,
+        TASK_REVOKED,
+        TASK_PAUSED,
+        TASK_RESUMED,
+        TASK_WAITING,
+        TASK_PROGRESS,
+    )
+}
+task_sent = SIGNALS[TASK_SENT]
+task_received = SIGNALS[TASK_RECEIVED]
+task_started = SIGNALS[TASK_STARTED]
+task_succeeded = SIGNALS[TASK_SUCCEEDED]
+task_failed = SIGNALS[TASK_FAILED]
+task_retried = SIGNALS[TASK_RETRIED]
+task_revoked = SIGNALS[TASK_REVOKED]
+task_paused = SIGNALS[TASK_PAUSED]
+task_resumed = SIGNALS[TASK_RESUMED]
+task_waiting = SIGNALS[TASK_WAITING]
+task_progress = SIGNALS[TASK_PROGRESS]
+
+
+def signal_on_commit(record: LogRecord) -> None:
+    """Fire the signals of ``record``'s event once the current transaction commits.
+
+    Listeners never see an event whose transition was rolled back. Nothing is queued when
+    no listener is connected, so the tracker's hot path pays nothing by default.
+    """
+    specific = SIGNALS.get(record.event)
+    if not (task_event.has_listeners() or (specific and specific.has_listeners())):
+        return
+
+    def fire():
+        kwargs = {"event": record.event, "fields": record.fields, "record": record}
+        task_event.send(sender=LogRecord, **kwargs)
+        if specific is not None:
+            specific.send(sender=LogRecord, **kwargs)
+
+    transaction.on_commit(fire)
+
+
+# --- stored events as Celery sees them ----------------------------------------------------
+
+
+def celery_event(record: LogRecord) -> dict:
+    """The Celery event body of a stored record: its fields plus ``type`` and ``clock``.
+
+    The record's id is the Lamport clock: ids grow in the order the relay publishes them, on
+    every daemon alike, so a receiver sees clocks rise whichever daemon relayed.
+    """
+    body = dict(record.fields)
+    body.setdefault("utcoffset", 0)
+    body.setdefault("pid", 0)
+    body["type"] = record.event
+    body["clock"] = record.pk
+    return body
+
+
+def stored_events(start: datetime | None = None, end: datetime | None = None):
+    """The stored LogRecords that carry an event, in id order, within ``[start, end)``."""
+    records = LogRecord.objects.exclude(event="").order_by("id")
+    if start is not None:
+        records = records.filter(time__gte=start)
+    if end is not None:
+        records = records.filter(time__lt=end)
+    return records
+
+
+def state_from_events(start: datetime | None = None, end: datetime | None = None, state=None):
+    """Rebuild a ``celery.events.state.State`` from the events stored in ``[start, end)``.
+
+    Unlike a live State (Flower's) it misses nothing: every transition's event is in the
+    database. Pass ``state`` to add the events to an existing State. Returns the State.
+    """
+    from celery.events.state import State
+
+    state = state if state is not None else State()
+    for record in stored_events(start, end).iterator(chunk_size=2000):
+        body = celery_event(record)
+        body["local_received"] = body["timestamp"]
+        state.event(body)
+    return state

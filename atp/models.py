@@ -347,3 +347,18 @@ class Worker(models.Model):
 
     def __str__(self):
         return f"{self.hostname} ({self.server_id})"
+
+
+class EventCursor(models.Model):
+    """How far the relay has published the stored events to the broker (one row per relay).
+
+    The relay locks its row while it publishes, so with several daemons each event goes
+    out once, and moves ``position`` (the last LogRecord id published) in that transaction.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    position = models.BigIntegerField(default=0, help_text="Last LogRecord id published.")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.name} at {self.position}"

@@ -1,6 +1,7 @@
 """The few statements ATP needs beyond the ORM, one function per vendor-specific idea."""
 
 import json
+import time
 
 from django.db import connection
 
@@ -101,3 +102,40 @@ def column_frequencies(table: str, column: str) -> dict[int, float]:
     if not row or row[0] is None:
         return {}
     return dict(zip(row[0], row[1], strict=True))
+
+
+def settled_id(table: str, wait: float = 2.0) -> int | None:
+    """The highest id of ``table`` below which no row can still appear; None if unsure.
+
+    On PostgreSQL ids are handed out before commit, so a transaction still open may yet
+    commit a row *below* the newest visible id; a relay that moved its cursor past it would
+    never publish it. Any such transaction holds ROW EXCLUSIVE on the table now, so: read
+    the newest id, then wait (up to ``wait`` seconds) for every other transaction writing
+    the table to end. ATP's transactions are short, so the wait is milliseconds. SQLite
+    serialises writers and hands out growing ids at commit order: the newest id is settled.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")  # noqa: S608 (model table name)
+        newest = cursor.fetchone()[0]
+        if not is_postgresql():
+            return newest
+        cursor.execute(
+            "SELECT t.transactionid::text FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid"
+            " AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted"
+            " WHERE r.relation = %s::regclass AND r.mode = 'RowExclusiveLock'"
+            " AND r.pid <> pg_backend_pid()",
+            [table],
+        )
+        writers = [row[0] for row in cursor.fetchall()]
+        deadline = time.monotonic() + wait
+        while writers:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.005)
+            cursor.execute(
+                "SELECT transactionid::text FROM pg_locks WHERE locktype = 'transactionid'"
+                " AND mode = 'ExclusiveLock' AND granted AND transactionid::text = ANY(%s)",
+                [writers],
+            )
+            writers = [row[0] for row in cursor.fetchall()]
+    return newest

@@ -174,6 +174,25 @@ def unregister_task_type(identifier, force=False):
     logger.info("Unregistered task type %s (%d task(s) deleted)", identifier, count)
 
 
+def update_task_type(identifier, **options) -> TaskType:
+    """Change some options of a registered task type (for example ``rate_limit``), leaving
+    the others as they are; values are checked as ``register_task_type`` checks them.
+
+    Raises UnknownTaskType or InvalidInput.
+    """
+    unknown = set(options) - set(TYPE_OPTIONS)
+    if unknown:
+        raise InvalidInput(f"unknown option(s) {sorted(unknown)}; valid: {sorted(TYPE_OPTIONS)}")
+    values = {name: TYPE_OPTIONS[name](value) for name, value in options.items()}
+    with transaction.atomic():
+        task_type = _get_type(identifier)
+        for name, value in values.items():
+            setattr(task_type, name, value)
+        task_type.save(update_fields=[*values, "updated_at"])
+    logger.info("Updated task type %s: %s", task_type.identifier, values)
+    return task_type
+
+
 def _get_type(identifier) -> TaskType:
     if isinstance(identifier, TaskType):
         return identifier
@@ -322,8 +341,11 @@ def delete_task_by_identifier(type, identifier) -> bool:
 
 
 def _log(task, status, message, event, moment, **fields) -> LogRecord:
-    """Build (unsaved) the LogRecord of one transition, with its Celery event."""
-    return LogRecord(
+    """Build (unsaved) the LogRecord of one transition, with its Celery event.
+
+    Every caller saves it in the transition's transaction; its signals fire on commit.
+    """
+    record = LogRecord(
         instance=task,
         time=moment,
         status=status,
@@ -331,6 +353,8 @@ def _log(task, status, message, event, moment, **fields) -> LogRecord:
         event=event,
         fields=events.task_fields(task, moment, **fields),
     )
+    events.signal_on_commit(record)
+    return record
 
 
 # --- enqueue ----------------------------------------------------------------------------
@@ -601,6 +625,7 @@ def _claim(tasks, server_id, message, now, start) -> None:
                 events.TASK_RECEIVED,
                 now,
                 **events.call_fields(task),
+                **_lineage(task),
                 server_id=server_id,
             )
         )
@@ -638,9 +663,7 @@ def _revoke_expired(tasks, now) -> None:
             f"Expired at {task.expires.isoformat()} before it could run.",
             events.TASK_REVOKED,
             now,
-            terminated=False,
-            signum=None,
-            expired=True,
+            **events.revoked_fields(terminated=False, signum=None, expired=True),
         )
         for task in tasks
     )
@@ -925,11 +948,7 @@ def revoke_task(task_id, message="", *, terminated=False, signum=None, expired=F
         task_id,
         Status.REVOKED,
         message,
-        fields=lambda task, moment: {
-            "terminated": terminated,
-            "signum": signum,
-            "expired": expired,
-        },
+        fields=lambda task, moment: events.revoked_fields(terminated, signum, expired),
     )
 
 
