@@ -18,6 +18,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from atp import tracker
+from atp.db import database_url
 from atp.models import Status, TaskInstance, Worker
 
 BENCH_TYPES = {"bench.noop": "atp.bench.noop", "bench.stamp": "atp.bench.stamp"}
@@ -67,15 +68,7 @@ def _manage() -> list[str]:
 
 
 def _database_env() -> dict:
-    env = dict(os.environ)
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    else:
-        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{db['NAME']}"
-    return env
+    return {**os.environ, "DATABASE_URL": database_url()}
 
 
 def measure_enqueue(count: int) -> dict:

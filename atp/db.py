@@ -29,3 +29,16 @@ def drop_all() -> None:
             connection.close()
         except CONNECTION_ERRORS:
             connection.connection = None
+
+
+def database_url(alias: str = "default") -> str:
+    """The URL of the database ``alias`` uses right now, for a subprocess's ``DATABASE_URL``.
+
+    Inside a test run this is the test database, so daemons started by tests and
+    benchmarks see exactly the rows their parent wrote.
+    """
+    db = connections[alias].settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

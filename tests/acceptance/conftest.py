@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 from django.db import OperationalError, connection
 
+from atp.db import database_url
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: Short liveness timings so recovery happens within seconds in the tests.
 FAST = {"WORKER_TIMEOUT": 3, "HEARTBEAT_INTERVAL": 0.5, "POLL_INTERVAL": 0.2}
-
-
-def database_url() -> str:
-    """The URL of the database the tests use right now (the test database)."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def wait_until(predicate, timeout=60.0, interval=0.05, what="condition"):
