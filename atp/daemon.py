@@ -129,16 +129,14 @@ class Daemon:
         if reports:
             self.pending += reports
             self.queue_empty = False  # a finished task may have re-enqueued work
-        if self.pending:
-            self._db(self._record_pending)
         self._enforce_time_limits()
         now = time.monotonic()
         if now >= self.next_heartbeat:
             self._db(self._heartbeat)
         if self.since_cleanup >= settings.CLEANUP_EVERY:
             self._db(self._cleanup)
-        if not self.stopping and not self._quota_used():
-            self._db(self._claim)
+        if self.pending or self._claim_size():
+            self._db(self._record_and_claim)
         self._wait()
 
     # --- signals ------------------------------------------------------------------------
@@ -188,7 +186,7 @@ class Daemon:
         deadline = time.monotonic() + 10
         while (self.pool.in_flight() or self.pending) and time.monotonic() < deadline:
             self.pending += self.pool.collect()
-            self._db(self._record_pending)
+            self._db(self._record_and_claim)  # claims nothing: stopping
             time.sleep(0.05)
 
     # --- the database -------------------------------------------------------------------
@@ -223,29 +221,41 @@ class Daemon:
 
     # --- claiming and starting ----------------------------------------------------------
 
-    def _claim(self) -> None:
-        """Claim as many due tasks as there are free slots and start them, in one transaction.
-
-        Claiming and starting together (``tracker.claim_tasks``) costs one commit and three
-        statements for the whole batch, and leaves no window in which this daemon holds a
-        claimed task it has not started.
-        """
+    def _claim_size(self) -> int:
+        """How many tasks to claim now: the free slots, within ``--max-tasks``."""
+        if self.stopping or self.queue_empty:
+            return 0
         free = self.pool.free()
         if self.options.max_tasks is not None:
             free = min(free, self.options.max_tasks - self.claimed_total)
-        if free <= 0 or self.stopping or self.queue_empty:
-            return
-        attempts = tracker.claim_tasks(
-            self.options.server_id, limit=free, queues=self.options.queues
-        )
-        task_ids = [attempt.task_id for attempt in attempts]
-        if not task_ids:
+        return max(0, free)
+
+    def _record_and_claim(self) -> None:
+        """Record the collected outcomes and claim the next batch, in one transaction.
+
+        One commit per loop, whatever the batch sizes. Claiming and starting together
+        (``tracker.claim_tasks``) leaves no window in which this daemon holds a claimed task
+        it has not started. Reports leave ``pending`` only after the commit, so an outage in
+        the middle loses none of them: they are recorded again once the database is back.
+        """
+        batch, claim = list(self.pending), self._claim_size()
+        with transaction.atomic():
+            lines = self._record(batch)
+            attempts = (
+                tracker.claim_tasks(self.options.server_id, limit=claim, queues=self.options.queues)
+                if claim
+                else []
+            )
+        del self.pending[: len(batch)]
+        self.processed += len(batch)
+        for level, message, args in lines:
+            self.log.log(level, message, *args)
+        if claim and not attempts:
             self.queue_empty = True
             self.next_poll = time.monotonic() + self.options.poll_interval
             self._idle_cleanup()
-            return
-        self.claimed_total += len(task_ids)
-        self.since_cleanup += len(task_ids)
+        self.claimed_total += len(attempts)
+        self.since_cleanup += len(attempts)
         for attempt in attempts:  # only now: the children must see the committed rows
             self.pool.submit(attempt)
             self.log.info(
@@ -258,26 +268,17 @@ class Daemon:
 
     # --- outcomes -----------------------------------------------------------------------
 
-    def _record_pending(self) -> None:
-        """Record every collected outcome in one transaction (one commit for the batch).
-
-        Reports leave ``pending`` only after the commit, so an outage in the middle loses
-        none of them: the whole batch is recorded again once the database is back.
-        """
-        batch = list(self.pending)
+    def _record(self, batch) -> list[tuple]:
+        """Write a batch of pool reports through the tracker; return their log lines."""
         lines = []
-        with transaction.atomic():
-            finished = [report for report in batch if isinstance(report, Finished)]
-            results = record_all([report.outcome for report in finished])
-            for report, result in zip(finished, results, strict=True):
-                lines.append(self._describe(report.attempt, report.outcome, result))
-            for report in batch:
-                if isinstance(report, Crashed):
-                    lines.append(self._record_crash(report))
-        del self.pending[: len(batch)]
-        self.processed += len(batch)
-        for level, message, args in lines:
-            self.log.log(level, message, *args)
+        finished = [report for report in batch if isinstance(report, Finished)]
+        results = record_all([report.outcome for report in finished])
+        for report, result in zip(finished, results, strict=True):
+            lines.append(self._describe(report.attempt, report.outcome, result))
+        for report in batch:
+            if isinstance(report, Crashed):
+                lines.append(self._record_crash(report))
+        return lines
 
     def _describe(self, attempt, outcome, result) -> tuple:
         """The log line for a recorded outcome."""
