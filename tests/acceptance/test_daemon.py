@@ -130,10 +130,12 @@ def test_a_hanging_handler_is_killed_at_its_timeout_and_fails_after_maxrestart(d
 def test_crashing_handlers_do_not_stop_the_daemon(daemons):
     tracker.register_task_type("acc.exit", "tests.handlers.exit_hard", maxrestart=0)
     tracker.register_task_type("acc.segv", "tests.handlers.segfault", maxrestart=1)
+    tracker.register_task_type("acc.oom", "tests.handlers.oom_killed", maxrestart=0)
     tracker.register_task_type("acc.raise", "tests.handlers.fail")
     tracker.register_task_type("acc.noop", "tests.handlers.noop")
     exit_id = tracker.enqueue_task("acc.exit", "exit")
     segv_id = tracker.enqueue_task("acc.segv", "segv")
+    oom_id = tracker.enqueue_task("acc.oom", "oom")
     raise_id = tracker.enqueue_task("acc.raise", "raise", {"why": "test"})
     noop_ids = [tracker.enqueue_task("acc.noop", f"ok{n}") for n in range(5)]
     proc = daemons.start("--burst", "-n", "2")
@@ -148,6 +150,9 @@ def test_crashing_handlers_do_not_stop_the_daemon(daemons):
         2,
     )  # one restart, then failed
     assert "killed by SIGSEGV" in segfaulted.log.last().message
+    oom_killed = TaskInstance.objects.get(pk=oom_id)
+    assert oom_killed.status == Status.FAILED
+    assert "killed by SIGKILL" in oom_killed.log.last().message
     failed = TaskInstance.objects.get(pk=raise_id)
     assert failed.status == Status.FAILED
     failure = failed.log.get(event="task-failed")

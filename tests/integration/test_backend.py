@@ -7,9 +7,11 @@ tests/daemon_settings.py). Only atpd's command line is relied on.
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 from django.utils import timezone
 
-from atp import tracker
+from atp import query, tracker
 from atp.backends import HANDLER
 from atp.exceptions import ReturnValueNotJSON, TaskRevoked
 from atp.models import LogRecord, Status, TaskInstance
@@ -52,6 +54,17 @@ def test_a_task_succeeds_with_its_return_value_and_shows_in_atp():
     )
     assert events_of(result) == ["task-sent", "task-received", "task-started", "task-succeeded"]
     assert LogRecord.objects.get(instance=task, event="task-succeeded").fields["result"] == "5"
+    # ... and through the query API and the admin, like any other task.
+    shown = query.as_dict(query.get_task_by_id(str(result.id)))
+    assert (shown["name"], shown["state"], shown["worker"]) == (
+        "tests.task_functions.add",
+        "SUCCESS",
+        "atpd-1",
+    )
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("root", "root@example.org", "pw"))
+    page = admin.get(f"/admin/atp/taskinstance/{task.pk}/change/")
+    assert page.status_code == 200 and task.identifier in page.content.decode()
 
 
 def test_an_async_task_function_runs():

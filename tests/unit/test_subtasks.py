@@ -133,3 +133,20 @@ def test_spawn_needs_inputs_and_a_running_task(parent):
     parent_id, _ = parent([])
     assert _status(parent_id) == Status.FAILED
     assert "at least one input" in TaskInstance.objects.get(pk=parent_id).log.latest("id").message
+
+
+def test_the_parents_progress_is_part_of_its_task_dict(parent):
+    from atp import query
+
+    parent_id, children = parent([{"n": n} for n in range(3)])
+    waiting = query.as_dict(query.get_task_by_id(parent_id))
+    assert (waiting["status"], waiting["progress"]["total"]) == ("WAITING", 3)
+    for child in children:
+        _run_one(child)
+    done = query.as_dict(query.get_task_by_id(parent_id))
+    assert done["state"] == "SUCCESS"
+    assert (done["progress"]["succeeded"], done["progress"]["failed"]) == (3, 0)
+    assert sorted(done["children"]) == sorted(
+        str(uuid)
+        for uuid in TaskInstance.objects.filter(pk__in=children).values_list("uuid", flat=True)
+    )
