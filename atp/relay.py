@@ -79,6 +79,8 @@ def publish_pending(dispatcher: StoredEventDispatcher, batch_size: int = BATCH_S
             cursor.position = records[-1].pk
             cursor.updated_at = timezone.now()
             cursor.save(update_fields=["position", "updated_at"])
+    if records:  # committed: which daemon relayed which ids (the relay moves between daemons)
+        logger.debug("Relayed events %d-%d", records[0].pk, records[-1].pk)
     return len(records)
 
 
