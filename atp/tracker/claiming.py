@@ -1,0 +1,128 @@
+"""Claiming due tasks for a daemon: ACCEPTED → SCHEDULED, or straight on to RUNNING."""
+
+import logging
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from atp import events, ratelimit, validation
+from atp.exceptions import QueueEmpty
+from atp.models import LogRecord, Status, TaskInstance
+from atp.tracker.core import Attempt, _attempt_of, _ended, _lineage, _log
+
+logger = logging.getLogger("atp.tracker")
+
+
+def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
+    """Claim up to ``limit`` due tasks for daemon ``server_id`` (SCHEDULED) and return their ids.
+
+    Tasks are taken by priority (highest first), then ``run_after``, then id. On PostgreSQL
+    the rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent daemons claim
+    different tasks without waiting on each other; on SQLite the write transaction is
+    serialised. Expired tasks met on the way are revoked instead of claimed. A type with a
+    ``rate_limit`` is claimed at most that often across all daemons (``atp.ratelimit``);
+    its tasks wait while its window is full. Raises QueueEmpty when no task is due.
+    """
+    tasks = _take(server_id, message, limit, queues, start=False)
+    if not tasks:
+        raise QueueEmpty("no task is ready to run")
+    logger.debug("Daemon %s claimed %s", server_id, [task.pk for task in tasks])
+    return [task.pk for task in tasks]
+
+
+def claim_tasks(server_id, message="", *, limit=1, queues=None) -> list[Attempt]:
+    """Claim up to ``limit`` due tasks and start them at once; return their attempts.
+
+    ``dequeue_task`` and ``begin_attempt`` in one transaction and three statements for the
+    whole batch (lock, update, log), for a daemon that starts what it claims right away:
+    each task moves ACCEPTED → SCHEDULED → RUNNING, with both transitions logged. Same
+    order, rate limits and expiry rules as ``dequeue_task``; an empty list when none is due.
+    """
+    return [_attempt_of(task) for task in _take(server_id, message, limit, queues, start=True)]
+
+
+def _take(server_id, message, limit, queues, *, start) -> list[TaskInstance]:
+    server_id = validation.identifier(str(server_id), "server_id")
+    limit = validation.integer(limit, "limit", minimum=1)
+    claimed: list[TaskInstance] = []
+    rate_limited: set[int] = set()  # types without room in their rate-limit window now
+    with transaction.atomic():
+        now = timezone.now()
+        while len(claimed) < limit:
+            ready = TaskInstance.objects.ready(now).exclude(type_id__in=rate_limited)
+            if queues:
+                ready = ready.filter(queue__in=list(queues))
+            rows = list(
+                ready.select_for_update(skip_locked=True, of=("self",)).select_related("type")[
+                    : limit - len(claimed)
+                ]
+            )
+            if not rows:
+                break
+            expired = [task for task in rows if task.expires is not None and task.expires <= now]
+            fresh, full = ratelimit.admit([task for task in rows if task not in expired], now)
+            rate_limited |= full
+            _revoke_expired(expired, now)
+            _claim(fresh, server_id, message, now, start)
+            claimed.extend(fresh)
+            if not expired and not full:
+                break
+    return claimed
+
+
+def _claim(tasks, server_id, message, now, start) -> None:
+    """Mark locked tasks claimed by ``server_id`` (and started, if ``start``), with their logs."""
+    if not tasks:
+        return
+    values = {
+        "status": Status.SCHEDULED,
+        "server_id": server_id,
+        "received_at": now,
+        "updated_at": now,
+    }
+    if start:
+        values.update(status=Status.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    TaskInstance.objects.filter(pk__in=[task.pk for task in tasks]).update(**values)
+    records = []
+    for task in tasks:
+        task.server_id, task.received_at, task.status = server_id, now, Status.SCHEDULED
+        records.append(
+            _log(
+                task,
+                Status.SCHEDULED,
+                message,
+                events.TASK_RECEIVED,
+                now,
+                **events.call_fields(task),
+                **_lineage(task),
+                server_id=server_id,
+            )
+        )
+        if start:
+            task.status, task.started_at, task.attempts = Status.RUNNING, now, task.attempts + 1
+            records.append(_log(task, Status.RUNNING, message, events.TASK_STARTED, now))
+    LogRecord.objects.bulk_create(records)
+
+
+def _revoke_expired(tasks, now) -> None:
+    if not tasks:
+        return
+    TaskInstance.objects.filter(pk__in=[task.pk for task in tasks]).update(
+        status=Status.REVOKED, finished_at=now, updated_at=now
+    )
+    LogRecord.objects.bulk_create(
+        _log(
+            task,
+            Status.REVOKED,
+            f"Expired at {task.expires.isoformat()} before it could run.",
+            events.TASK_REVOKED,
+            now,
+            **events.revoked_fields(terminated=False, signum=None, expired=True),
+        )
+        for task in tasks
+    )
+    for task in tasks:
+        task.status = Status.REVOKED
+        _ended(task)
+        logger.info("Revoked %s: expired before it could run", task)

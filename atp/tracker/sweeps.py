@@ -1,0 +1,170 @@
+"""Sweeps: re-enqueue (or fail) lost attempts, and delete tasks past their retention."""
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from atp import events
+from atp.conf import settings
+from atp.models import Status, TaskInstance, Worker
+from atp.tracker.core import SweepEntry, _check_owner, _get_task, _join, _transition
+
+logger = logging.getLogger("atp.tracker")
+
+
+def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
+    """Recover tasks whose daemon stopped caring for them; return what was done.
+
+    Two passes, each in short transactions that skip rows another sweeper holds:
+    claims not started within ``ATP['CLAIM_TIMEOUT']`` go back to the queue without using
+    up a restart; SCHEDULED/RUNNING/PAUSED tasks not updated for their type's ``timeout``
+    (and not owned by a live daemon, which enforces its own time limits) are re-enqueued,
+    or FAILED once they have used ``maxrestart`` restarts.
+    """
+    now = timezone.now()
+
+    def unstarted(task):
+        age = (now - task.updated_at).total_seconds()
+        return f"Claimed by {task.server_id} {age:.0f} s ago and never started."
+
+    def stale(task):
+        return f"No update for {task.type.timeout:g} s."
+
+    done = []
+    for tasks, reason, exception in (
+        (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted, "claim timed out"),
+        (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale, "TimeoutError"),
+    ):
+        done += _sweep_batches(
+            tasks,
+            lambda task, reason=reason, exception=exception: SweepEntry(
+                task.pk,
+                str(task),
+                restart_or_fail(task.pk, _join(message, reason(task)), exception=exception),
+            ),
+        )
+    return done
+
+
+def _sweep_batches(queryset, act) -> list[SweepEntry]:
+    """Run ``act(task)`` on locked rows of ``queryset``, a batch per transaction."""
+    done: list[SweepEntry] = []
+    batch_size = settings.CLEANUP_BATCH_SIZE
+    while True:
+        with transaction.atomic():
+            batch = list(
+                queryset.select_for_update(skip_locked=True, of=("self",))
+                .select_related("type")
+                .order_by("pk")[:batch_size]
+            )
+            done += [act(task) for task in batch]
+        if len(batch) < batch_size:
+            return done
+
+
+def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") -> str:
+    """Re-enqueue a task whose attempt was lost, or fail it once its restarts are used up.
+
+    The one rule for every lost attempt (zombie timeout, hard time limit, crashed handler
+    process, lost daemon): a claim never started goes back without using a restart; a
+    started attempt uses one of the type's ``maxrestart`` restarts, and with none left the
+    task ends FAILED with ``reason`` and a note saying so. Returns "reenqueued" or "failed".
+    """
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, None)
+        restarts_used = task.attempts - task.retries - 1
+        fields = lambda task, moment: {"exception": exception, "traceback": ""}  # noqa: E731
+        if task.status != Status.SCHEDULED and restarts_used >= task.type.maxrestart:
+            note = (
+                f"Failed on attempt {task.attempts}: its {task.type.maxrestart} restart(s) "
+                "(maxrestart) are used up."
+            )
+            _transition(task.pk, Status.FAILED, _join(reason, note), fields=fields)
+            logger.warning("%s failed after %d attempt(s): %s", task, task.attempts, reason)
+            return "failed"
+        if task.status == Status.SCHEDULED:
+            note = "Given back to the queue (it never started; no restart used)."
+        else:
+            note = f"Re-enqueued: restart {restarts_used + 1} of {task.type.maxrestart}."
+        _transition(
+            task.pk,
+            Status.ACCEPTED,
+            _join(reason, note),
+            event=events.TASK_RETRIED,
+            changes=lambda task: {"server_id": "", "run_after": timezone.now()},
+            fields=fields,
+        )
+        logger.warning("%s re-enqueued (attempt %d): %s", task, task.attempts, reason)
+        return "reenqueued"
+
+
+def touch_active_tasks(server_id) -> int:
+    """Refresh ``updated_at`` of the tasks daemon ``server_id`` owns (its heartbeat).
+
+    A live daemon vouches for its tasks, so the timeout-based zombie sweep only catches
+    tasks whose daemon stopped beating (the seed re-enqueued long handlers while they ran).
+    """
+    return TaskInstance.objects.claimed_by(server_id).update(updated_at=timezone.now())
+
+
+def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
+    """Re-enqueue (or fail) the tasks of daemons whose heartbeat is older than ``worker_timeout``.
+
+    Each lost daemon is handled by one recoverer: its Worker row is locked with SKIP LOCKED
+    and marked stopped in the same transaction as its tasks' transitions.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=worker_timeout)
+    done: list[SweepEntry] = []
+    for worker_pk in Worker.objects.lost(cutoff).values_list("pk", flat=True):
+        with transaction.atomic():
+            worker = (
+                Worker.objects.select_for_update(skip_locked=True)
+                .lost(cutoff)
+                .filter(pk=worker_pk)
+                .first()
+            )
+            if worker is None:
+                continue  # another daemon is recovering it, or it came back
+            silence = (now - worker.heartbeat_at).total_seconds()
+            reason = _join(
+                message,
+                f"Daemon {worker.server_id} (pid {worker.pid} on {worker.hostname}) lost: "
+                f"no heartbeat for {silence:.0f} s.",
+            )
+            worker.stopped_at = now
+            worker.save(update_fields=["stopped_at"])
+            for task in (
+                TaskInstance.objects.claimed_by(worker.server_id)
+                .select_for_update(of=("self",))
+                .select_related("type")
+                .order_by("pk")
+            ):
+                action = restart_or_fail(task.pk, reason, exception="WorkerLostError")
+                done.append(SweepEntry(task.pk, str(task), action))
+        logger.warning("%s: recovered %d task(s)", reason, len(done))
+    return done
+
+
+def delete_retired_tasks() -> list[SweepEntry]:
+    """Delete ended tasks older than their type's ``timeret``, in batches; return them."""
+    done: list[SweepEntry] = []
+    batch_size = settings.CLEANUP_BATCH_SIZE
+    while True:
+        with transaction.atomic():
+            batch = list(
+                TaskInstance.objects.retired()
+                .select_for_update(skip_locked=True, of=("self",))
+                .select_related("type")
+                .order_by("pk")[:batch_size]
+            )
+            TaskInstance.objects.filter(pk__in=[task.pk for task in batch]).delete()
+        done += [SweepEntry(task.pk, str(task), "deleted") for task in batch]
+        if len(batch) < batch_size:
+            break
+    if done:
+        logger.info("Deleted %d retired task(s)", len(done))
+    return done
