@@ -32,6 +32,20 @@ FLAGS = (
 )
 
 
+def click_through(browser, element, timeout=30):
+    """Click a link or button that loads a new page, and wait until the old page is gone.
+
+    Reading the page right after ``click()`` can still see the previous page.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, timeout).until(expected_conditions.staleness_of(old_page))
+
+
 @pytest.fixture
 def browser():
     """A headless Chromium driven through chromedriver (both from Debian's packages)."""
@@ -89,12 +103,12 @@ def test_operator_reenqueues_a_failed_task_and_atpd_runs_it(
     browser.get(live_server.url + "/admin/login/")
     browser.find_element(By.NAME, "username").send_keys("operator")
     browser.find_element(By.NAME, "password").send_keys("s3cret-pass")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    click_through(browser, browser.find_element(By.CSS_SELECTOR, "input[type=submit]"))
     assert "Site administration" in browser.page_source
 
     # The dashboard, from ATP's app index.
     browser.get(live_server.url + "/admin/atp/")
-    browser.find_element(By.CSS_SELECTOR, "#atp-dashboard-link a").click()
+    click_through(browser, browser.find_element(By.CSS_SELECTOR, "#atp-dashboard-link a"))
     failed_count = browser.find_element(By.CSS_SELECTOR, '[data-status="FAILED"]').text
     assert failed_count == "3"
     assert browser.find_element(By.CSS_SELECTOR, "svg.atp-chart rect")
@@ -104,16 +118,19 @@ def test_operator_reenqueues_a_failed_task_and_atpd_runs_it(
 
     # The task list, filtered to the failed tasks with the status filter.
     browser.get(live_server.url + "/admin/atp/taskinstance/")
-    browser.find_element(By.CSS_SELECTOR, "#changelist-filter").find_element(
-        By.LINK_TEXT, "FAILED"
-    ).click()
+    click_through(
+        browser,
+        browser.find_element(By.CSS_SELECTOR, "#changelist-filter").find_element(
+            By.LINK_TEXT, "FAILED"
+        ),
+    )
     rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
     assert len(rows) == 3
     assert all("FAILED" in row.text for row in rows)
     screenshot(browser, "2-failed-tasks")
 
     # One failed task: its traceback is on its page.
-    browser.find_element(By.LINK_TEXT, "q1-2024").click()
+    click_through(browser, browser.find_element(By.LINK_TEXT, "q1-2024"))
     traceback = browser.find_element(By.CSS_SELECTOR, "pre.atp-traceback").text
     assert "upstream service unavailable while rendering Q1 2024" in traceback
     assert "Traceback" in traceback
@@ -121,7 +138,7 @@ def test_operator_reenqueues_a_failed_task_and_atpd_runs_it(
 
     # The outage is over; the operator re-enqueues the task from its page.
     outage.unlink()
-    browser.find_element(By.CSS_SELECTOR, "button.atp-action-reenqueue").click()
+    click_through(browser, browser.find_element(By.CSS_SELECTOR, "button.atp-action-reenqueue"))
     message = browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     assert "Re-enqueued 1 task(s)" in message and "q1-2024-retry-1" in message
     screenshot(browser, "4-reenqueued")
