@@ -56,6 +56,7 @@ class _ServerLog(logging.LoggerAdapter):
     """Prefixes every line with the daemon's server id, as the seed's ``[0xID]``."""
 
     def process(self, msg, kwargs):
+        """Prefix the message with the server id."""
         return f"[{self.extra['server_id']}] {msg}", kwargs
 
 

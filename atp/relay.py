@@ -124,6 +124,7 @@ class Relay(threading.Thread):
     # --- the thread ---------------------------------------------------------------------
 
     def run(self) -> None:
+        """The relay thread: publish batches until stopped, backing off while the broker is away."""
         try:
             while not self._stopping.is_set():
                 busy = self._round()

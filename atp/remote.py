@@ -265,6 +265,7 @@ class RemoteControl(threading.Thread):
         self.join(timeout)
 
     def run(self) -> None:
+        """The control thread: answer broadcast commands until stopped; reconnect with backoff."""
         backoff = 0.0
         try:
             while not self._stopping.is_set():

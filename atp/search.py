@@ -208,6 +208,7 @@ class _Parser:
         self.position = 0
 
     def parse(self):
+        """Parse the whole token list into a tree; raise InvalidSearch on leftovers."""
         tree = self._or(depth=0)
         if self.position < len(self.tokens):
             token = self.tokens[self.position]

@@ -7,14 +7,18 @@ from atp.models import TaskInstance
 
 
 class Command(BaseCommand):
+    """The ``manage.py atp_admin_bench`` command (see ``help``)."""
+
     help = "Fill PostgreSQL with generated tasks and time the admin's list and dashboard."
 
     def add_arguments(self, parser):
+        """Declare the command's options."""
         parser.add_argument("--rows", type=int, default=1_000_000, help="Tasks to generate.")
         parser.add_argument("--no-fill", action="store_true", help="Time the existing rows.")
         parser.add_argument("--runs", type=int, default=7, help="Renders per page (median).")
 
     def handle(self, *args, **opts):
+        """Run the command with the parsed options."""
         if not opts["no_fill"]:
             seconds = admin_bench.fill(opts["rows"])
             self.stdout.write(f"Filled {opts['rows']} tasks in {seconds:.1f} s")

@@ -6,9 +6,12 @@ from atp import bench
 
 
 class Command(BaseCommand):
+    """The ``manage.py atp_bench`` command (see ``help``)."""
+
     help = "Benchmark enqueue rates, atpd drain throughput and idle enqueue-to-start latency."
 
     def add_arguments(self, parser):
+        """Declare the command's options."""
         parser.add_argument("--tasks", type=int, default=2000, help="Tasks per drain run.")
         parser.add_argument("--runs", type=int, default=3, help="Runs per figure (median).")
         parser.add_argument("--concurrency", default="1,2,4", help="Drain with these -n.")
@@ -17,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
     def handle(self, *args, **opts):
+        """Run the command with the parsed options."""
         report = bench.run(
             tasks=opts["tasks"],
             runs=opts["runs"],

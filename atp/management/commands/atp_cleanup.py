@@ -9,17 +9,21 @@ from atp.models import TaskInstance, Worker
 
 
 class Command(BaseCommand):
+    """The ``manage.py atp_cleanup`` command (see ``help``)."""
+
     help = (
         "Recover tasks of lost daemons, re-enqueue (or fail) zombie tasks and delete tasks "
         "past their retention time. Prints what it did."
     )
 
     def add_arguments(self, parser):
+        """Declare the command's options."""
         parser.add_argument(
             "--dry-run", action="store_true", help="Print what would be done; change nothing."
         )
 
     def handle(self, *args, dry_run, **options):
+        """Run the command with the parsed options."""
         if dry_run:
             self._preview()
             return

@@ -26,9 +26,12 @@ def positive_float(text):
 
 
 class Command(BaseCommand):
+    """The ``manage.py atpd`` command (see ``help``)."""
+
     help = "Run the ATP daemon: claim queued tasks and run their handlers in a pool."
 
     def add_arguments(self, parser):
+        """Declare the command's options."""
         parser.add_argument("-n", "--concurrency", type=positive_int, help="Handler slots.")
         parser.add_argument("--server-id", help="Daemon id (default: random per start).")
         parser.add_argument("--queues", help="Comma-separated queues to serve (default: all).")
@@ -40,6 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--pool", choices=sorted(POOLS), default="processes")
 
     def handle(self, *args, **opts):
+        """Run the command with the parsed options."""
         options = WorkerOptions(burst=opts["burst"], max_tasks=opts["max_tasks"], pool=opts["pool"])
         if opts["concurrency"]:
             options.concurrency = opts["concurrency"]
