@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from atp import tracker, validation
-from atp.exceptions import InvalidInput, TaskNotFound, UnknownTaskType
+from atp.exceptions import InvalidInput, TaskNotFound
 from atp.models import TERMINAL, Status, TaskInstance, TaskType
 from atp.query import OUTCOME_EVENTS, task_lookup
 from atp.states import state_name
@@ -244,7 +244,7 @@ def rate_limit(type, rate) -> str:
     rate = validation.rate(rate)
     if rate.startswith("0/"):
         rate = ""
-    task_type = _type(type)
+    task_type = tracker._get_type(type)
     TaskType.objects.filter(pk=task_type.pk).update(rate_limit=rate, updated_at=timezone.now())
     return rate
 
@@ -260,18 +260,7 @@ def set_timeouts(type, soft=None, hard=None) -> tuple[float | None, float | None
         raise InvalidInput(
             f"the soft time limit ({soft:g} s) must be below the hard one ({hard:g} s)"
         )
-    TaskType.objects.filter(pk=_type(type).pk).update(
+    TaskType.objects.filter(pk=tracker._get_type(type).pk).update(
         soft_time_limit=soft, hard_time_limit=hard, updated_at=timezone.now()
     )
     return soft, hard
-
-
-def _type(type) -> TaskType:
-    if isinstance(type, TaskType):
-        return type
-    try:
-        return TaskType.objects.get(identifier=type)
-    except TaskType.DoesNotExist:
-        raise UnknownTaskType(
-            f"unknown task type {type!r}; register it with register_task_type() first"
-        ) from None

@@ -65,7 +65,27 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
-class ProcessPool:
+class _SlotPool:
+    """The slot bookkeeping both pools share; subclasses say how an attempt reaches a slot."""
+
+    slots: list[Slot]
+
+    def free(self) -> int:
+        """Number of idle slots."""
+        return sum(slot.attempt is None for slot in self.slots)
+
+    def in_flight(self) -> list[Slot]:
+        """The busy slots."""
+        return [slot for slot in self.slots if slot.attempt is not None]
+
+    def _occupy(self, attempt: Attempt) -> Slot:
+        """Mark an idle slot busy with ``attempt`` and return it."""
+        slot = next(slot for slot in self.slots if slot.attempt is None)
+        slot.attempt, slot.started = attempt, time.monotonic()
+        return slot
+
+
+class ProcessPool(_SlotPool):
     """Handlers in long-lived child processes, forked from a clean forkserver.
 
     The forkserver never opens a database connection, so no child inherits one (a
@@ -94,15 +114,9 @@ class ProcessPool:
         slot.attempt, slot.kill_reason, slot.kill_signal = None, "", 0
         return slot
 
-    def free(self) -> int:
-        """Number of idle slots."""
-        return sum(slot.attempt is None for slot in self.slots)
-
     def submit(self, attempt: Attempt) -> None:
         """Send an attempt to an idle child."""
-        slot = next(slot for slot in self.slots if slot.attempt is None)
-        slot.attempt, slot.started = attempt, time.monotonic()
-        slot.pipe.send(attempt)
+        self._occupy(attempt).pipe.send(attempt)
 
     def wait_handles(self) -> list:
         """What to pass to ``multiprocessing.connection.wait``: result pipes and death sentinels."""
@@ -144,10 +158,6 @@ class ProcessPool:
                 return True
         return False
 
-    def in_flight(self) -> list[Slot]:
-        """The busy slots."""
-        return [slot for slot in self.slots if slot.attempt is not None]
-
     def stop(self, timeout: float = 5.0) -> None:
         """Ask idle children to exit, wait briefly, then kill any that remain."""
         for slot in self.slots:
@@ -163,7 +173,7 @@ class ProcessPool:
                 slot.process.join()
 
 
-class ThreadPool:
+class ThreadPool(_SlotPool):
     """Handlers in threads of the daemon's process, for I/O-bound work.
 
     A thread cannot be killed: a handler past its hard limit is abandoned (its task is
@@ -204,15 +214,9 @@ class ThreadPool:
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already
 
-    def free(self) -> int:
-        """Number of idle slots."""
-        return sum(slot.attempt is None for slot in self.slots)
-
     def submit(self, attempt: Attempt) -> None:
         """Hand an attempt to an idle thread."""
-        slot = next(slot for slot in self.slots if slot.attempt is None)
-        slot.attempt, slot.started = attempt, time.monotonic()
-        slot.inbox.put(attempt)
+        self._occupy(attempt).inbox.put(attempt)
 
     def wait_handles(self) -> list:
         """The wake-up pipe the threads write to when they finish."""
@@ -248,10 +252,6 @@ class ThreadPool:
                 self._wake()
                 return True
         return False
-
-    def in_flight(self) -> list[Slot]:
-        """The busy slots."""
-        return [slot for slot in self.slots if slot.attempt is not None]
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to exit once their handlers return."""
