@@ -28,6 +28,9 @@ class Defaults:
     JOB_ROOT: str = "var/jobs"
     #: Default number of handler slots per daemon; None = the CPU count.
     CONCURRENCY: int | None = None
+    #: Most attempts one pool slot holds while handlers are short: the running one plus
+    #: those claimed ahead (see atp.pool). 1 turns prefetching off.
+    PREFETCH: int = 32
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = 500
 

@@ -112,10 +112,8 @@ class Daemon:
         return 0
 
     def _finished(self) -> bool:
-        busy = self.pool.in_flight() or self.pending
-        if self.stopping == "cold":
-            return not busy
-        if self.stopping == "warm":
+        busy = self.pool.busy() or self.pending
+        if self.stopping:
             return not busy
         drained = (self.options.burst and self.queue_empty) or self._quota_used()
         return drained and not busy
@@ -125,7 +123,7 @@ class Daemon:
 
     def _step(self) -> None:
         if self.stopping == "cold":
-            self._kill_running("cold stop")
+            self._stop_cold()
         reports = self.pool.collect()
         if reports:
             self.pending += reports
@@ -136,9 +134,22 @@ class Daemon:
             self._db(self._heartbeat)
         if self.since_cleanup >= settings.CLEANUP_EVERY:
             self._db(self._cleanup)
-        if self.pending or self._claim_size():
+        if self._db_step_due():
             self._db(self._record_and_claim)
         self._wait()
+
+    def _db_step_due(self) -> bool:
+        """Whether recording and claiming is worth a commit now.
+
+        Every step costs a commit, so while the pool is well stocked with prefetched work
+        the daemon lets outcomes pile up and records them (and claims the next batch) once
+        the pool runs low: large batches, few commits. With nothing more to claim, or when
+        stopping, outcomes are recorded at once.
+        """
+        hungry = self.pool.hungry()
+        if hungry and self._claim_size():
+            return True
+        return bool(self.pending) and (hungry or self.stopping or self.queue_empty)
 
     # --- signals ------------------------------------------------------------------------
 
@@ -163,7 +174,7 @@ class Daemon:
             self._on_stop_signal(signal.SIGTERM, None)
 
     def _shut_down(self, previous_handlers: dict) -> None:
-        if self.stopping == "cold" or self.pool.in_flight():
+        if self.stopping == "cold" or self.pool.busy():
             self._cold_stop()
         self.pool.stop()
         self.listener.close()
@@ -173,19 +184,28 @@ class Daemon:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
 
-    def _kill_running(self, reason: str) -> None:
-        """SIGKILL every running handler not already being killed."""
+    def _kill_running(self, reason: str) -> list:
+        """SIGKILL every running handler not already being killed; withdraw the rest.
+
+        Returns the attempts that were claimed but had not started (prefetched).
+        """
         slots = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
         if slots:
             self.log.warning("%s: killing %d running handler(s)", reason.capitalize(), len(slots))
         for slot in slots:
             self.pool.kill(slot.attempt.task_id, signal.SIGKILL, reason)
+        return self.pool.withdraw(reason)
+
+    def _stop_cold(self) -> None:
+        """Kill the running handlers; their tasks and the unstarted ones go back to the queue."""
+        for attempt in self._kill_running("cold stop"):
+            self.pending.append(Crashed(attempt, "had not started", "cold stop", 0))
 
     def _cold_stop(self) -> None:
         """Kill running handlers and put their tasks back in the queue at once."""
-        self._kill_running("cold stop")
+        self._stop_cold()
         deadline = time.monotonic() + 10
-        while (self.pool.in_flight() or self.pending) and time.monotonic() < deadline:
+        while (self.pool.busy() or self.pending) and time.monotonic() < deadline:
             self.pending += self.pool.collect()
             self._db(self._record_and_claim)  # claims nothing: stopping
             time.sleep(0.05)
@@ -307,7 +327,7 @@ class Daemon:
             if crash.kill_reason == "cold stop":
                 tracker.reenqueue_task(
                     attempt.task_id,
-                    "Re-enqueued: atpd cold stop killed the handler.",
+                    f"Re-enqueued: atpd cold stop (the handler {crash.reason}).",
                     attempt=attempt.number,
                 )
                 return logging.INFO, "Re-enqueued %s after cold stop", (name,)
@@ -364,6 +384,7 @@ class Daemon:
         server_id = self.options.server_id
         if not workers.beat(server_id):
             self.log.error("This daemon was declared lost; its tasks were recovered elsewhere")
+            # Its tasks, started or not, now belong to other daemons: run none of them.
             self._kill_running("declared lost")
             workers.register_worker(server_id)
         tracker.touch_active_tasks(server_id)
@@ -408,8 +429,8 @@ class Daemon:
     def _wait(self) -> None:
         now = time.monotonic()
         can_claim = self.pool.free() and not self.stopping and not self._quota_used()
-        if can_claim and not self.queue_empty and self.db_down_since is None:
-            return  # more work may be waiting right now
+        if self.db_down_since is None and self._db_step_due():
+            return  # more work may be waiting right now, or outcomes to record
         if self._finished():
             return
         wake_at = self._next_deadline()

@@ -181,6 +181,11 @@ task_waiting = SIGNALS[TASK_WAITING]
 task_progress = SIGNALS[TASK_PROGRESS]
 
 
+def has_listeners() -> bool:
+    """Whether any receiver listens to ``task_event`` or one of the per-event signals."""
+    return task_event.has_listeners() or any(signal.has_listeners() for signal in SIGNALS.values())
+
+
 def signal_on_commit(record: LogRecord) -> None:
     """Fire the signals of ``record``'s event once the current transaction commits.
 

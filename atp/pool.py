@@ -1,38 +1,72 @@
 """Where handlers run: a pre-forked pool of child processes, or a pool of threads.
 
 Both pools have the same small interface, so the daemon's loop does not care which runs:
-``free``, ``submit``, ``wait_handles``, ``collect``, ``kill``, ``in_flight``, ``stop``.
-``collect`` returns ``Finished`` (the handler returned or raised) and ``Crashed`` (the child
-died, or was killed by the daemon) reports.
+``free``, ``submit``, ``wait_handles``, ``collect``, ``kill``, ``in_flight``, ``busy``,
+``withdraw``, ``stop``. ``collect`` returns ``Finished`` (the handler returned or raised)
+and ``Crashed`` (the child died, or was killed by the daemon) reports.
+
+Prefetch: every attempt the daemon claims costs a share of one database transaction, and
+a transaction costs about a millisecond whatever its size. A pool that only took as many
+attempts as it has slots would make the daemon commit once per handful of tasks, and
+short handlers would wait on those commits. So a pool takes more attempts than it has
+slots while its handlers are short: each slot may hold ``depth`` attempts, the running
+one plus a few queued behind it, where ``depth`` is sized from the handlers' recent run
+time so that a slot's queue holds about ``PREFETCH_HORIZON`` seconds of work (at most
+``ATP['PREFETCH']``). Slow handlers make ``depth`` 1: a slot then holds only the attempt
+it runs. The cost is bounded: a queued attempt is RUNNING in the database for at most
+about ``PREFETCH_HORIZON`` before its handler is called.
 """
 
+import collections
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 
+from atp.conf import settings
 from atp.runner import Outcome, execute
 from atp.tracker import Attempt
 
 logger = logging.getLogger("atp.daemon")
 
+#: Seconds of work a slot's queue should hold when handlers are short (see module doc).
+PREFETCH_HORIZON = 0.02
+#: Bytes of pickled attempts a child's pipe may hold unread. Below the socket's buffer,
+#: so sending to a busy child never blocks the daemon (which could deadlock with a child
+#: blocked sending its outcome back). A bigger attempt waits until its child is idle.
+PIPE_BUDGET = 32 * 1024
+#: Weight of the newest run time in the running average that sizes ``depth``.
+RUNTIME_WEIGHT = 0.2
+
 
 @dataclass
 class Slot:
-    """One place a handler can run, and the attempt it runs now (if any)."""
+    """One place a handler runs: its running attempt (the head of ``queue``) and those behind."""
 
-    attempt: Attempt | None = None
-    started: float = 0.0  # time.monotonic() at submit
+    queue: collections.deque = field(default_factory=collections.deque)
+    started: float = 0.0  # time.monotonic() when the head attempt started (about)
     kill_reason: str = ""  # set when the daemon killed the handler on purpose
     kill_signal: int = 0
+    kill_target: int | None = None  # the task the kill was meant for
     process: multiprocessing.Process | None = None
     pipe: object = None
+    sizes: collections.deque = field(default_factory=collections.deque)  # pickled, per attempt
     thread: threading.Thread | None = None
-    inbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    abandoned: bool = False
+
+    @property
+    def attempt(self) -> Attempt | None:
+        """The attempt whose handler runs in this slot now, if any."""
+        try:
+            return self.queue[0]
+        except IndexError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -66,23 +100,46 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 class _SlotPool:
-    """The slot bookkeeping both pools share; subclasses say how an attempt reaches a slot."""
+    """What both pools share: slots, the prefetch depth, and the count of held attempts."""
 
     slots: list[Slot]
 
+    def __init__(self, size: int):
+        self.size = size
+        self.held = 0  # attempts submitted and not yet reported (or withdrawn)
+        self.mean_runtime: float | None = None  # None until a handler has reported
+
+    @property
+    def depth(self) -> int:
+        """Attempts a slot may hold now: 1 for slow handlers, up to ``ATP['PREFETCH']``."""
+        limit = max(1, settings.PREFETCH)
+        if self.mean_runtime is None or limit == 1:
+            return 1
+        return max(1, min(limit, int(PREFETCH_HORIZON / max(self.mean_runtime, 1e-6))))
+
     def free(self) -> int:
-        """Number of idle slots."""
-        return sum(slot.attempt is None for slot in self.slots)
+        """How many more attempts the pool takes now (its slots, plus prefetch)."""
+        return max(0, self.size * self.depth - self.held)
+
+    def hungry(self) -> bool:
+        """Whether the pool runs low: a slot is (about to be) idle, or half its room is free."""
+        return self.held < self.size or 2 * self.free() >= self.size * self.depth
+
+    def busy(self) -> bool:
+        """Whether the pool holds any attempt, running or waiting to run."""
+        return self.held > 0
 
     def in_flight(self) -> list[Slot]:
-        """The busy slots."""
+        """The slots whose handler runs now."""
         return [slot for slot in self.slots if slot.attempt is not None]
 
-    def _occupy(self, attempt: Attempt) -> Slot:
-        """Mark an idle slot busy with ``attempt`` and return it."""
-        slot = next(slot for slot in self.slots if slot.attempt is None)
-        slot.attempt, slot.started = attempt, time.monotonic()
-        return slot
+    def _reported(self, outcome: Outcome) -> None:
+        """Count one reported attempt and fold its run time into the running average."""
+        self.held -= 1
+        if self.mean_runtime is None:
+            self.mean_runtime = outcome.runtime
+        else:
+            self.mean_runtime += RUNTIME_WEIGHT * (outcome.runtime - self.mean_runtime)
 
 
 class ProcessPool(_SlotPool):
@@ -90,15 +147,18 @@ class ProcessPool(_SlotPool):
 
     The forkserver never opens a database connection, so no child inherits one (a
     connection shared across a fork corrupts both ends). Each child runs many tasks on
-    its own persistent connection; a child that dies is replaced.
+    its own persistent connection; a child that dies is replaced. Each child runs the
+    attempts sent down its pipe in order and reports each outcome on the same pipe.
     """
 
     def __init__(self, size: int):
+        super().__init__(size)
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["atp._forkserver_preload"])
         # The children hold the reading end; when this process dies, however it dies, the
         # end closes and they exit (see atp.child._die_with_daemon).
         self._alive_reader, self._alive_writer = self.context.Pipe(duplex=False)
+        self.waiting: collections.deque = collections.deque()  # (attempt, pickled), not sent
         self.slots = [self._start(Slot()) for _ in range(size)]
 
     def _start(self, slot: Slot) -> Slot:
@@ -111,12 +171,41 @@ class ProcessPool(_SlotPool):
         process.start()
         theirs.close()
         slot.process, slot.pipe = process, ours
-        slot.attempt, slot.kill_reason, slot.kill_signal = None, "", 0
+        slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
         return slot
 
     def submit(self, attempt: Attempt) -> None:
-        """Send an attempt to an idle child."""
-        self._occupy(attempt).pipe.send(attempt)
+        """Take an attempt: it goes to a child at once if one has room, else waits here."""
+        self.held += 1
+        self.waiting.append((attempt, pickle.dumps(attempt, pickle.HIGHEST_PROTOCOL)))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Send waiting attempts to the children with the shortest queues that have room."""
+        depth = self.depth
+        while self.waiting:
+            attempt, data = self.waiting[0]
+            open_slots = [
+                slot
+                for slot in self.slots
+                if not slot.kill_reason
+                and (
+                    not slot.queue
+                    or (len(slot.queue) < depth and sum(slot.sizes) + len(data) <= PIPE_BUDGET)
+                )
+            ]
+            if not open_slots:
+                return
+            slot = min(open_slots, key=lambda slot: len(slot.queue))
+            self.waiting.popleft()
+            self._send(slot, attempt, data)
+
+    def _send(self, slot: Slot, attempt: Attempt, data: bytes) -> None:
+        if not slot.queue:
+            slot.started = time.monotonic()
+        slot.queue.append(attempt)
+        slot.sizes.append(len(data))
+        slot.pipe.send_bytes(data)
 
     def wait_handles(self) -> list:
         """What to pass to ``multiprocessing.connection.wait``: result pipes and death sentinels."""
@@ -126,37 +215,76 @@ class ProcessPool(_SlotPool):
         """Reports of handlers that ended since the last call; dead children are replaced."""
         reports = []
         for slot in self.slots:
-            if slot.attempt is not None and slot.pipe.poll():
-                try:
-                    reports.append(Finished(slot.attempt, slot.pipe.recv()))
-                    slot.attempt, slot.kill_reason, slot.kill_signal = None, "", 0
-                    continue
-                except (EOFError, OSError):
-                    pass  # it died while reporting: handled as a crash below
-            if not slot.process.is_alive():
-                slot.process.join()
-                reason = describe_exit(slot.process.exitcode)
-                if slot.attempt is not None:
-                    reports.append(
-                        Crashed(slot.attempt, reason, slot.kill_reason, slot.kill_signal)
-                    )
-                else:
-                    logger.warning("Idle pool child %s; replacing it", reason)
-                slot.pipe.close()
-                self._start(slot)
+            reports += self._collect_slot(slot)
+        self._dispatch()
+        return reports
+
+    def _collect_slot(self, slot: Slot) -> list:
+        reports = []
+        try:
+            while slot.queue and slot.pipe.poll():
+                outcome = slot.pipe.recv()
+                attempt = slot.queue.popleft()
+                slot.sizes.popleft()
+                slot.started = time.monotonic()
+                slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
+                self._reported(outcome)
+                reports.append(Finished(attempt, outcome))
+        except (EOFError, OSError):
+            pass  # it died while reporting: handled as a crash below
+        if slot.process.is_alive():
+            return reports
+        slot.process.join()
+        reason = describe_exit(slot.process.exitcode)
+        unstarted = list(slot.queue)[1:]
+        if slot.queue:
+            head = slot.queue.popleft()
+            self.held -= 1
+            kill_reason, kill_signal = slot.kill_reason, slot.kill_signal
+            if slot.kill_target is not None and slot.kill_target != head.task_id:
+                # The kill was meant for an attempt that had just ended; this one was hit.
+                kill_reason, kill_signal = "", 0
+            reports.append(Crashed(head, reason, kill_reason, kill_signal))
+        else:
+            logger.warning("Idle pool child %s; replacing it", reason)
+        slot.queue.clear()
+        slot.sizes.clear()
+        slot.pipe.close()
+        self._start(slot)
+        for attempt in unstarted:  # never started: the new child runs them
+            self._send(slot, attempt, pickle.dumps(attempt, pickle.HIGHEST_PROTOCOL))
         return reports
 
     def kill(self, task_id: int, signum: int, reason: str) -> bool:
         """Send ``signum`` to the child running ``task_id``; False if none runs it."""
         for slot in self.slots:
             if slot.attempt is not None and slot.attempt.task_id == task_id:
-                slot.kill_reason, slot.kill_signal = reason, signum
+                slot.kill_reason, slot.kill_signal, slot.kill_target = reason, signum, task_id
                 try:
                     os.kill(slot.process.pid, signum)
                 except ProcessLookupError:
                     pass
                 return True
         return False
+
+    def withdraw(self, reason: str) -> list[Attempt]:
+        """Take back every attempt that has not started; kill children that hold some.
+
+        For a cold stop or a daemon declared lost: nothing more may start. An attempt
+        queued in a child's pipe can only be stopped by killing the child (its running
+        handler is killed too, and reported by ``collect`` as usual).
+        """
+        withdrawn = [attempt for attempt, _ in self.waiting]
+        self.waiting.clear()
+        for slot in self.slots:
+            if len(slot.queue) > 1:
+                withdrawn += [slot.queue.pop() for _ in range(len(slot.queue) - 1)][::-1]
+                while len(slot.sizes) > 1:
+                    slot.sizes.pop()
+                if not slot.kill_reason:
+                    self.kill(slot.queue[0].task_id, signal.SIGKILL, reason)
+        self.held -= len(withdrawn)
+        return withdrawn
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask idle children to exit, wait briefly, then kill any that remain."""
@@ -176,35 +304,49 @@ class ProcessPool(_SlotPool):
 class ThreadPool(_SlotPool):
     """Handlers in threads of the daemon's process, for I/O-bound work.
 
-    A thread cannot be killed: a handler past its hard limit is abandoned (its task is
-    restarted elsewhere, and fencing refuses its late writes) and its slot gets a new thread.
+    The threads take attempts from one shared queue, so a slow handler holds up nothing
+    behind it. A thread cannot be killed: a handler past its hard limit is abandoned (its
+    task is restarted elsewhere, and fencing refuses its late writes) and its slot gets a
+    new thread.
     """
 
     def __init__(self, size: int):
+        super().__init__(size)
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._reports: queue.SimpleQueue = queue.SimpleQueue()
         self._abandoned: list[Crashed] = []
+        self._written_off: set[tuple[int, int]] = set()  # (task id, attempt) reported crashed
         self._wake_reader, self._wake_writer = os.pipe()
         os.set_blocking(self._wake_reader, False)
         os.set_blocking(self._wake_writer, False)
         self.slots = [self._start(Slot()) for _ in range(size)]
 
     def _start(self, slot: Slot) -> Slot:
-        slot.inbox = queue.SimpleQueue()
         slot.thread = threading.Thread(
-            target=self._serve, args=(slot.inbox,), name="atpd-thread", daemon=True
+            target=self._serve, args=(slot,), name="atpd-thread", daemon=True
         )
-        slot.attempt, slot.kill_reason, slot.kill_signal = None, "", 0
         slot.thread.start()
         return slot
 
-    def _serve(self, inbox: queue.SimpleQueue) -> None:
+    def _serve(self, slot: Slot) -> None:
         from django.db import connection
 
         from atp.db import heal
 
-        while (attempt := inbox.get()) is not None:
+        while (attempt := self._work.get()) is not None:
+            # The slot's lock makes "take the next attempt" and "abandon this thread"
+            # exclusive: an abandoned thread never starts another attempt.
+            with slot.lock:
+                if slot.abandoned:
+                    self._work.put(attempt)
+                    break
+                slot.started = time.monotonic()
+                slot.queue.append(attempt)
             heal()
-            self._reports.put((inbox, execute(attempt)))
+            outcome = execute(attempt)
+            with slot.lock:
+                slot.queue.clear()
+            self._reports.put((attempt, outcome))
             self._wake()
         connection.close()
 
@@ -215,8 +357,9 @@ class ThreadPool(_SlotPool):
             pass  # the pipe is full of wake-ups already
 
     def submit(self, attempt: Attempt) -> None:
-        """Hand an attempt to an idle thread."""
-        self._occupy(attempt).inbox.put(attempt)
+        """Put an attempt in the threads' shared queue."""
+        self.held += 1
+        self._work.put(attempt)
 
     def wait_handles(self) -> list:
         """The wake-up pipe the threads write to when they finish."""
@@ -231,32 +374,55 @@ class ThreadPool(_SlotPool):
         reports, self._abandoned = list(self._abandoned), []
         while True:
             try:
-                inbox, outcome = self._reports.get_nowait()
+                attempt, outcome = self._reports.get_nowait()
             except queue.Empty:
                 return reports
-            slot = next((slot for slot in self.slots if slot.inbox is inbox), None)
-            if slot is not None:  # else an abandoned thread: its attempt was already handled
-                reports.append(Finished(slot.attempt, outcome))
-                slot.attempt = None
+            key = (attempt.task_id, attempt.number)
+            if key in self._written_off:  # an abandoned handler that returned after all
+                self._written_off.discard(key)
+                continue
+            self._reported(outcome)
+            reports.append(Finished(attempt, outcome))
 
     def kill(self, task_id: int, signum: int, reason: str) -> bool:
         """Abandon the thread running ``task_id`` (threads cannot be killed)."""
-        for slot in self.slots:
-            if slot.attempt is not None and slot.attempt.task_id == task_id:
+        for index, slot in enumerate(self.slots):
+            with slot.lock:
                 attempt = slot.attempt
-                slot.inbox.put(None)  # the old thread exits after its handler returns
-                self._start(slot)
-                self._abandoned.append(
-                    Crashed(attempt, "abandoned (a thread cannot be killed)", reason, signum)
-                )
-                self._wake()
-                return True
+                if attempt is None or attempt.task_id != task_id:
+                    continue
+                slot.abandoned = True
+            self.held -= 1
+            self._written_off.add((attempt.task_id, attempt.number))
+            self.slots[index] = self._start(Slot())
+            self._abandoned.append(
+                Crashed(attempt, "abandoned (a thread cannot be killed)", reason, signum)
+            )
+            self._wake()
+            return True
         return False
+
+    def withdraw(self, reason: str) -> list[Attempt]:
+        """Take back every attempt no thread has started yet (``reason``: for the log)."""
+        withdrawn = []
+        while True:
+            try:
+                attempt = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if attempt is None:  # a stop request: leave it for the threads
+                self._work.put(None)
+                break
+            withdrawn.append(attempt)
+        self.held -= len(withdrawn)
+        if withdrawn:
+            logger.info("Withdrew %d attempt(s) not yet started: %s", len(withdrawn), reason)
+        return withdrawn
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to exit once their handlers return."""
-        for slot in self.slots:
-            slot.inbox.put(None)
+        for _ in range(len(self.slots) + len(self._written_off)):  # abandoned threads too
+            self._work.put(None)
         deadline = time.monotonic() + timeout
         for slot in self.slots:
             slot.thread.join(max(0.0, deadline - time.monotonic()))

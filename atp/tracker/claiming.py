@@ -6,9 +6,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from atp import events, ratelimit, validation
+from atp import events, ratelimit, sql, validation
 from atp.exceptions import QueueEmpty
 from atp.models import LogRecord, Status, TaskInstance
+from atp.tracker import batch_sql
 from atp.tracker.core import Attempt, _attempt_of, _ended, _lineage, _log
 
 logger = logging.getLogger("atp.tracker")
@@ -38,8 +39,21 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None) -> list[Attempt]
     whole batch (lock, update, log), for a daemon that starts what it claims right away:
     each task moves ACCEPTED → SCHEDULED → RUNNING, with both transitions logged. Same
     order, rate limits and expiry rules as ``dequeue_task``; an empty list when none is due.
+
+    On PostgreSQL the plain tasks are claimed by one statement (``batch_sql.claim``); when
+    it comes back short, the ORM path looks again in the same transaction and judges what
+    it skipped (expired tasks, rate-limited types).
     """
-    return [_attempt_of(task) for task in _take(server_id, message, limit, queues, start=True)]
+    server_id = validation.identifier(str(server_id), "server_id")
+    limit = validation.integer(limit, "limit", minimum=1)
+    if not sql.is_postgresql():
+        return [_attempt_of(task) for task in _take(server_id, message, limit, queues, start=True)]
+    with transaction.atomic():
+        attempts = batch_sql.claim(server_id, message, limit, queues, timezone.now())
+        if len(attempts) < limit:
+            rest = _take(server_id, message, limit - len(attempts), queues, start=True)
+            attempts += [_attempt_of(task) for task in rest]
+    return attempts
 
 
 def _take(server_id, message, limit, queues, *, start) -> list[TaskInstance]:

@@ -1,0 +1,202 @@
+"""The daemon's two batch calls as single PostgreSQL statements: claim-and-start, finish.
+
+``claim_tasks`` and ``finish_tasks`` run once per daemon loop, for dozens of tasks at a
+time. Through the ORM each costs a locking SELECT, an UPDATE, a bulk INSERT of log
+records and a model instance per row; here each is one ``UPDATE … RETURNING`` plus one
+multi-row INSERT, with plain tuples in between. Only the common case takes this path; a
+row that needs the tracker's judgement (an expired task, a rate-limited type, a subtask,
+an abort request, a stale attempt) is left untouched by the statement and goes through
+the ORM path, so every rule keeps exactly one implementation that decides it.
+"""
+
+import json
+import os
+from datetime import datetime
+
+from django.db import connection
+from psycopg2.extras import execute_values
+
+from atp import events
+from atp.models import Status
+from atp.tracker.core import Attempt
+
+#: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
+#: candidates are locked first (FOR UPDATE SKIP LOCKED in the CTE); the UPDATE then takes
+#: only those without a rate limit and not expired. The others stay locked by this
+#: transaction and ACCEPTED, for the ORM path to judge in the same transaction.
+CLAIM = """
+WITH picked AS (
+    SELECT id FROM atp_taskinstance
+    WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter}
+    ORDER BY priority DESC, run_after, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE atp_taskinstance AS t
+SET status = %(running)s, server_id = %(server_id)s, received_at = %(now)s,
+    started_at = %(now)s, updated_at = %(now)s, attempts = t.attempts + 1
+FROM picked, atp_tasktype AS tt
+WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
+    AND (t.expires IS NULL OR t.expires > %(now)s)
+RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
+    t.run_after, t.expires, t.queue, t.parent_id,
+    tt.identifier, tt.handler, tt.soft_time_limit, tt.hard_time_limit, tt.timeout
+"""
+
+#: End running attempts as FINISHED. Rows are locked in id order first, the order every
+#: batch uses, so two batches can never wait on each other in a cycle. Only the plain
+#: case is written: the attempt is current, the task runs or is paused, nobody asked to
+#: abort it and it is not a subtask (whose end counts into its parent).
+FINISH = """
+WITH outcome AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS o(id, attempt)
+),
+locked AS (
+    SELECT t.id FROM atp_taskinstance AS t JOIN outcome USING (id)
+    ORDER BY t.id FOR UPDATE OF t
+)
+UPDATE atp_taskinstance AS t
+SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s
+FROM outcome, locked
+WHERE t.id = outcome.id AND t.id = locked.id AND t.attempts = outcome.attempt
+    AND t.status IN (%(running)s, %(paused)s) AND t.abort_requested_at IS NULL
+    AND t.parent_id IS NULL
+RETURNING t.id, t.uuid, t.started_at
+"""
+
+INSERT_LOG = (
+    "INSERT INTO atp_logrecord (instance_id, time, status, message, event, fields) VALUES %s"
+)
+
+
+def claim(server_id: str, message: str, limit: int, queues, now: datetime) -> list[Attempt]:
+    """Claim and start up to ``limit`` plain due tasks; return their attempts in claim order."""
+    params = {
+        "accepted": Status.ACCEPTED,
+        "running": Status.RUNNING,
+        "server_id": server_id,
+        "now": now,
+        "limit": limit,
+    }
+    queue_filter = ""
+    if queues:
+        queue_filter, params["queues"] = "AND queue = ANY(%(queues)s)", list(queues)
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM.format(queue_filter=queue_filter), params)
+        rows = cursor.fetchall()
+    rows.sort(key=lambda row: (-row[6], row[7], row[0]))  # claim order: priority, run_after, id
+    lineage = _lineages(rows)
+    stamp = _stamp(now)
+    records = []
+    attempts = []
+    for (task_id, uuid, identifier, data, number, retries, _, run_after, expires, queue,
+         _, type_name, handler, soft, hard, timeout) in rows:  # fmt: skip
+        data = json.loads(data) if isinstance(data, str) else data
+        args, kwargs = events.call_signature(data)
+        received = {
+            "uuid": str(uuid),
+            **stamp,
+            "name": type_name,
+            "args": args,
+            "kwargs": kwargs,
+            "retries": retries,
+            "eta": run_after.isoformat() if run_after else None,
+            "expires": expires.isoformat() if expires else None,
+            "queue": queue,
+            **lineage.get(task_id, {"root_id": str(uuid), "parent_id": None}),
+            "server_id": server_id,
+        }
+        records.append((task_id, now, Status.SCHEDULED, message, events.TASK_RECEIVED, received))
+        started = {"uuid": str(uuid), **stamp}
+        records.append((task_id, now, Status.RUNNING, message, events.TASK_STARTED, started))
+        attempts.append(
+            Attempt(task_id, number, type_name, identifier, handler, data, soft, hard, timeout)
+        )
+    insert_log(records)
+    return attempts
+
+
+def finish(successes, now: datetime) -> dict[int, str]:
+    """End the plain ones of ``(task_id, attempt, result_repr)`` as FINISHED.
+
+    Returns ``{task_id: "finished"}`` for the tasks written; the others are untouched.
+    """
+    results = {task_id: result for task_id, _, result in successes}
+    params = {
+        "ids": [task_id for task_id, _, _ in successes],
+        "attempts": [attempt for _, attempt, _ in successes],
+        "finished": Status.FINISHED,
+        "running": Status.RUNNING,
+        "paused": Status.PAUSED,
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(FINISH, params)
+        rows = cursor.fetchall()
+    stamp = _stamp(now)
+    records = []
+    for task_id, uuid, started_at in rows:
+        runtime = None if started_at is None else max(0.0, (now - started_at).total_seconds())
+        fields = {"uuid": str(uuid), **stamp, "result": results[task_id], "runtime": runtime}
+        records.append((task_id, now, Status.FINISHED, "", events.TASK_SUCCEEDED, fields))
+    insert_log(records)
+    return {task_id: "finished" for task_id, _, _ in rows}
+
+
+def insert_log(records) -> None:
+    """Insert ``(task_id, time, status, message, event, fields)`` log records in one statement.
+
+    The Django signals of each event fire on commit, as for the ORM path; the LogRecord
+    objects they carry are built only when someone listens.
+    """
+    if not records:
+        return
+    with connection.cursor() as cursor:
+        rows = execute_values(
+            cursor,
+            INSERT_LOG + " RETURNING id",
+            [(*record[:5], json.dumps(record[5])) for record in records],
+            page_size=len(records),
+            fetch=True,
+        )
+    if events.has_listeners():
+        from atp.models import LogRecord
+
+        for (record_id,), (task_id, moment, status, message, event, fields) in zip(
+            rows, records, strict=True
+        ):
+            events.signal_on_commit(
+                LogRecord(
+                    id=record_id,
+                    instance_id=task_id,
+                    time=moment,
+                    status=status,
+                    message=message,
+                    event=event,
+                    fields=fields,
+                )
+            )
+
+
+def _stamp(now: datetime) -> dict:
+    """The fields every event of this batch shares (``events.task_fields`` minus the uuid)."""
+    return {
+        "timestamp": now.timestamp(),
+        "hostname": events.node_name(),
+        "pid": os.getpid(),
+        "utcoffset": events.utcoffset(),
+    }
+
+
+def _lineages(rows) -> dict[int, dict]:
+    """Celery's ``root_id``/``parent_id`` of the claimed subtasks (the rest are their own root)."""
+    children = [row[0] for row in rows if row[10] is not None]
+    if not children:
+        return {}
+    from atp.models import TaskInstance
+    from atp.tracker.core import _lineage
+
+    return {
+        task.pk: _lineage(task)
+        for task in TaskInstance.objects.select_related("parent").filter(pk__in=children)
+    }
