@@ -42,7 +42,8 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None) -> list[Attempt]
 
     On PostgreSQL the plain tasks are claimed by one statement (``batch_sql.claim``); when
     it comes back short, the ORM path looks again in the same transaction and judges what
-    it skipped (expired tasks, rate-limited types).
+    it skipped (expired tasks, rate-limited types); the tasks it claims come last in the
+    list, whatever their priority, but in the same batch.
     """
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
