@@ -232,3 +232,33 @@ def test_a_paused_daemon_cannot_overwrite_the_attempt_that_replaced_it(daemons, 
     for proc in (frozen, rescuer):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_cold_stop_with_prefetched_tasks_leaves_none_claimed(daemons):
+    """Short handlers make the pool prefetch; a cold stop puts unstarted ones back too.
+
+    Every 100th handler sleeps a minute: the short ones queued behind it in its child are
+    still there when the stop comes (the warm stop waits for them, the cold one must not).
+    """
+    tracker.register_task_type("acc.short", "tests.handlers.sleep", max_queue_size=5000)
+    items = [(f"s{n}", {"seconds": 60 if n % 100 == 50 else 0}) for n in range(1500)]
+    tracker.enqueue_tasks("acc.short", items)
+    proc = daemons.start("-n", "2")
+    # The 50 tasks before the first sleeper are split between the children: 20 finish.
+    wait_until(lambda: count(Status.FINISHED) >= 20, what="20 tasks done")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, daemons.output(proc)
+    assert count(Status.RUNNING) == count(Status.SCHEDULED) == 0
+    assert count(Status.FINISHED) + count(Status.ACCEPTED) == 1500
+    finished = TaskInstance.objects.filter(status=Status.FINISHED)
+    assert LogRecord.objects.filter(instance__in=finished, event="task-succeeded").count() == (
+        finished.count()
+    )
+    # Every task the daemon claimed and did not finish went back with a cold-stop record.
+    requeued = TaskInstance.objects.filter(status=Status.ACCEPTED, attempts__gt=0)
+    assert requeued.exists(), "the stop came too late to find prefetched tasks"
+    assert LogRecord.objects.filter(
+        instance__in=requeued, event="task-retried", message__contains="cold stop"
+    ).count() == requeued.count()
