@@ -46,21 +46,26 @@ RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority
 #: End running attempts as FINISHED. Rows are locked in id order first, the order every
 #: batch uses, so two batches can never wait on each other in a cycle. Only the plain
 #: case is written: the attempt is current, the task runs or is paused, nobody asked to
-#: abort it and it is not a subtask (whose end counts into its parent).
+#: abort it and it is not a subtask (whose end counts into its parent). The conditions
+#: are checked on the locked rows (the CTE), never on the table: that keeps the planner
+#: on primary-key lookups, where a stale estimate could otherwise send it scanning the
+#: partial indexes that the conditions happen to match.
 FINISH = """
-WITH outcome AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS o(id, attempt)
+WITH locked AS (
+    SELECT id, attempts, status, abort_requested_at, parent_id FROM atp_taskinstance
+    WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 ),
-locked AS (
-    SELECT t.id FROM atp_taskinstance AS t JOIN outcome USING (id)
-    ORDER BY t.id FOR UPDATE OF t
+plain AS (
+    SELECT locked.id FROM locked
+    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS outcome(id, attempt)
+        ON outcome.id = locked.id AND outcome.attempt = locked.attempts
+    WHERE locked.status IN (%(running)s, %(paused)s)
+        AND locked.abort_requested_at IS NULL AND locked.parent_id IS NULL
 )
 UPDATE atp_taskinstance AS t
 SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s
-FROM outcome, locked
-WHERE t.id = outcome.id AND t.id = locked.id AND t.attempts = outcome.attempt
-    AND t.status IN (%(running)s, %(paused)s) AND t.abort_requested_at IS NULL
-    AND t.parent_id IS NULL
+FROM plain
+WHERE t.id = plain.id
 RETURNING t.id, t.uuid, t.started_at
 """
 
