@@ -195,7 +195,10 @@ class TaskInstanceQuerySet(models.QuerySet):
 class TaskInstance(models.Model):
     """One task: its input, its place in the queue and its progress through the statuses."""
 
-    type = models.ForeignKey(TaskType, on_delete=models.PROTECT, related_name="instances")
+    # No index of its own: the (type, identifier) unique constraint's index starts with it.
+    type = models.ForeignKey(
+        TaskType, on_delete=models.PROTECT, related_name="instances", db_index=False
+    )
     identifier = models.CharField(max_length=64)
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     status = models.PositiveSmallIntegerField(choices=Status.choices, default=Status.UNDEFINED)
@@ -210,7 +213,12 @@ class TaskInstance(models.Model):
     )
     retries = models.PositiveIntegerField(default=0)
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        db_index=False,  # see the partial index atp_task_parent
     )
     progress = models.JSONField(null=True, blank=True)
     # Requests from control (abort, revoke with terminate) that the owning daemon acts on.
@@ -257,6 +265,11 @@ class TaskInstance(models.Model):
                 condition=~Q(status__in=sorted(TERMINAL)),
                 name="atp_task_live",
             ),
+            # Subtasks of a parent. Partial: most tasks have no parent, and an index of
+            # their NULLs would cost every write of every task for nothing.
+            models.Index(
+                fields=["parent"], condition=Q(parent__isnull=False), name="atp_task_parent"
+            ),
             # The retention sweep: ended rows by type and end time.
             models.Index(
                 fields=["type", "finished_at"],
@@ -299,7 +312,10 @@ class Response(models.Model):
 class LogRecord(models.Model):
     """One entry of a task's history: a transition (or progress report) and its Celery event."""
 
-    instance = models.ForeignKey(TaskInstance, on_delete=models.CASCADE, related_name="log")
+    # No index of its own: atp_log_instance_time starts with it.
+    instance = models.ForeignKey(
+        TaskInstance, on_delete=models.CASCADE, related_name="log", db_index=False
+    )
     time = models.DateTimeField(default=timezone.now)
     status = models.PositiveSmallIntegerField(choices=Status.choices)
     message = models.TextField(blank=True)
