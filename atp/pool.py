@@ -313,7 +313,9 @@ class ThreadPool(_SlotPool):
     def __init__(self, size: int):
         super().__init__(size)
         self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._reports: queue.SimpleQueue = queue.SimpleQueue()
+        self._reports: list[tuple[Attempt, Outcome]] = []
+        self._report_lock = threading.Lock()
+        self._woken = False
         self._abandoned: list[Crashed] = []
         self._written_off: set[tuple[int, int]] = set()  # (task id, attempt) reported crashed
         self._wake_reader, self._wake_writer = os.pipe()
@@ -346,11 +348,23 @@ class ThreadPool(_SlotPool):
             outcome = execute(attempt)
             with slot.lock:
                 slot.queue.clear()
-            self._reports.put((attempt, outcome))
-            self._wake()
+            self._report(attempt, outcome)
         connection.close()
 
-    def _wake(self) -> None:
+    def _report(self, attempt: Attempt, outcome: Outcome) -> None:
+        """Hand an outcome to the daemon; wake it only if it has not been woken already.
+
+        One wake-up per batch of reports, not per report: under load the daemon collects
+        dozens at a time. The lock pairs with ``collect``: a report put after the daemon
+        took the last batch always writes a new wake-up, so none is missed.
+        """
+        with self._report_lock:
+            self._reports.append((attempt, outcome))
+            wake, self._woken = not self._woken, True
+        if wake:
+            self._poke()
+
+    def _poke(self) -> None:
         try:
             os.write(self._wake_writer, b"x")
         except BlockingIOError:
@@ -372,17 +386,16 @@ class ThreadPool(_SlotPool):
         except BlockingIOError:
             pass
         reports, self._abandoned = list(self._abandoned), []
-        while True:
-            try:
-                attempt, outcome = self._reports.get_nowait()
-            except queue.Empty:
-                return reports
+        with self._report_lock:
+            finished, self._reports, self._woken = self._reports, [], False
+        for attempt, outcome in finished:
             key = (attempt.task_id, attempt.number)
             if key in self._written_off:  # an abandoned handler that returned after all
                 self._written_off.discard(key)
                 continue
             self._reported(outcome)
             reports.append(Finished(attempt, outcome))
+        return reports
 
     def kill(self, task_id: int, signum: int, reason: str) -> bool:
         """Abandon the thread running ``task_id`` (threads cannot be killed)."""
@@ -398,7 +411,7 @@ class ThreadPool(_SlotPool):
             self._abandoned.append(
                 Crashed(attempt, "abandoned (a thread cannot be killed)", reason, signum)
             )
-            self._wake()
+            self._poke()  # the daemon's next wait returns at once
             return True
         return False
 
