@@ -76,7 +76,7 @@ class Daemon:
         self.queue_empty = False
         self.soft_signalled: set[int] = set()
         now = time.monotonic()
-        self.next_poll = self.next_heartbeat = self.next_idle_cleanup = now
+        self.next_poll = self.next_heartbeat = self.next_idle_cleanup = self.next_sweep = now
         self.db_down_since: float | None = None
         self.db_retry_at = 0.0
         self.db_up_since = now
@@ -132,7 +132,9 @@ class Daemon:
         now = time.monotonic()
         if now >= self.next_heartbeat:
             self._db(self._heartbeat)
-        if self.since_cleanup >= settings.CLEANUP_EVERY:
+        # Every CLEANUP_EVERY dequeues, but not more often than heartbeats: at thousands of
+        # tasks a second the sweeps would otherwise run several times a second for nothing.
+        if self.since_cleanup >= settings.CLEANUP_EVERY and now >= self.next_sweep:
             self._db(self._cleanup)
         if self._db_step_due():
             self._db(self._record_and_claim)
@@ -417,6 +419,7 @@ class Daemon:
     def _cleanup(self) -> int:
         """The seed's sweeps: zombie re-enqueue, then retention. Returns zombies handled."""
         self.since_cleanup = 0
+        self.next_sweep = time.monotonic() + settings.HEARTBEAT_INTERVAL
         zombies = tracker.reenqueue_zombie_tasks("Swept by atpd.")
         for entry in zombies:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
