@@ -1,7 +1,9 @@
 """The main loop of a pool child process: receive attempts, run their handlers, report back."""
 
 import os
+import pickle
 import signal
+import struct
 import threading
 
 
@@ -24,8 +26,19 @@ def _raise_soft_time_limit(signum, frame):
     raise SoftTimeLimitExceeded("the task ran past its soft time limit")
 
 
-def main(tasks, alive) -> None:
-    """Serve attempts sent on the ``tasks`` pipe until it sends None or closes."""
+def report(results, outcome) -> None:
+    """Send one outcome to the daemon: its pickle, prefixed with the pickle's length."""
+    data = pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
+    results.sendall(struct.pack("!I", len(data)) + data)
+
+
+def main(tasks, results, alive) -> None:
+    """Serve the attempts sent on the ``tasks`` pipe until it sends None or closes.
+
+    Each message is a list of pickled attempts, run in order; each outcome goes back on the
+    ``results`` socket as soon as its handler ends, so the daemon always knows which
+    attempt runs now (the one after the last reported).
+    """
     import django
     from django.apps import apps
 
@@ -42,16 +55,20 @@ def main(tasks, alive) -> None:
     # The daemon sends SIGUSR1 when the handler passes its soft time limit.
     signal.signal(signal.SIGUSR1, _raise_soft_time_limit)
     threading.Thread(target=_die_with_daemon, args=(alive,), daemon=True).start()
+    results.setblocking(True)
     while True:
         try:
-            attempt = tasks.recv()
+            batch = tasks.recv()
         except (EOFError, OSError):
             break
-        if attempt is None:
+        if batch is None:
             break
-        heal()
-        outcome = execute(attempt)
-        heal()
-        tasks.send(outcome)
+        for data in batch:
+            heal()
+            # Pickles from the daemon that forked us, over a private pipe (as multiprocessing
+            # itself does); a task's input inside them is JSON-checked data, never a pickle.
+            outcome = execute(pickle.loads(data))  # noqa: S301
+            heal()
+            report(results, outcome)
     # os._exit: skip interpreter teardown, which has nothing to flush here.
     os._exit(0)

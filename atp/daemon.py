@@ -279,8 +279,8 @@ class Daemon:
             self._idle_cleanup()
         self.claimed_total += len(attempts)
         self.since_cleanup += len(attempts)
-        for attempt in attempts:  # only now: the children must see the committed rows
-            self.pool.submit(attempt)
+        self.pool.submit_many(attempts)  # only now: the children must see the committed rows
+        for attempt in attempts:
             self.log.info(
                 "Started %s::%s (id %d, attempt %d)",
                 attempt.type,
