@@ -23,7 +23,9 @@ from atp.tracker.core import Attempt
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
 #: candidates are locked first (FOR UPDATE SKIP LOCKED in the CTE); the UPDATE then takes
 #: only those without a rate limit and not expired. The others stay locked by this
-#: transaction and ACCEPTED, for the ORM path to judge in the same transaction.
+#: transaction and ACCEPTED, for the ORM path to judge in the same transaction. The last
+#: column counts the candidates, so the caller knows whether any was left to judge; the
+#: LEFT JOIN returns that count (with NULLs) even when nothing was claimed.
 CLAIM = """
 WITH picked AS (
     SELECT id FROM atp_taskinstance
@@ -31,16 +33,21 @@ WITH picked AS (
     ORDER BY priority DESC, run_after, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE atp_taskinstance AS t
+    SET status = %(running)s, server_id = %(server_id)s, received_at = %(now)s,
+        started_at = %(now)s, updated_at = %(now)s, attempts = t.attempts + 1
+    FROM picked, atp_tasktype AS tt
+    WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
+        AND (t.expires IS NULL OR t.expires > %(now)s)
+    RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
+        t.run_after, t.expires, t.queue, t.parent_id,
+        tt.identifier AS type_name, tt.handler, tt.soft_time_limit, tt.hard_time_limit,
+        tt.timeout
 )
-UPDATE atp_taskinstance AS t
-SET status = %(running)s, server_id = %(server_id)s, received_at = %(now)s,
-    started_at = %(now)s, updated_at = %(now)s, attempts = t.attempts + 1
-FROM picked, atp_tasktype AS tt
-WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
-    AND (t.expires IS NULL OR t.expires > %(now)s)
-RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
-    t.run_after, t.expires, t.queue, t.parent_id,
-    tt.identifier, tt.handler, tt.soft_time_limit, tt.hard_time_limit, tt.timeout
+SELECT claimed.*, (SELECT count(*) FROM picked) FROM (SELECT 1) AS one
+LEFT JOIN claimed ON true
 """
 
 #: End running attempts as FINISHED. Rows are locked in id order first, the order every
@@ -74,8 +81,12 @@ INSERT_LOG = (
 )
 
 
-def claim(server_id: str, message: str, limit: int, queues, now: datetime) -> list[Attempt]:
-    """Claim and start up to ``limit`` plain due tasks; return their attempts in claim order."""
+def claim(server_id: str, message: str, limit: int, queues, now: datetime):
+    """Claim and start up to ``limit`` plain due tasks.
+
+    Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
+    statement passed over due tasks it may not judge (expired, rate-limited).
+    """
     params = {
         "accepted": Status.ACCEPTED,
         "running": Status.RUNNING,
@@ -89,6 +100,8 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime) -> li
     with connection.cursor() as cursor:
         cursor.execute(CLAIM.format(queue_filter=queue_filter), params)
         rows = cursor.fetchall()
+    picked = rows[0][-1]
+    rows = [row[:-1] for row in rows if row[0] is not None]
     rows.sort(key=lambda row: (-row[6], row[7], row[0]))  # claim order: priority, run_after, id
     lineage = _lineages(rows)
     stamp = _stamp(now)
@@ -118,7 +131,7 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime) -> li
             Attempt(task_id, number, type_name, identifier, handler, data, soft, hard, timeout)
         )
     insert_log(records)
-    return attempts
+    return attempts, picked > len(attempts)
 
 
 def finish(successes, now: datetime) -> dict[int, str]:

@@ -41,17 +41,17 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None) -> list[Attempt]
     order, rate limits and expiry rules as ``dequeue_task``; an empty list when none is due.
 
     On PostgreSQL the plain tasks are claimed by one statement (``batch_sql.claim``); when
-    it comes back short, the ORM path looks again in the same transaction and judges what
-    it skipped (expired tasks, rate-limited types); the tasks it claims come last in the
-    list, whatever their priority, but in the same batch.
+    it passed over due tasks it may not judge (expired tasks, rate-limited types), the ORM
+    path looks again in the same transaction and judges them; the tasks it claims come
+    last in the list, whatever their priority, but in the same batch.
     """
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
     if not sql.is_postgresql():
         return [_attempt_of(task) for task in _take(server_id, message, limit, queues, start=True)]
     with transaction.atomic():
-        attempts = batch_sql.claim(server_id, message, limit, queues, timezone.now())
-        if len(attempts) < limit:
+        attempts, skipped = batch_sql.claim(server_id, message, limit, queues, timezone.now())
+        if skipped:
             rest = _take(server_id, message, limit - len(attempts), queues, start=True)
             attempts += [_attempt_of(task) for task in rest]
     return attempts

@@ -73,7 +73,7 @@ def test_claim_events_match_the_orm_path(enqueue):
     [orm] = _take("server-1", "", 1, None, start=True)
     assert orm.pk == first
     [fast] = (
-        batch_sql.claim("server-1", "", 1, None, timezone.now())
+        batch_sql.claim("server-1", "", 1, None, timezone.now())[0]
         if batch_sql.connection.vendor == "postgresql"
         else [tracker.claim_tasks("server-1")[0]]
     )
