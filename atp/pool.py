@@ -269,7 +269,12 @@ class ProcessPool(_SlotPool):
         del buffer[:offset]
         return outcomes
 
-    def _collect_slot(self, slot: Slot) -> list:
+    def _finished(self, slot: Slot) -> list:
+        """Reports of the attempts the slot's child says it finished; the next one runs now.
+
+        A kill aimed at a finished attempt missed: it is forgotten, so it cannot be blamed
+        on the attempt that started after it (see ``kill_target``).
+        """
         reports = []
         for outcome in self._read_outcomes(slot):
             attempt = slot.queue.popleft()
@@ -278,9 +283,13 @@ class ProcessPool(_SlotPool):
             slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
             self._reported(outcome)
             reports.append(Finished(attempt, outcome))
+        return reports
+
+    def _collect_slot(self, slot: Slot) -> list:
+        reports = self._finished(slot)
         if slot.process.is_alive():
             return reports
-        reports += self._read_outcomes_of_dead(slot)
+        reports += self._finished(slot)  # what it sent between our read and its death
         slot.process.join()
         reason = describe_exit(slot.process.exitcode)
         unstarted = list(slot.queue)[1:]
@@ -304,16 +313,6 @@ class ProcessPool(_SlotPool):
             (attempt, pickle.dumps(attempt, pickle.HIGHEST_PROTOCOL)) for attempt in unstarted
         ]
         self.waiting.extendleft(reversed(pickled))
-        return reports
-
-    def _read_outcomes_of_dead(self, slot: Slot) -> list:
-        """Outcomes a child sent just before it died: they count, it finished those."""
-        reports = []
-        for outcome in self._read_outcomes(slot):
-            attempt = slot.queue.popleft()
-            slot.sizes.popleft()
-            self._reported(outcome)
-            reports.append(Finished(attempt, outcome))
         return reports
 
     def kill(self, task_id: int, signum: int, reason: str) -> bool:
