@@ -158,20 +158,32 @@ MIN_HEAP_TUPLE_BYTES = 28
 #: tuples could not hold enough rows to reach the limit (pg_relation_size is exact and cheap)
 #: the count is skipped (0). PostgreSQL evaluates the sub-select only in the ELSE branch.
 _COUNT_WAITING = """CASE
-        WHEN pg_relation_size('atp_taskinstance') / {min_tuple} + %(adding)s::int
-            <= %(limit)s::bigint THEN 0
+        WHEN pg_relation_size('atp_taskinstance') / {min_tuple} + %(adding)s::int <= {limit}
+            THEN 0
         ELSE (SELECT count(*) FROM (
-            SELECT FROM atp_taskinstance WHERE status = {accepted} AND {scope}
-            LIMIT %(limit)s::bigint
+            SELECT FROM atp_taskinstance WHERE status = {accepted} AND {scope} LIMIT {limit}
         ) AS scope)
     END"""
 
-#: The waiting tasks a limit applies to: one type's own, or those of every type that shares
-#: ATP['MAX_QUEUE_SIZE'] (no max_queue_size of its own).
-_SCOPES = {
-    "type": "type_id = %(type_id)s::bigint",
-    "shared": "type_id IN (SELECT id FROM atp_tasktype WHERE max_queue_size IS NULL)",
-}
+#: The waiting tasks a limit applies to: those of every type that shares
+#: ATP['MAX_QUEUE_SIZE'] (no max_queue_size of its own), or one type's own.
+_SHARED_SCOPE = "type_id IN (SELECT id FROM atp_tasktype WHERE max_queue_size IS NULL)"
+_TYPE_SCOPE = "type_id = {type_id}"
+
+
+@dataclass(frozen=True)
+class QueueLimit:
+    """A queue limit to check: at most ``size`` waiting tasks of the type ``type_id``, or
+    (``type_id`` None) of all the types that share ATP['MAX_QUEUE_SIZE']."""
+
+    size: int
+    type_id: int | None = None
+
+    @property
+    def lock_id(self) -> int:
+        """The second key of the scope's advisory lock (as ``lock_queue_scope``)."""
+        return self.type_id or 0
+
 
 #: One statement: check the task type and the queue limit, insert the tasks and their
 #: ``task-sent`` log records, notify. ``rows`` is a JSON array of per-task values; everything
@@ -229,18 +241,28 @@ class _Statement:
     execute: str  # EXECUTE name(%(a)s, ...)
 
 
-@functools.cache
-def _enqueue_statement(scope: str | None) -> _Statement:
-    """The enqueue statement for a limit ``scope`` ("type", "shared", or None for no limit)."""
+@functools.lru_cache(maxsize=1024)
+def _enqueue_statement(limit: QueueLimit | None) -> _Statement:
+    """The enqueue statement that checks ``limit`` (None: no limit).
+
+    The limit's scope and size are written into the statement, not passed as parameters:
+    its prepared plan then counts with the same index a fresh plan would, so PostgreSQL
+    keeps the prepared (generic) plan instead of planning every execution anew. That makes
+    one statement per type with a limit of its own, plus one for the shared limit.
+    """
     from atp.models import Status  # not at import time: the app registry may not be ready
 
-    if scope is None:
+    if limit is None:
         waiting, fits = "0", "true"
     else:
+        size = int(limit.size)
+        scope = _SHARED_SCOPE
+        if limit.type_id is not None:
+            scope = _TYPE_SCOPE.format(type_id=int(limit.type_id))
         waiting = _COUNT_WAITING.format(
-            min_tuple=MIN_HEAP_TUPLE_BYTES, accepted=int(Status.ACCEPTED), scope=_SCOPES[scope]
+            min_tuple=MIN_HEAP_TUPLE_BYTES, accepted=int(Status.ACCEPTED), scope=scope, limit=size
         )
-        fits = "waiting + %(adding)s::int <= %(limit)s::bigint"
+        fits = f"waiting + %(adding)s::int <= {size}"
     text = _ENQUEUE.format(
         waiting=waiting, fits=fits, accepted=int(Status.ACCEPTED), channel=NOTIFY_CHANNEL
     )
@@ -269,10 +291,10 @@ _PREPARED_ERRORS = {"26000", "42P05"}
 _LOCK_SCOPE = f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, %(lock_id)s);\n"
 
 
-def enqueue_rows(scope: str | None, lock_id: int, params: dict) -> list[tuple]:
+def enqueue_rows(limit: QueueLimit | None, params: dict) -> list[tuple]:
     """Run the enqueue statement; return its rows ``(fresh, waiting, ord, task id, log id)``.
 
-    With a limit ``scope``, the advisory lock of ``lock_id`` is taken by a first statement
+    With a ``limit``, the advisory lock of its scope is taken by a first statement
     sent in the same round trip. It must be a statement of its own: under READ COMMITTED
     each statement sees what committed before it started, so only a count that starts
     after the lock is granted sees the tasks of the enqueuer that held it. Sent together
@@ -283,9 +305,9 @@ def enqueue_rows(scope: str | None, lock_id: int, params: dict) -> list[tuple]:
     running it. Where prepared statements do not survive between transactions (a pooling
     proxy), the connection falls back to sending the plain statement.
     """
-    statement = _enqueue_statement(scope)
-    lock = "" if scope is None else _LOCK_SCOPE
-    params = {**params, "lock_id": lock_id}
+    statement = _enqueue_statement(limit)
+    lock = "" if limit is None else _LOCK_SCOPE
+    params = {**params, "lock_id": limit.lock_id if limit else 0}
     connection.ensure_connection()
     prepared = _prepared.setdefault(connection.connection, set())
     try:
@@ -302,7 +324,7 @@ def enqueue_rows(scope: str | None, lock_id: int, params: dict) -> list[tuple]:
         if prepared is None or getattr(exc.__cause__, "pgcode", None) not in _PREPARED_ERRORS:
             raise
     _prepared[connection.connection] = None
-    return enqueue_rows(scope, lock_id, params)
+    return enqueue_rows(limit, params)
 
 
 def _savepoint_in_transaction():

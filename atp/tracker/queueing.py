@@ -184,22 +184,23 @@ def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int
 
     Returns the ids, or None when ``task_type`` turned out stale and nothing was inserted.
     """
-    limit = get_max_queue_size(task_type) if check_limit else None
-    scope = None if limit is None else "type" if task_type.max_queue_size is not None else "shared"
+    size = get_max_queue_size(task_type) if check_limit else None
+    limit = None
+    if size is not None:
+        limit = sql.QueueLimit(size, task_type.pk if task_type.max_queue_size is not None else None)
     now = timezone.now()
     template, root_id = _sent_fields(task_type, fields, batch[0][1], now)
     params = {
         **_statement_values(task_type, fields, batch, message, now),
-        "limit": limit,
         "fields": json.dumps(template),
         "root_id": root_id,
     }
-    result = sql.enqueue_rows(scope, task_type.pk if scope == "type" else 0, params)
+    result = sql.enqueue_rows(limit, params)
     fresh, waiting = result[0][:2]
     if not fresh:
         return None
     if result[0][2] is None:
-        raise _queue_full(task_type, len(batch), waiting, limit)
+        raise _queue_full(task_type, len(batch), waiting, size)
     ids, log_ids = [0] * len(batch), [0] * len(batch)
     for _, _, position, task_id, log_id in result:
         ids[position - 1], log_ids[position - 1] = task_id, log_id
