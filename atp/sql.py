@@ -189,11 +189,11 @@ class QueueLimit:
 #: ``task-sent`` log records, notify. ``rows`` is a JSON array of per-task values; everything
 #: else is the same for the whole batch. The type's cached values (``type_*``) are checked
 #: against its row in the statement's own snapshot: a type changed or deleted since it was
-#: cached inserts nothing (``fresh`` false), and the caller reloads it and tries again. Ids
-#: come from the table's sequence in ``item``, so the log records need no join back to the
-#: tasks. The result has one row per task (``ord`` = position in ``rows``), or a single row
-#: with a null ``ord`` when nothing was inserted. Every parameter carries its type, so the
-#: statement can be prepared as it is.
+#: cached inserts nothing (``fresh`` false), and the caller reloads it and tries again. The
+#: tasks are inserted in the order of ``rows``, so their ids grow in that order. The result
+#: has one row per task (``ord`` = position in ``rows``), or a single row with a null
+#: ``ord`` when nothing was inserted. Every parameter carries its type, so the statement
+#: can be prepared as it is.
 _ENQUEUE = """WITH checked AS (
     SELECT EXISTS (
         SELECT FROM atp_tasktype
@@ -202,31 +202,33 @@ _ENQUEUE = """WITH checked AS (
             AND max_queue_size IS NOT DISTINCT FROM %(type_max_queue_size)s::int
     ) AS fresh,
     {waiting} AS waiting
-), item AS MATERIALIZED (
-    SELECT nextval((SELECT pg_get_serial_sequence('atp_taskinstance', 'id')::regclass)) AS id,
-        r.identifier, r.uuid, r.input, r.args, r.kwargs, r.ord
+), item AS (
+    SELECT r.identifier, r.uuid::uuid AS uuid, r.input, r.args, r.kwargs, r.ord
     FROM ROWS FROM (json_to_recordset(%(rows)s::json)
         AS (identifier text, uuid text, input jsonb, args text, kwargs text)
     ) WITH ORDINALITY AS r (identifier, uuid, input, args, kwargs, ord)
     WHERE (SELECT fresh AND {fits} FROM checked)
 ), task AS (
-    INSERT INTO atp_taskinstance (id, type_id, identifier, uuid, status, input, priority, queue,
+    INSERT INTO atp_taskinstance (type_id, identifier, uuid, status, input, priority, queue,
         run_after, expires, server_id, attempts, retries, parent_id, enqueued_at, updated_at)
-    SELECT id, %(type_id)s::bigint, identifier, uuid::uuid, {accepted}, input, %(priority)s::int,
+    SELECT %(type_id)s::bigint, identifier, uuid, {accepted}, input, %(priority)s::int,
         %(queue)s::text, %(run_after)s::timestamptz, %(expires)s::timestamptz, '', 0, 0,
         %(parent_id)s::bigint, %(now)s::timestamptz, %(now)s::timestamptz
-    FROM item
+    FROM item ORDER BY ord
+    RETURNING id, uuid
 ), log AS (
     INSERT INTO atp_logrecord (instance_id, time, status, message, event, fields)
-    SELECT id, %(now)s::timestamptz, {accepted}, %(message)s::text, %(event)s::text,
-        %(fields)s::jsonb || jsonb_build_object('uuid', uuid, 'args', args, 'kwargs', kwargs,
-            'root_id', COALESCE(%(root_id)s::text, uuid))
-    FROM item
+    SELECT task.id, %(now)s::timestamptz, {accepted}, %(message)s::text, %(event)s::text,
+        %(fields)s::jsonb || jsonb_build_object('uuid', item.uuid, 'args', item.args,
+            'kwargs', item.kwargs, 'root_id', COALESCE(%(root_id)s::text, item.uuid::text))
+    FROM task JOIN item USING (uuid) ORDER BY item.ord
     RETURNING id, instance_id
 )
-SELECT checked.fresh, checked.waiting, item.ord, item.id, log.id,
-    (SELECT pg_notify('{channel}', %(queue)s::text) FROM item LIMIT 1)
-FROM checked LEFT JOIN (item JOIN log ON log.instance_id = item.id) ON true"""
+SELECT checked.fresh, checked.waiting, item.ord, task.id, log.id,
+    (SELECT pg_notify('{channel}', %(queue)s::text) FROM task LIMIT 1)
+FROM checked LEFT JOIN (
+    item JOIN task USING (uuid) JOIN log ON log.instance_id = task.id
+) ON true"""
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 
