@@ -192,15 +192,29 @@ def signal_on_commit(record: LogRecord) -> None:
     Listeners never see an event whose transition was rolled back. Nothing is queued when
     no listener is connected, so the tracker's hot path pays nothing by default.
     """
-    specific = SIGNALS.get(record.event)
-    if not (task_event.has_listeners() or (specific and specific.has_listeners())):
-        return
+    if has_listeners(record.event):
+        signal_all_on_commit([record])
+
+
+def has_listeners(event: str) -> bool:
+    """Whether any receiver listens to ``event``'s signals (``task_event`` or its own)."""
+    specific = SIGNALS.get(event)
+    return task_event.has_listeners() or bool(specific and specific.has_listeners())
+
+
+def signal_all_on_commit(records: list[LogRecord]) -> None:
+    """Fire the signals of every record, in order, once the current transaction commits.
+
+    One callback for a whole batch: a bulk enqueue queues one, not one per task.
+    """
 
     def fire():
-        kwargs = {"event": record.event, "fields": record.fields, "record": record}
-        task_event.send(sender=LogRecord, **kwargs)
-        if specific is not None:
-            specific.send(sender=LogRecord, **kwargs)
+        for record in records:
+            kwargs = {"event": record.event, "fields": record.fields, "record": record}
+            task_event.send(sender=LogRecord, **kwargs)
+            specific = SIGNALS.get(record.event)
+            if specific is not None:
+                specific.send(sender=LogRecord, **kwargs)
 
     transaction.on_commit(fire)
 

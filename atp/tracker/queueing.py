@@ -1,13 +1,15 @@
 """Putting tasks in the queue (ACCEPTED): one task, a batch, or a task back again."""
 
+import json
 import logging
 import uuid as uuid_module
+from types import SimpleNamespace
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from atp import events, sql, validation
-from atp.exceptions import DuplicateTask, InvalidInput, QueueFull
+from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
@@ -31,44 +33,25 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
     Raises UnknownTaskType, InvalidInput, DuplicateTask, or QueueFull when the type's queue
     already holds its limit of waiting tasks. The limit check and the insert are atomic.
     """
-    task_type = _get_type(type)
+    task_type = _enqueue_type(type)
     task_uuid = uuid_module.uuid4()
     identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
     where = f"task {task_type.identifier}::{identifier}"
     validation.json_input(input, where)
-    fields = _enqueue_fields(task_type, options, where)
     try:
-        with transaction.atomic():
-            _check_queue_limit(task_type)
-            now = timezone.now()
-            task = TaskInstance.objects.create(
-                type=task_type,
-                identifier=identifier,
-                uuid=task_uuid,
-                status=Status.ACCEPTED,
-                input=input,
-                enqueued_at=now,
-                updated_at=now,
-                **{"run_after": now, **fields},
-            )
-            _log(
-                task,
-                Status.ACCEPTED,
-                message,
-                events.TASK_SENT,
-                now,
-                **events.call_fields(task),
-                **_lineage(task),
-            ).save()
-            sql.notify_enqueued(task.queue)
+        (task_id,) = _enqueue(
+            task_type, [(identifier, task_uuid, input)], message, options, where, check_limit=True
+        )
     except IntegrityError as exc:
-        if TaskInstance.objects.filter(type=task_type, identifier=identifier).exists():
+        # By the type's identifier: ``task_type`` may be a stale copy ``_enqueue`` replaced.
+        clash = TaskInstance.objects.filter(type__identifier=task_type.identifier)
+        if clash.filter(identifier=identifier).exists():
             raise DuplicateTask(
                 f"{where} already exists; choose another identifier or delete the old task"
             ) from exc
         raise
-    logger.debug("Enqueued %s (id %d)", where, task.pk)
-    return task.pk
+    logger.debug("Enqueued %s (id %d)", where, task_id)
+    return task_id
 
 
 def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> list[int]:
@@ -80,57 +63,258 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
     DuplicateTask, InvalidInput). ``check_limit=False`` skips the limit (used for the
     subtasks of an admitted parent, see ``atp.subtasks``).
     """
-    task_type = _get_type(type)
-    fields = _enqueue_fields(task_type, options, f"tasks of type {task_type.identifier}")
-    tasks = []
+    task_type = _enqueue_type(type)
+    where = f"tasks of type {task_type.identifier}"
+    fields = _enqueue_fields(task_type, options, where)
+    items = list(items)
+    # One check of all inputs at once is much faster than one per task; only if it fails
+    # is each checked in turn, so the error still names the first bad task.
+    check_each = not _valid_json([task_input for _, task_input in items], where)
+    batch = []
     for identifier, task_input in items:
         task_uuid = uuid_module.uuid4()
         identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
-        validation.json_input(task_input, f"task {task_type.identifier}::{identifier}")
-        tasks.append(
-            TaskInstance(
-                type=task_type,
-                identifier=identifier,
-                uuid=task_uuid,
-                status=Status.ACCEPTED,
-                input=task_input,
-                **fields,
-            )
-        )
-    identifiers = [task.identifier for task in tasks]
-    if len(set(identifiers)) != len(identifiers):
+        if check_each:
+            validation.json_input(task_input, f"task {task_type.identifier}::{identifier}")
+        batch.append((identifier, task_uuid, task_input))
+    if len({identifier for identifier, _, _ in batch}) != len(batch):
         raise DuplicateTask(f"the batch for type {task_type.identifier!r} repeats an identifier")
-    if not tasks:
+    if not batch:
         return []
     try:
-        with transaction.atomic():
-            if check_limit:
-                _check_queue_limit(task_type, adding=len(tasks))
-            now = timezone.now()
-            for task in tasks:
-                task.enqueued_at = task.updated_at = now
-                task.run_after = fields.get("run_after", now)
-            TaskInstance.objects.bulk_create(tasks)
-            LogRecord.objects.bulk_create(
-                _log(
-                    task,
-                    Status.ACCEPTED,
-                    message,
-                    events.TASK_SENT,
-                    now,
-                    **events.call_fields(task),
-                    **_lineage(task),
-                )
-                for task in tasks
-            )
-            sql.notify_enqueued(tasks[0].queue)
+        ids = _enqueue(task_type, batch, message, options, where, check_limit, fields)
     except IntegrityError as exc:
         raise DuplicateTask(
             f"a task of type {task_type.identifier!r} in the batch already exists; "
             "nothing was enqueued"
         ) from exc
-    logger.debug("Enqueued %d task(s) of %s", len(tasks), task_type.identifier)
+    logger.debug("Enqueued %d task(s) of %s", len(ids), task_type.identifier)
+    return ids
+
+
+def _valid_json(value, where: str) -> bool:
+    """Whether ``value`` passes ``validation.json_input``."""
+    try:
+        validation.json_input(value, where)
+    except InvalidInput:
+        return False
+    return True
+
+
+#: Task types by identifier as this process last read them, for ``_enqueue_type``.
+_type_cache: dict[str, TaskType] = {}
+
+
+def _enqueue_type(type) -> TaskType:
+    """The task type to enqueue into, from this process's cache on PostgreSQL.
+
+    Reading the type is a round trip per enqueue otherwise. A cached type may be stale (the
+    type re-registered, changed in the admin, deleted, renamed, by any process): the enqueue
+    statement checks every value it uses against the type's row, inserts nothing when one
+    differs, and ``_enqueue`` then reloads the type here and tries again. So a stale entry
+    costs a round trip, never a task with outdated defaults or limit.
+    """
+    if isinstance(type, TaskType):
+        return type
+    if not sql.is_postgresql():
+        return _get_type(type)
+    task_type = _type_cache.get(type) if isinstance(type, str) else None
+    if task_type is None:
+        task_type = _get_type(type)
+        _type_cache[task_type.identifier] = task_type
+    return task_type
+
+
+def _reload_type(task_type: TaskType) -> TaskType:
+    """Forget the cached ``task_type`` and read it again (UnknownTaskType if it is gone)."""
+    _type_cache.pop(task_type.identifier, None)
+    return _enqueue_type(task_type.identifier)
+
+
+def _enqueue(task_type, batch, message, options, where, check_limit, fields=None) -> list[int]:
+    """Insert ``batch`` (``(identifier, uuid, input)`` triples) as ACCEPTED tasks; their ids.
+
+    Raises QueueFull, or IntegrityError (a clash) for the caller to name.
+    """
+    for _ in range(_STALE_TYPE_RETRIES):
+        if fields is None:
+            fields = _enqueue_fields(task_type, options, where)
+        if not sql.is_postgresql():
+            return _insert_with_orm(task_type, fields, batch, message, check_limit)
+        ids = _insert_with_sql(task_type, fields, batch, message, check_limit)
+        if ids is not None:
+            return ids
+        task_type, fields = _reload_type(task_type), None
+    raise UnknownTaskType(
+        f"task type {task_type.identifier!r} changed while enqueueing {where}, "
+        f"{_STALE_TYPE_RETRIES} times in a row; retry"
+    )
+
+
+#: How often ``_enqueue`` reloads a task type that changed under it before giving up.
+_STALE_TYPE_RETRIES = 3
+
+
+def _insert_with_orm(task_type, fields, batch, message, check_limit) -> list[int]:
+    """The portable insert: the limit check, the tasks and their logs, one transaction."""
+    with transaction.atomic():
+        if check_limit:
+            _check_queue_limit(task_type, adding=len(batch))
+        now = timezone.now()
+        tasks = [_accepted_task(task_type, fields, item, now) for item in batch]
+        TaskInstance.objects.bulk_create(tasks)
+        LogRecord.objects.bulk_create(
+            _log(
+                task,
+                Status.ACCEPTED,
+                message,
+                events.TASK_SENT,
+                now,
+                **events.call_fields(task),
+                **_lineage(task),
+            )
+            for task in tasks
+        )
+        sql.notify_enqueued(tasks[0].queue)
     return [task.pk for task in tasks]
+
+
+def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int] | None:
+    """The PostgreSQL insert: one statement in one round trip (``sql.enqueue_rows``).
+
+    Returns the ids, or None when ``task_type`` turned out stale and nothing was inserted.
+    """
+    size = get_max_queue_size(task_type) if check_limit else None
+    limit = None
+    if size is not None:
+        limit = sql.QueueLimit(size, task_type.pk if task_type.max_queue_size is not None else None)
+    now = timezone.now()
+    template, root_id = _sent_fields(task_type, fields, batch[0][1], now)
+    params = {
+        **_statement_values(task_type, fields, batch, message, now),
+        "fields": json.dumps(template),
+        "root_id": root_id,
+    }
+    result = sql.enqueue_rows(limit, params)
+    fresh, waiting = result[0][:2]
+    if not fresh:
+        return None
+    if result[0][2] is None:
+        raise _queue_full(task_type, len(batch), waiting, size)
+    ids, log_ids = [0] * len(batch), [0] * len(batch)
+    for _, _, position, task_id, log_id in result:
+        ids[position - 1], log_ids[position - 1] = task_id, log_id
+    if events.has_listeners(events.TASK_SENT):
+        _signal_sent(task_type, fields, batch, message, now, template, root_id, ids, log_ids)
+    return ids
+
+
+def _statement_values(task_type, fields, batch, message, now) -> dict:
+    """The enqueue statement's values: the type as cached, the batch's, and each task's."""
+    rows = []
+    for identifier, task_uuid, task_input in batch:
+        args, kwargs = events.call_signature(task_input)
+        rows.append(
+            {
+                "identifier": identifier,
+                "uuid": str(task_uuid),
+                "input": task_input,
+                "args": args,
+                "kwargs": kwargs,
+            }
+        )
+    parent = fields.get("parent")
+    return {
+        "type_id": task_type.pk,
+        "type_identifier": task_type.identifier,
+        "type_priority": task_type.priority,
+        "type_queue": task_type.queue,
+        "type_max_queue_size": task_type.max_queue_size,
+        "adding": len(batch),
+        "rows": json.dumps(rows),
+        "priority": fields["priority"],
+        "queue": fields["queue"],
+        "run_after": fields.get("run_after", now),
+        "expires": fields["expires"],
+        "parent_id": parent.pk if parent is not None else None,
+        "now": now,
+        "message": message,
+        "event": events.TASK_SENT,
+    }
+
+
+def _own_fields(task_uuid: str, args: str, kwargs: str, root_id: str | None) -> dict:
+    """The ``task-sent`` fields that differ from task to task of a batch.
+
+    The SQL statement sets exactly these over the fields of the batch's first task
+    (``sql._ENQUEUE``); keep the two in step.
+    """
+    return {"uuid": task_uuid, "args": args, "kwargs": kwargs, "root_id": root_id or task_uuid}
+
+
+def _sent_fields(task_type, fields, first_uuid, now) -> tuple[dict, str | None]:
+    """The ``task-sent`` fields of a batch's first task, and the batch's root id.
+
+    Built by ``atp.events`` as for any transition; the root id is None when the tasks have
+    no parent (each task is then its own root). The task is a stand-in with the attributes
+    ``atp.events`` reads: a TaskInstance takes longer to build than the rest of an enqueue.
+    """
+    parent = fields.get("parent")
+    first = SimpleNamespace(
+        type=task_type,
+        uuid=first_uuid,
+        input=None,
+        retries=0,
+        run_after=fields.get("run_after", now),
+        expires=fields["expires"],
+        queue=fields["queue"],
+        parent=parent,
+        parent_id=parent.pk if parent is not None else None,
+    )
+    lineage = _lineage(first)
+    template = events.task_fields(first, now, **events.call_fields(first), **lineage)
+    return template, lineage["root_id"] if first.parent_id is not None else None
+
+
+def _signal_sent(task_type, fields, batch, message, now, template, root_id, ids, log_ids):
+    """Queue the ``task-sent`` signals of a batch the SQL statement inserted.
+
+    Only when someone listens: the records and tasks are built here for the listeners,
+    equal to what the ORM path saves.
+    """
+    records = []
+    for item, task_id, log_id in zip(batch, ids, log_ids, strict=True):
+        task = _accepted_task(task_type, fields, item, now, pk=task_id)
+        args, kwargs = events.call_signature(task.input)
+        own = _own_fields(str(task.uuid), args, kwargs, root_id)
+        records.append(
+            LogRecord(
+                pk=log_id,
+                instance=task,
+                time=now,
+                status=Status.ACCEPTED,
+                message=message,
+                event=events.TASK_SENT,
+                fields={**template, **own},
+            )
+        )
+    events.signal_all_on_commit(records)
+
+
+def _accepted_task(task_type, fields, item, now, pk=None) -> TaskInstance:
+    """The TaskInstance of one batch ``item`` (``(identifier, uuid, input)``), enqueued ``now``."""
+    identifier, task_uuid, task_input = item
+    return TaskInstance(
+        pk=pk,
+        type=task_type,
+        identifier=identifier,
+        uuid=task_uuid,
+        status=Status.ACCEPTED,
+        input=task_input,
+        enqueued_at=now,
+        updated_at=now,
+        **{"run_after": now, **fields},
+    )
 
 
 def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
@@ -169,20 +353,27 @@ def _check_queue_limit(task_type: TaskType, adding: int = 1) -> None:
         return
     if task_type.max_queue_size is not None:
         scope_id, scope = task_type.pk, TaskInstance.objects.filter(type=task_type)
-        scope_name = f"task type {task_type.identifier!r}"
     else:
         scope_id = 0
         scope = TaskInstance.objects.filter(type__max_queue_size__isnull=True)
-        scope_name = "the shared queue"
     sql.lock_queue_scope(scope_id)
     # Counting at most ``limit`` rows keeps the check cheap however long the queue is.
     waiting = scope.waiting().order_by()[:limit].count()
     if waiting + adding > limit:
-        raise QueueFull(
-            f"cannot enqueue {adding} task(s) of type {task_type.identifier!r}: {scope_name} "
-            f"holds {waiting} waiting task(s), its limit is {limit}; retry later or raise "
-            "the limit (ATP['MAX_QUEUE_SIZE'] or the type's max_queue_size)"
-        )
+        raise _queue_full(task_type, adding, waiting, limit)
+
+
+def _queue_full(task_type: TaskType, adding: int, waiting: int, limit: int) -> QueueFull:
+    """The QueueFull error of ``adding`` tasks that do not fit beside ``waiting`` ones."""
+    if task_type.max_queue_size is not None:
+        scope_name = f"task type {task_type.identifier!r}"
+    else:
+        scope_name = "the shared queue"
+    return QueueFull(
+        f"cannot enqueue {adding} task(s) of type {task_type.identifier!r}: {scope_name} "
+        f"holds {waiting} waiting task(s), its limit is {limit}; retry later or raise "
+        "the limit (ATP['MAX_QUEUE_SIZE'] or the type's max_queue_size)"
+    )
 
 
 def reenqueue_task(
