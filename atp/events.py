@@ -181,11 +181,6 @@ task_waiting = SIGNALS[TASK_WAITING]
 task_progress = SIGNALS[TASK_PROGRESS]
 
 
-def has_listeners() -> bool:
-    """Whether any receiver listens to ``task_event`` or one of the per-event signals."""
-    return task_event.has_listeners() or any(signal.has_listeners() for signal in SIGNALS.values())
-
-
 def signal_on_commit(record: LogRecord) -> None:
     """Fire the signals of ``record``'s event once the current transaction commits.
 
@@ -196,10 +191,17 @@ def signal_on_commit(record: LogRecord) -> None:
         signal_all_on_commit([record])
 
 
-def has_listeners(event: str) -> bool:
-    """Whether any receiver listens to ``event``'s signals (``task_event`` or its own)."""
+def has_listeners(event: str | None = None) -> bool:
+    """Whether any receiver listens to ``event``'s signals (``task_event`` or its own).
+
+    Without ``event``: whether any receiver listens to any of ATP's event signals.
+    """
+    if task_event.has_listeners():
+        return True
+    if event is None:
+        return any(signal.has_listeners() for signal in SIGNALS.values())
     specific = SIGNALS.get(event)
-    return task_event.has_listeners() or bool(specific and specific.has_listeners())
+    return bool(specific and specific.has_listeners())
 
 
 def signal_all_on_commit(records: list[LogRecord]) -> None:

@@ -164,8 +164,9 @@ def finish(successes, now: datetime) -> dict[int, str]:
 def insert_log(records) -> None:
     """Insert ``(task_id, time, status, message, event, fields)`` log records in one statement.
 
-    The Django signals of each event fire on commit, as for the ORM path; the LogRecord
-    objects they carry are built only when someone listens.
+    The Django signals of each event fire on commit, as for the ORM path (one on-commit
+    callback for the batch); the LogRecord objects they carry are built only when someone
+    listens.
     """
     if not records:
         return
@@ -180,10 +181,8 @@ def insert_log(records) -> None:
     if events.has_listeners():
         from atp.models import LogRecord
 
-        for (record_id,), (task_id, moment, status, message, event, fields) in zip(
-            rows, records, strict=True
-        ):
-            events.signal_on_commit(
+        events.signal_all_on_commit(
+            [
                 LogRecord(
                     id=record_id,
                     instance_id=task_id,
@@ -193,7 +192,11 @@ def insert_log(records) -> None:
                     event=event,
                     fields=fields,
                 )
-            )
+                for (record_id,), (task_id, moment, status, message, event, fields) in zip(
+                    rows, records, strict=True
+                )
+            ]
+        )
 
 
 def _stamp(now: datetime) -> dict:

@@ -153,3 +153,29 @@ def test_finish_with_nothing_writes_nothing(db):
     before = LogRecord.objects.count()
     assert tracker.finish_tasks([]) == {}
     assert LogRecord.objects.count() == before
+
+
+def test_batch_events_fire_their_signals_on_commit(enqueue, django_capture_on_commit_callbacks):
+    from atp import events
+
+    seen = []
+
+    def receiver(sender, event, fields, record, **kwargs):
+        seen.append((event, record.instance_id, record.pk is not None))
+
+    events.task_event.connect(receiver)
+    try:
+        ids = [enqueue(f"t{n}") for n in range(2)]
+        with django_capture_on_commit_callbacks(execute=True):
+            attempts = tracker.claim_tasks("s", limit=2)
+            tracker.finish_tasks((a.task_id, a.number, "None") for a in attempts)
+            assert seen == []  # nothing before the commit
+    finally:
+        events.task_event.disconnect(receiver)
+    for task_id in ids:
+        assert [e for e, t, _ in seen if t == task_id] == [
+            "task-received",
+            "task-started",
+            "task-succeeded",
+        ]
+    assert all(saved for _, _, saved in seen)
