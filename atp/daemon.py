@@ -263,7 +263,7 @@ class Daemon:
         """
         batch, claim = list(self.pending), self._claim_size()
         with transaction.atomic():
-            lines = self._record(batch)
+            lines = self._record(batch) if batch else []
             attempts = (
                 tracker.claim_tasks(self.options.server_id, limit=claim, queues=self.options.queues)
                 if claim

@@ -144,9 +144,8 @@ def record_all(outcomes) -> list[str]:
         for outcome in outcomes
         if outcome.succeeded and not (outcome.lost or outcome.handled or outcome.transient)
     ]
-    finished = tracker.finish_tasks(
-        (outcome.task_id, outcome.attempt, outcome.result) for outcome in plain
-    )
+    successes = [(outcome.task_id, outcome.attempt, outcome.result) for outcome in plain]
+    finished = tracker.finish_tasks(successes) if successes else {}
     return [finished.get(outcome.task_id) or record(outcome) for outcome in outcomes]
 
 

@@ -93,8 +93,10 @@ def finish_tasks(successes) -> dict[int, str]:
     """
     successes = list(successes)
     outcome: dict[int, str] = {}
+    if not successes:
+        return outcome
     with transaction.atomic():
-        if successes and sql.is_postgresql():
+        if sql.is_postgresql():
             # The plain cases in one statement; the rest below, one judgement each.
             outcome = batch_sql.finish(successes, timezone.now())
             successes = [success for success in successes if success[0] not in outcome]
