@@ -20,9 +20,10 @@ def test_steady_rate_leaves_out_the_first_finishes():
 
 def test_filler_waits_behind_the_measured_tasks_and_is_topped_up():
     bench.setup()
-    assert bench.fill_backlog(30) >= 0
+    assert bench.fill_backlog(30) == 30
     bench.fill(3)
-    bench.fill_backlog(50)  # adds the missing 20
+    assert bench.fill_backlog(50) == 20  # the missing ones only
+    assert bench.fill_backlog(50) == 0
     filler = TaskInstance.objects.filter(type__identifier=bench.FILLER)
     assert filler.count() == 50
     assert filler.values("identifier").distinct().count() == 50
@@ -35,7 +36,7 @@ def test_filler_waits_behind_the_measured_tasks_and_is_topped_up():
     assert {task.type.identifier for task in first} == {bench.MEASURED}
     assert tracker.dequeue_task("s")[0] in set(filler.values_list("pk", flat=True))
     assert str(filler.first().uuid)  # the raw rows read back through the ORM
-    bench.fill_backlog(10)  # a smaller backlog: deleted and inserted again
+    assert bench.fill_backlog(10) == 10  # a smaller backlog: deleted and inserted again
     assert filler.filter(status=Status.ACCEPTED).count() == 10
 
 
