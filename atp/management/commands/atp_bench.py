@@ -65,8 +65,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--backlog",
             type=int_list,
-            help="Waiting filler tasks to drain in front of (default "
-            "1000,1000000; 1000,100000 on SQLite).",
+            help="Waiting filler tasks to drain in front of (default 1000,1000000).",
         )
         parser.add_argument(
             "--backlog-tasks", type=int, default=2000, help="Measured tasks per backlog run."
