@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import OperationalError
 
 from atp import bench, tracker
 from atp.models import LogRecord, Status, TaskInstance
@@ -51,6 +52,26 @@ def test_reset_deletes_bench_tasks_with_their_logs_and_responses_only():
     bench.reset()
     assert list(TaskInstance.objects.values_list("pk", flat=True)) == [kept]
     assert set(LogRecord.objects.values_list("instance_id", flat=True)) == {kept}
+
+
+def test_the_filler_is_removed_even_across_a_lost_connection(monkeypatch):
+    bench.setup()
+    bench.fill_backlog(5)
+    reset, calls = bench.reset, []
+
+    def reset_after_an_outage(types):
+        calls.append(types)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        reset(types)
+
+    monkeypatch.setattr(bench, "reset", reset_after_an_outage)
+    monkeypatch.setattr(bench, "settle", lambda: None)  # VACUUM needs autocommit
+    monkeypatch.setattr(bench, "drop_all", lambda: None)  # keep the test's transaction
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
+    assert bench.remove_filler() >= 0
+    assert calls == [[bench.FILLER], [bench.FILLER]]
+    assert not TaskInstance.objects.filter(type__identifier=bench.FILLER).exists()
 
 
 def test_setup_refuses_when_other_tasks_are_due():
