@@ -1,11 +1,48 @@
-"""ATP's benchmark: enqueue rates, drain throughput of a real atpd, idle enqueue→start latency.
+"""ATP's benchmark: enqueue rates, drain throughput, idle latency and backlog scaling.
 
 Every figure comes from real work on the configured database: daemons are started as
-subprocesses (``manage.py atpd``), results are counted in the database afterwards, and
-each measurement is repeated so the report can give medians.
+subprocesses (``manage.py atpd``), their tasks are counted and timed from the rows they
+wrote, and each measurement is repeated ``runs`` times so the report gives medians.
+Run it on a database of its own: its daemons would run any other waiting task, so it
+refuses to start while tasks of other types are due.
+
+enqueue
+    ``tracker.enqueue_task`` once per task (``tasks // 5`` tasks), and
+    ``tracker.enqueue_tasks`` in calls of ``BATCH`` tasks (``2 × tasks``): tasks/s.
+drain
+    ``tasks`` no-op tasks enqueued beforehand, then one ``atpd --burst -n N --pool P`` per
+    variant. ``wall_s``: from launching the daemon to the last ``finished_at`` of the
+    drained tasks (start-up included, exit not); ``wall_per_s`` = tasks / ``wall_s``.
+    ``steady_per_s`` = (tasks − k) / (t_last − t_k), with t_i the i-th ``finished_at`` in
+    order and k = ⌈5 % of tasks⌉: the rate once the daemon is warm, without the ~1 s
+    start-up (fork server, Django set-up in the children) that dominates a short drain.
+    ``startup_s``: launch → first task claimed (its ``started_at``); ``exit_s``: launch →
+    process exit. The run fails unless every task is counted FINISHED in the database.
+    ``commits_per_task``: PostgreSQL's ``pg_stat_database.xact_commit`` over the run,
+    divided by tasks (every commit in the database counts, so keep it otherwise idle);
+    None on SQLite. Times are this host's clock, as the daemon writes them.
+latency
+    An idle ``atpd -n 2``; tasks enqueued one at a time ``gap`` (20 ms) apart; the handler
+    stores ``time.time()`` when it starts; enqueue→handler-start p50/p95/p99 in ms.
+backlog
+    ``backlog_tasks`` measured no-op tasks drained by ``atpd -n 2 --max-tasks
+    backlog_tasks`` (process pool) while 1,000 and then 1,000,000 filler tasks wait in the
+    same queue: ACCEPTED, due, claimable, but at a lower priority, so the claim must find
+    the measured tasks in front of the backlog. ``--max-tasks`` stops the daemon once it
+    has claimed that many (no ``--burst``, which would drain the filler too); filler tasks
+    it claimed anyway are counted (``filler_claimed``, normally 0). Same drain
+    figures as above; ``ratio`` = steady rate with this backlog / with the smallest one
+    (target: within 10 %). The filler goes in with one ``INSERT … SELECT`` over
+    ``generate_series`` (a recursive CTE on SQLite), without log records (nothing reads
+    them), is topped up rather than re-inserted between runs, and is deleted with raw SQL
+    at the end (``fill_s``: insert and first VACUUM of each size; ``cleanup_s``: the final
+    delete). Before each run ``VACUUM (ANALYZE)`` (``ANALYZE`` on SQLite, where
+    ``VACUUM`` rewrites the whole file) clears the previous run's dead rows, so every run
+    starts from the same state. Other databases than PostgreSQL and SQLite skip the section.
 """
 
 import json
+import math
 import os
 import signal
 import statistics
@@ -15,14 +52,38 @@ import time
 from pathlib import Path
 
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
 from atp import tracker
-from atp.db import database_url
-from atp.models import Status, TaskInstance, Worker
+from atp.db import CONNECTION_ERRORS, database_url, drop_all
+from atp.models import LogRecord, Response, Status, TaskInstance, TaskType, Worker
 
-BENCH_TYPES = {"bench.noop": "atp.bench.noop", "bench.stamp": "atp.bench.stamp"}
+MEASURED, STAMP, FILLER = "bench.noop", "bench.stamp", "bench.filler"
+BENCH_TYPES = {MEASURED: "atp.bench.noop", STAMP: "atp.bench.stamp", FILLER: "atp.bench.noop"}
+SECTIONS = ("enqueue", "drain", "latency", "backlog")
+DRAIN_VARIANTS = (("processes", 1), ("processes", 2), ("processes", 4), ("threads", 4))
+BACKLOG_DAEMON = ("processes", 2)  # the configuration the issue's targets are stated for
+BACKLOGS = (1_000, 1_000_000)
 BATCH = 5000
+WARMUP = 0.05  # share of the first finishes left out of the steady-state rate
+PRIORITY = 0  # of the measured tasks (their type's default)
+FILLER_PRIORITY = PRIORITY - 1  # so the claim must take every measured task first
+
+# The filler insert, the only raw SQL of the benchmark besides its deletes and VACUUM.
+# The series of numbers 1..count and a fresh uuid, per database.
+_SERIES = {
+    "postgresql": "generate_series(1, %s) AS n",
+    "sqlite": "(WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < %s) "
+    "SELECT n FROM g)",
+}
+_NEW_UUID = {"postgresql": "gen_random_uuid()", "sqlite": "lower(hex(randomblob(16)))"}
+_TASKS = TaskInstance._meta.db_table
+_FILL = (
+    "INSERT INTO {table} (type_id, identifier, uuid, status, priority, queue, run_after, "
+    "server_id, attempts, retries, enqueued_at, updated_at) "
+    "SELECT %s, 'filler-' || (%s + n), {uuid}, %s, %s, %s, %s, '', 0, 0, %s, %s FROM {series}"
+)
 
 
 def noop(task_status, input):
@@ -35,21 +96,93 @@ def stamp(task_status, input):
 
 
 def setup() -> None:
-    """Register the benchmark's task types (no queue limit) and delete their old tasks."""
+    """Register the benchmark's task types (no queue limit) and delete their old tasks.
+
+    Raises RuntimeError if tasks of other types are due: the benchmark's daemons would
+    run them, and they would distort every figure.
+    """
+    others = TaskInstance.objects.ready().exclude(type__identifier__in=BENCH_TYPES)
+    waiting = others.count()
+    if waiting:
+        raise RuntimeError(
+            f"{waiting} task(s) of other types wait in this database; the benchmark's daemons "
+            "would run them. Run the benchmark on a database of its own."
+        )
     for identifier, handler in BENCH_TYPES.items():
-        tracker.register_task_type(identifier, handler, max_queue_size=100_000_000)
+        tracker.register_task_type(
+            identifier, handler, max_queue_size=100_000_000, priority=PRIORITY
+        )
     reset()
 
 
-def reset() -> None:
-    """Delete every task of the benchmark's types."""
-    TaskInstance.objects.filter(type__identifier__in=BENCH_TYPES).delete()
+def reset(types=tuple(BENCH_TYPES)) -> None:
+    """Delete every task of the benchmark's ``types``, with their logs and responses.
+
+    Raw deletes: the ORM's cascade would load a million filler ids into Python first.
+    """
+    type_ids = list(TaskType.objects.filter(identifier__in=types).values_list("pk", flat=True))
+    if not type_ids:
+        return
+    marks = ", ".join(["%s"] * len(type_ids))
+    tasks = f"SELECT id FROM {_TASKS} WHERE type_id IN ({marks})"  # noqa: S608 (our own names)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for model in (LogRecord, Response):
+            table = model._meta.db_table
+            cursor.execute(f"DELETE FROM {table} WHERE instance_id IN ({tasks})", type_ids)  # noqa: S608
+        cursor.execute(f"DELETE FROM {_TASKS} WHERE type_id IN ({marks})", type_ids)  # noqa: S608
 
 
 def fill(count: int) -> None:
-    """Enqueue ``count`` no-op tasks with the bulk API."""
+    """Enqueue ``count`` measured no-op tasks with the bulk API, ``BATCH`` per call."""
     for start in range(0, count, BATCH):
-        tracker.enqueue_tasks("bench.noop", [(None, None)] * min(BATCH, count - start))
+        tracker.enqueue_tasks(MEASURED, [(None, None)] * min(BATCH, count - start))
+
+
+def fill_backlog(count: int) -> int:
+    """Make exactly ``count`` filler tasks wait (ACCEPTED, due, low priority); return rows added.
+
+    Tops up what is already waiting with one ``INSERT … SELECT`` of the missing rows; a
+    larger backlog than ``count`` is deleted and inserted again. Run ``settle()`` next.
+    """
+    filler = TaskType.objects.get(identifier=FILLER)
+    waiting = TaskInstance.objects.filter(type=filler, status=Status.ACCEPTED).count()
+    if waiting > count:
+        reset([FILLER])
+        waiting = 0
+    missing = count - waiting
+    if not missing:
+        return 0
+    vendor = connection.vendor
+    statement = _FILL.format(table=_TASKS, uuid=_NEW_UUID[vendor], series=_SERIES[vendor])
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    # Numbered after every filler row so far, so identifiers stay unique per type.
+    offset = TaskInstance.objects.filter(type=filler).count()
+    queue = TaskType.objects.get(identifier=MEASURED).queue
+    params = [filler.pk, offset, int(Status.ACCEPTED), FILLER_PRIORITY, queue, now, now, now]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if vendor == "postgresql":
+            # The trigram index of the search is two thirds of the insert's cost row by
+            # row; a pending list as large as the batch defers its merge to one bulk step,
+            # in the VACUUM of settle(), before anything is measured.
+            cursor.execute("SET LOCAL gin_pending_list_limit = '2GB'")
+        cursor.execute(statement, [*params, missing])
+    return missing
+
+
+def settle() -> None:
+    """Clear dead rows, merge pending index entries, refresh the planner's statistics.
+
+    Of the task and log tables; PostgreSQL: ``VACUUM (ANALYZE)``, SQLite: ``ANALYZE``.
+    """
+    tables = f"{_TASKS}, {LogRecord._meta.db_table}"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Outside a transaction (VACUUM cannot run in one): Django's autocommit.
+            cursor.execute("SET maintenance_work_mem = '256MB'")
+            cursor.execute(f"VACUUM (ANALYZE) {tables}")
+            cursor.execute("RESET maintenance_work_mem")
+        else:
+            cursor.execute("ANALYZE")
 
 
 def commits() -> int | None:
@@ -63,76 +196,137 @@ def commits() -> int | None:
         return cursor.fetchone()[0]
 
 
-def _manage() -> list[str]:
-    return [sys.executable, str(Path(django_settings.BASE_DIR) / "manage.py")]
-
-
-def _database_env() -> dict:
-    return {**os.environ, "DATABASE_URL": database_url()}
-
-
-def measure_enqueue(count: int) -> dict:
-    """Enqueue rates: ``count`` tasks one by one, and 10 × ``count`` in bulk batches."""
-    reset()
-    begin = time.perf_counter()
-    for _ in range(count):
-        tracker.enqueue_task("bench.noop")
-    single = count / (time.perf_counter() - begin)
-    reset()
-    begin = time.perf_counter()
-    fill(10 * count)
-    bulk = 10 * count / (time.perf_counter() - begin)
-    reset()
-    return {"one_by_one_per_s": single, "bulk_per_s": bulk}
-
-
-def measure_drain(count: int, concurrency: int, pool: str) -> dict:
-    """Wall time for one ``atpd --burst`` to run ``count`` queued no-op tasks."""
-    reset()
-    fill(count)
-    before = commits()
-    begin = time.perf_counter()
-    subprocess.run(
-        [*_manage(), "atpd", "--burst", "-n", str(concurrency), "--pool", pool, "-v", "0"],
-        env=_database_env(),
-        check=True,
+def _daemon(*args: str) -> subprocess.Popen:
+    """Start ``manage.py atpd`` on this database, in a session of its own (for killpg)."""
+    return subprocess.Popen(
+        [sys.executable, str(Path(django_settings.BASE_DIR) / "manage.py"), "atpd", "-v", "0"]
+        + list(args),
+        env={**os.environ, "DATABASE_URL": database_url()},
         stdout=subprocess.DEVNULL,
+        start_new_session=True,
     )
-    seconds = time.perf_counter() - begin
-    finished = TaskInstance.objects.filter(type__identifier="bench.noop", status=Status.FINISHED)
-    done = finished.count()
-    if done != count:
-        raise RuntimeError(f"drain finished {done} of {count} tasks")
+
+
+def _stop(daemon: subprocess.Popen) -> None:
+    """Warm-stop the daemon (SIGTERM to its process group); kill it if it hangs."""
+    if daemon.poll() is not None:
+        return
+    os.killpg(daemon.pid, signal.SIGTERM)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait()
+
+
+def _drain_run(count: int, concurrency: int, pool: str, *extra: str) -> dict:
+    """Run one daemon over the ``count`` waiting measured tasks; figures from their rows."""
+    before = commits()
+    launched = time.time()
+    daemon = _daemon("-n", str(concurrency), "--pool", pool, *extra)
+    try:
+        code = daemon.wait(timeout=120 + count / 5)  # a hung daemon fails the run
+    except subprocess.TimeoutExpired:
+        _stop(daemon)
+        raise RuntimeError(f"atpd {' '.join(extra)} did not finish {count} tasks in time") from None
+    exited = time.time()
+    if code != 0:
+        raise RuntimeError(f"atpd exited with status {code}")
     after = commits()
-    reset()
+    measured = TaskInstance.objects.filter(type__identifier=MEASURED)
+    finishes = sorted(measured.filter(status=Status.FINISHED).values_list("finished_at", flat=True))
+    if len(finishes) != count:
+        raise RuntimeError(f"the daemon finished {len(finishes)} of {count} tasks")
+    first_claim = min(measured.values_list("started_at", flat=True))
+    wall = finishes[-1].timestamp() - launched
     return {
         "tasks": count,
-        "seconds": seconds,
-        "per_s": count / seconds,
+        "wall_s": wall,
+        "wall_per_s": count / wall,
+        "steady_per_s": steady_rate([moment.timestamp() for moment in finishes]),
+        "startup_s": first_claim.timestamp() - launched,
+        "exit_s": exited - launched,
         "commits_per_task": None if before is None else (after - before) / count,
     }
 
 
+def steady_rate(finishes: list[float], warmup: float = WARMUP) -> float | None:
+    """Tasks per second after warm-up: (n − k) / (t_n − t_k), t sorted, k = ⌈warmup · n⌉ ≥ 1.
+
+    None when it cannot be told (fewer than 2 finishes, or all at one instant).
+    """
+    n = len(finishes)
+    k = max(1, math.ceil(warmup * n))
+    if n - k < 1 or finishes[-1] <= finishes[k - 1]:
+        return None
+    return (n - k) / (finishes[-1] - finishes[k - 1])
+
+
+def measure_enqueue(count: int) -> dict:
+    """Enqueue rates: ``count`` tasks one by one, and ``10 × count`` in bulk calls."""
+    reset([MEASURED])
+    begin = time.perf_counter()
+    for _ in range(count):
+        tracker.enqueue_task(MEASURED)
+    single = count / (time.perf_counter() - begin)
+    reset([MEASURED])
+    begin = time.perf_counter()
+    fill(10 * count)
+    bulk = 10 * count / (time.perf_counter() - begin)
+    reset([MEASURED])
+    return {
+        "one_by_one_tasks": count,
+        "one_by_one_per_s": single,
+        "bulk_tasks": 10 * count,
+        "bulk_per_s": bulk,
+    }
+
+
+def measure_drain(count: int, concurrency: int, pool: str) -> dict:
+    """One ``atpd --burst`` over ``count`` queued no-op tasks; see the module's figures."""
+    reset([MEASURED])
+    fill(count)
+    try:
+        return _drain_run(count, concurrency, pool, "--burst")
+    finally:
+        reset([MEASURED])
+
+
+def measure_backlog(count: int, backlog: int) -> dict:
+    """Drain ``count`` measured tasks in front of ``backlog`` waiting filler tasks (one run).
+
+    The filler is topped up to ``backlog`` (after the first run, normally nothing is
+    missing) and left in place for the next run; the caller deletes it (``reset``).
+    """
+    reset([MEASURED])
+    fill_backlog(backlog)
+    fill(count)
+    settle()
+    claimed = TaskInstance.objects.filter(type__identifier=FILLER).exclude(status=Status.ACCEPTED)
+    claimed_before = claimed.count()
+    pool, concurrency = BACKLOG_DAEMON
+    try:
+        figures = _drain_run(count, concurrency, pool, "--max-tasks", str(count))
+    finally:
+        reset([MEASURED])
+    return {**figures, "backlog": backlog, "filler_claimed": claimed.count() - claimed_before}
+
+
 def measure_latency(count: int, gap: float = 0.02) -> dict:
     """Idle daemon: enqueue one task every ``gap`` s; enqueue→handler-start percentiles (ms)."""
-    reset()
-    daemon = subprocess.Popen(
-        [*_manage(), "atpd", "-n", "2", "-v", "0"],
-        env=_database_env(),
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    reset([STAMP])
+    daemon = _daemon("-n", "2")
     try:
         deadline = time.monotonic() + 30
         while not Worker.objects.running().filter(pid=daemon.pid).exists():
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or daemon.poll() is not None:
                 raise RuntimeError("the daemon did not start")
             time.sleep(0.05)
         time.sleep(1.0)  # let it settle into its idle wait
         sent = {}
         for _ in range(count):
             moment = time.time()
-            sent[tracker.enqueue_task("bench.stamp")] = moment
+            sent[tracker.enqueue_task(STAMP)] = moment
             time.sleep(gap)
         deadline = time.monotonic() + 60
         stamped = TaskInstance.objects.filter(pk__in=sent, status=Status.FINISHED)
@@ -142,13 +336,12 @@ def measure_latency(count: int, gap: float = 0.02) -> dict:
             task.pk: float(bytes(task.response.data)) for task in stamped.select_related("response")
         }
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=30)
-    reset()
+        _stop(daemon)
+    reset([STAMP])
     latencies = sorted(1000 * (started[pk] - sent[pk]) for pk in started)
     if len(latencies) != count:
         raise RuntimeError(f"latency run finished {len(latencies)} of {count} tasks")
-    return {f"p{q}_ms": _percentile(latencies, q) for q in (50, 95, 99)}
+    return {"tasks": count, **{f"p{q}_ms": _percentile(latencies, q) for q in (50, 95, 99)}}
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -157,26 +350,150 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 def median_of(runs: list[dict]) -> dict:
-    """Field-wise median of several runs' figures."""
-    return {
-        key: statistics.median(run[key] for run in runs) if runs[0][key] is not None else None
-        for key in runs[0]
-    }
+    """Field-wise median of several runs' figures (None where no run has the figure)."""
+    medians = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs if run[key] is not None]
+        medians[key] = statistics.median(values) if values else None
+    return medians
 
 
-def run(tasks=2000, runs=3, concurrency=(1, 2, 4), pool="processes", latency_tasks=200, out=None):
-    """Run every section ``runs`` times; return (and write to ``out``) the medians."""
+def _backlog_section(count: int, backlogs, runs: int) -> dict:
+    """Each backlog size's medians, smallest first, with its ratio to the smallest's rate."""
+    sizes = sorted(set(backlogs))
+    results = {}
+    try:
+        # Growing sizes: the filler is only topped up, never re-inserted.
+        for size in sizes:
+            begin = time.perf_counter()
+            fill_backlog(size)
+            settle()
+            fill_seconds = time.perf_counter() - begin  # insert and VACUUM: a settled backlog
+            figures = median_of([measure_backlog(count, size) for _ in range(runs)])
+            results[str(size)] = {**figures, "fill_s": fill_seconds}
+    finally:
+        cleanup = remove_filler()
+    base = results[str(sizes[0])]["steady_per_s"]
+    for figures in results.values():
+        rate = figures["steady_per_s"]
+        figures["ratio"] = rate / base if rate and base else None
+    pool, concurrency = BACKLOG_DAEMON
+    return {"daemon": f"{pool} -n {concurrency}", "by_backlog": results, "cleanup_s": cleanup}
+
+
+def remove_filler(patience: float = 120.0) -> float:
+    """Delete the backlog's filler tasks, whatever happened before; return the seconds taken.
+
+    A million claimable tasks left behind would be run by the next daemon on this database,
+    so a lost connection (the database restarting) is retried for ``patience`` seconds.
+    """
+    begin = time.perf_counter()
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            reset([FILLER])
+            settle()
+            return time.perf_counter() - begin
+        except CONNECTION_ERRORS:
+            if time.monotonic() > deadline:
+                raise
+            drop_all()  # the next query opens a new connection
+            time.sleep(1)
+
+
+def run(
+    tasks=5000,
+    runs=3,
+    drain=DRAIN_VARIANTS,
+    latency_tasks=200,
+    backlog=None,
+    backlog_tasks=2000,
+    sections=SECTIONS,
+    out=None,
+) -> dict:
+    """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
+
+    ``drain`` lists ``(pool, concurrency)`` variants; ``backlog`` the backlog sizes
+    (default ``BACKLOGS``). See the module docstring for every figure.
+    """
+    begin = time.perf_counter()
     setup()
-    report = {
-        "database": connection.vendor,
-        "runs": runs,
-        "enqueue": median_of([measure_enqueue(max(1, tasks // 2)) for _ in range(runs)]),
-        "drain": {
+    report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
+    if "enqueue" in sections:
+        report["enqueue"] = median_of([measure_enqueue(max(1, tasks // 5)) for _ in range(runs)])
+    if "drain" in sections:
+        report["drain"] = {
             f"{pool} -n {n}": median_of([measure_drain(tasks, n, pool) for _ in range(runs)])
-            for n in concurrency
-        },
-        "latency": median_of([measure_latency(latency_tasks) for _ in range(runs)]),
-    }
+            for pool, n in drain
+        }
+    if "latency" in sections:
+        report["latency"] = median_of([measure_latency(latency_tasks) for _ in range(runs)])
+    if "backlog" in sections:
+        if connection.vendor in _SERIES:
+            report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
+        else:
+            report["backlog"] = {"skipped": f"no filler insert for {connection.vendor}"}
+    report["seconds"] = time.perf_counter() - begin
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2))
     return report
+
+
+#: What each figure of the table means (printed under it by ``manage.py atp_bench``).
+LEGEND = """\
+wall rate    tasks / (launch of atpd -> last finished_at): the issue's figure, start-up included
+steady rate  (tasks - k) / (k-th -> last finished_at), k = first 5 % of finishes: warm daemon
+wall time    launch of atpd -> last finished_at; start-up: launch -> first task claimed
+commits      pg_stat_database.xact_commit during the run / tasks (n/a on SQLite)
+backlog      measured tasks drained while that many lower-priority tasks wait in the queue;
+             ratio: steady rate / steady rate with the smallest backlog (target within 10 %)"""
+
+
+def table(report: dict) -> list[tuple[str, str, str, str, str]]:
+    """The report as rows of (section, variant, figure, value, unit), for printing."""
+    rows = []
+
+    def add(section, variant, figure, value, unit, digits=0):
+        text = "n/a" if value is None else f"{value:,.{digits}f}"
+        rows.append((section, variant, figure, text, unit))
+
+    def drain_rows(section, variant, figures):
+        add(section, variant, "wall rate", figures["wall_per_s"], "tasks/s")
+        add(section, variant, "steady rate", figures["steady_per_s"], "tasks/s")
+        add(section, variant, "wall time", figures["wall_s"], "s", 2)
+        add(section, variant, "start-up", figures["startup_s"], "s", 2)
+        add(section, variant, "commits", figures["commits_per_task"], "per task", 2)
+
+    if "enqueue" in report:
+        enqueue = report["enqueue"]
+        add(
+            "enqueue",
+            f"one by one, {enqueue['one_by_one_tasks']:,} tasks",
+            "rate",
+            enqueue["one_by_one_per_s"],
+            "tasks/s",
+        )
+        add(
+            "enqueue",
+            f"bulk, {BATCH:,} per call, {enqueue['bulk_tasks']:,} tasks",
+            "rate",
+            enqueue["bulk_per_s"],
+            "tasks/s",
+        )
+    for name, figures in report.get("drain", {}).items():
+        drain_rows("drain", f"{name}, {figures['tasks']:,} tasks", figures)
+    if "latency" in report:
+        latency = report["latency"]
+        variant = f"idle -n 2, {latency['tasks']:,} tasks 20 ms apart"
+        for q in (50, 95, 99):
+            add("latency", variant, f"p{q} enqueue->start", latency[f"p{q}_ms"], "ms", 1)
+    backlog = report.get("backlog", {})
+    if "skipped" in backlog:
+        rows.append(("backlog", "skipped", backlog["skipped"], "", ""))
+    for size, figures in backlog.get("by_backlog", {}).items():
+        variant = f"{int(size):,} waiting, {figures['tasks']:,} tasks, {backlog['daemon']}"
+        drain_rows("backlog", variant, figures)
+        add("backlog", variant, "ratio", figures["ratio"], "x", 2)
+        add("backlog", variant, "filler claimed", figures["filler_claimed"], "tasks")
+    return rows

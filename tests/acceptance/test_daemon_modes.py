@@ -1,5 +1,7 @@
 """atpd's other modes and tools: thread pool, soft limits, NOTIFY wake-up, atp_cleanup, outages."""
 
+import io
+import json
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from atp import tracker
-from atp.models import Status, TaskInstance, Worker
+from atp.models import LogRecord, Status, TaskInstance, Worker
 from tests.acceptance.conftest import REPO, database_url, wait_until
 from tests.factories import TaskInstanceFactory, TaskTypeFactory, WorkerFactory
 
@@ -138,8 +140,42 @@ def test_the_benchmark_drains_and_counts_real_tasks():
 
     bench.setup()
     figures = bench.measure_drain(20, 1, "processes")
-    assert figures["tasks"] == 20 and figures["per_s"] > 0
+    assert figures["tasks"] == 20
+    assert 0 < figures["startup_s"] < figures["wall_s"] <= figures["exit_s"]
+    assert figures["wall_per_s"] > 0 and figures["steady_per_s"] > 0
     assert not TaskInstance.objects.filter(type__identifier__startswith="bench.").exists()
+
+
+def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
+    """A tiny full run: every section's figures are there and positive; nothing is left."""
+    out = tmp_path / "bench.json"
+    call_command(
+        "atp_bench",
+        *("--tasks", "20", "--runs", "1", "--latency-tasks", "5", "--json", str(out)),
+        *("--drain", "processes:1,threads:2", "--backlog", "10,50", "--backlog-tasks", "20"),
+        stdout=io.StringIO(),
+    )
+    report = json.loads(out.read_text())
+    assert set(report) >= {"enqueue", "drain", "latency", "backlog"}
+    on_postgres = report["database"] == "postgresql"
+    backlog = report["backlog"]["by_backlog"]
+    assert list(report["drain"]) == ["processes -n 1", "threads -n 2"]
+    assert list(backlog) == ["10", "50"]
+    for figures in [*report["drain"].values(), *backlog.values()]:
+        assert figures["tasks"] == 20
+        for key in ("wall_s", "wall_per_s", "steady_per_s", "startup_s", "exit_s"):
+            assert figures[key] > 0, key
+        if on_postgres:
+            assert figures["commits_per_task"] > 0
+        else:
+            assert figures["commits_per_task"] is None
+    assert all(
+        figures["filler_claimed"] == 0 and figures["ratio"] > 0 for figures in backlog.values()
+    )
+    assert all(value > 0 for value in report["enqueue"].values())
+    assert 0 < report["latency"]["p50_ms"] <= report["latency"]["p99_ms"]
+    assert not TaskInstance.objects.filter(type__identifier__startswith="bench.").exists()
+    assert not LogRecord.objects.exists()
 
 
 @pytest.mark.postgres

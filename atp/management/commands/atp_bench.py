@@ -1,22 +1,75 @@
 """``manage.py atp_bench``: measure ATP on the configured database and print a table."""
 
+import argparse
+
 from django.core.management.base import BaseCommand
 
 from atp import bench
+from atp.daemon import POOLS
+
+
+def int_list(text):
+    """argparse type: comma-separated integers ≥ 1, for example ``1000,1000000``."""
+    values = [int(item) for item in text.split(",") if item.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def drain_variants(text):
+    """argparse type: comma-separated ``pool:n``, for example ``processes:2,threads:4``."""
+    variants = []
+    for item in text.split(","):
+        pool, _, n = item.strip().partition(":")
+        if pool not in POOLS or not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"expected pool:n (pool one of {sorted(POOLS)})")
+        variants.append((pool, int(n)))
+    return variants
+
+
+def section_list(text):
+    """argparse type: comma-separated sections of ``bench.SECTIONS``."""
+    sections = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = set(sections) - set(bench.SECTIONS)
+    if not sections or unknown:
+        raise argparse.ArgumentTypeError(f"sections are {', '.join(bench.SECTIONS)}")
+    return sections
 
 
 class Command(BaseCommand):
     """The ``manage.py atp_bench`` command (see ``help``)."""
 
-    help = "Benchmark enqueue rates, atpd drain throughput and idle enqueue-to-start latency."
+    help = (
+        "Benchmark enqueue rates, atpd drain throughput, idle enqueue-to-start latency and "
+        "drain rate against a large backlog, on the configured database (use one of its own)."
+    )
 
     def add_arguments(self, parser):
         """Declare the command's options."""
-        parser.add_argument("--tasks", type=int, default=2000, help="Tasks per drain run.")
+        parser.add_argument(
+            "--sections",
+            type=section_list,
+            default=list(bench.SECTIONS),
+            help="Comma-separated: enqueue,drain,latency,backlog (default all).",
+        )
+        parser.add_argument("--tasks", type=int, default=5000, help="Tasks per drain run.")
         parser.add_argument("--runs", type=int, default=3, help="Runs per figure (median).")
-        parser.add_argument("--concurrency", default="1,2,4", help="Drain with these -n.")
-        parser.add_argument("--pool", choices=["processes", "threads"], default="processes")
-        parser.add_argument("--latency-tasks", type=int, default=200)
+        parser.add_argument(
+            "--drain",
+            type=drain_variants,
+            default=list(bench.DRAIN_VARIANTS),
+            help="Daemons to drain with, as pool:n "
+            "(default processes:1,processes:2,processes:4,threads:4).",
+        )
+        parser.add_argument("--latency-tasks", type=int, default=200, help="Tasks per latency run.")
+        parser.add_argument(
+            "--backlog",
+            type=int_list,
+            help="Waiting filler tasks to drain in front of (default 1000,1000000).",
+        )
+        parser.add_argument(
+            "--backlog-tasks", type=int, default=2000, help="Measured tasks per backlog run."
+        )
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
     def handle(self, *args, **opts):
@@ -24,26 +77,22 @@ class Command(BaseCommand):
         report = bench.run(
             tasks=opts["tasks"],
             runs=opts["runs"],
-            concurrency=[int(n) for n in opts["concurrency"].split(",")],
-            pool=opts["pool"],
+            drain=opts["drain"],
             latency_tasks=opts["latency_tasks"],
+            backlog=opts["backlog"],
+            backlog_tasks=opts["backlog_tasks"],
+            sections=opts["sections"],
             out=opts["json"],
         )
+        rows = [("section", "variant", "figure", "value", "unit"), *bench.table(report)]
+        widths = [max(len(row[column]) for row in rows) for column in range(5)]
         write = self.stdout.write
         write(f"ATP benchmark on {report['database']}, medians of {report['runs']} runs")
-        enqueue = report["enqueue"]
-        write(f"  enqueue one by one   {enqueue['one_by_one_per_s']:10.0f} tasks/s")
-        write(f"  enqueue bulk         {enqueue['bulk_per_s']:10.0f} tasks/s")
-        for name, drain in report["drain"].items():
-            commits = drain["commits_per_task"]
-            extra = f"   {commits:.2f} commits/task" if commits is not None else ""
-            write(
-                f"  drain {name:<14} {drain['per_s']:10.0f} tasks/s "
-                f"({drain['tasks']} in {drain['seconds']:.2f} s){extra}"
-            )
-        latency = report["latency"]
-        write(
-            f"  idle latency         p50 {latency['p50_ms']:.1f} ms  "
-            f"p95 {latency['p95_ms']:.1f} ms  p99 {latency['p99_ms']:.1f} ms"
-        )
-        write(f"JSON written to {opts['json']}")
+        for row in rows:
+            cells = [
+                text.rjust(width) if column == 3 else text.ljust(width)
+                for column, (text, width) in enumerate(zip(row, widths, strict=True))
+            ]
+            write("  ".join(cells).rstrip())
+        write(bench.LEGEND)
+        write(f"{report['seconds']:.0f} s in all; JSON written to {opts['json']}")
