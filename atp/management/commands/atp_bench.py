@@ -68,7 +68,7 @@ class Command(BaseCommand):
             help="Waiting filler tasks to drain in front of (default 1000,1000000).",
         )
         parser.add_argument(
-            "--backlog-tasks", type=int, default=2000, help="Measured tasks per backlog run."
+            "--backlog-tasks", type=int, default=5000, help="Measured tasks per backlog run."
         )
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
