@@ -38,7 +38,8 @@ backlog
     at the end (``fill_s``: insert and first VACUUM of each size; ``cleanup_s``: the final
     delete). Before each run ``VACUUM (ANALYZE)`` and a ``CHECKPOINT`` (``ANALYZE`` on
     SQLite, where ``VACUUM`` rewrites the whole file) clear the previous run's dead rows and
-    dirty pages, so every run starts from the same state. Other databases than PostgreSQL and SQLite skip the section.
+    dirty pages, so every run starts from the same state. Other databases than PostgreSQL
+    and SQLite skip the section.
 """
 
 import json

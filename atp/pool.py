@@ -65,6 +65,7 @@ class Slot:
     thread: threading.Thread | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     abandoned: bool = False
+    broken: bool = False  # a send to its child failed: the child died; collect replaces it
 
     @property
     def attempt(self) -> Attempt | None:
@@ -186,6 +187,7 @@ class ProcessPool(_SlotPool):
         results.setblocking(False)
         slot.process, slot.pipe, slot.results, slot.received = process, ours, results, bytearray()
         slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
+        slot.broken = False
         return slot
 
     def submit(self, attempt: Attempt) -> None:
@@ -205,13 +207,14 @@ class ProcessPool(_SlotPool):
         What one child gets goes in one message: a list of pickled attempts.
         """
         depth = self.depth
-        batches: dict[int, list[bytes]] = {}
+        batches: dict[int, list[tuple[Attempt, bytes]]] = {}
         while self.waiting:
             attempt, data = self.waiting[0]
             open_slots = [
                 slot
                 for slot in self.slots
                 if not slot.kill_reason
+                and not slot.broken
                 and (
                     not slot.queue
                     or (len(slot.queue) < depth and sum(slot.sizes) + len(data) <= PIPE_BUDGET)
@@ -225,10 +228,25 @@ class ProcessPool(_SlotPool):
                 slot.started = time.monotonic()
             slot.queue.append(attempt)
             slot.sizes.append(len(data))
-            batches.setdefault(id(slot), []).append(data)
+            batches.setdefault(id(slot), []).append((attempt, data))
         for slot in self.slots:
             if id(slot) in batches:
-                slot.pipe.send(batches[id(slot)])
+                self._send(slot, batches[id(slot)])
+
+    def _send(self, slot: Slot, batch: list) -> None:
+        """Send ``batch`` (already queued on ``slot``) to the slot's child.
+
+        A child that died since the last ``collect`` cannot take it: the batch goes back to
+        the front of the waiting line, untouched, rather than be blamed on the dead child.
+        """
+        try:
+            slot.pipe.send([data for _, data in batch])
+        except OSError:  # BrokenPipeError, ConnectionResetError: the child is gone
+            for _ in batch:
+                slot.queue.pop()
+                slot.sizes.pop()
+            self.waiting.extendleft(reversed(batch))
+            slot.broken = True
 
     def wait_handles(self) -> list:
         """What to pass to ``multiprocessing.connection.wait``: result sockets, death sentinels."""

@@ -179,3 +179,18 @@ def test_thread_pool_withdraw_returns_unstarted_attempts(thread_pool):
     reports = collect_until(thread_pool, 2)
     assert sorted(report.attempt.task_id for report in reports) == [1, 2]
     assert not thread_pool.busy()
+
+
+def test_an_attempt_sent_to_a_child_that_just_died_waits_for_its_replacement(process_pool):
+    """The child dies between two collects: the send fails, the attempt is not blamed."""
+    import os
+    import signal
+
+    child = process_pool.slots[0].process
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()  # dead, but the pool has not noticed (no collect yet)
+    process_pool.submit(attempt(1))
+    assert process_pool.slots[0].broken and list(process_pool.waiting)[0][0].task_id == 1
+    [report] = collect_until(process_pool, 1)
+    assert isinstance(report, Finished) and report.attempt.task_id == 1
+    assert process_pool.slots[0].process is not child
