@@ -102,28 +102,37 @@ def task_fields(task, moment: datetime, **extra) -> dict:
 
     ``task`` is a TaskInstance with its type loaded; ``moment`` the transition's time.
     """
-    fields = {
-        "uuid": str(task.uuid),
+    return {"uuid": str(task.uuid), **stamp_fields(moment), **extra}
+
+
+def stamp_fields(moment: datetime) -> dict:
+    """The fields every event sent from this process at ``moment`` shares (all but the uuid)."""
+    return {
         "timestamp": moment.timestamp(),
         "hostname": node_name(),
         "pid": os.getpid(),
         "utcoffset": utcoffset(),
     }
-    fields.update(extra)
-    return fields
 
 
 def call_fields(task) -> dict:
     """Fields describing the call itself, sent with ``task-sent`` and ``task-received``."""
-    args, kwargs = call_signature(task.input)
+    return call_fields_of(
+        task.type.identifier, task.input, task.retries, task.run_after, task.expires, task.queue
+    )
+
+
+def call_fields_of(name, task_input, retries, run_after, expires, queue) -> dict:
+    """``call_fields`` from plain values, for callers that hold no TaskInstance."""
+    args, kwargs = call_signature(task_input)
     return {
-        "name": task.type.identifier,
+        "name": name,
         "args": args,
         "kwargs": kwargs,
-        "retries": task.retries,
-        "eta": task.run_after.isoformat() if task.run_after else None,
-        "expires": task.expires.isoformat() if task.expires else None,
-        "queue": task.queue,
+        "retries": retries,
+        "eta": run_after.isoformat() if run_after else None,
+        "expires": expires.isoformat() if expires else None,
+        "queue": queue,
     }
 
 

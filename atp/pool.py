@@ -128,6 +128,10 @@ class _SlotPool:
         """How many more attempts the pool takes now (its slots, plus prefetch)."""
         return max(0, self.size * self.depth - self.held)
 
+    def submit(self, attempt: Attempt) -> None:
+        """Take one attempt (see the pool's ``submit_many``)."""
+        self.submit_many([attempt])
+
     def hungry(self) -> bool:
         """Whether the pool runs low: a slot is (about to be) idle, or half its room is free."""
         return self.held < self.size or 2 * self.free() >= self.size * self.depth
@@ -189,10 +193,6 @@ class ProcessPool(_SlotPool):
         slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
         slot.broken = False
         return slot
-
-    def submit(self, attempt: Attempt) -> None:
-        """Take one attempt (see ``submit_many``)."""
-        self.submit_many([attempt])
 
     def submit_many(self, attempts) -> None:
         """Take attempts: each goes to a child at once if one has room, else waits here."""
@@ -448,10 +448,6 @@ class ThreadPool(_SlotPool):
             os.write(self._wake_writer, b"x")
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already
-
-    def submit(self, attempt: Attempt) -> None:
-        """Put an attempt in the threads' shared queue."""
-        self.submit_many([attempt])
 
     def submit_many(self, attempts) -> None:
         """Put attempts in the threads' shared queue, in order."""

@@ -10,7 +10,6 @@ the ORM path, so every rule keeps exactly one implementation that decides it.
 """
 
 import json
-import os
 from datetime import datetime
 
 from django.db import connection
@@ -111,23 +110,16 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     rows = [row[:-1] for row in rows if row[0] is not None]
     rows.sort(key=lambda row: (-row[6], row[7], row[0]))  # claim order: priority, run_after, id
     lineage = _lineages(rows)
-    stamp = _stamp(now)
+    stamp = events.stamp_fields(now)
     records = []
     attempts = []
     for (task_id, uuid, identifier, data, number, retries, _, run_after, expires, queue,
          _, type_name, handler, soft, hard, timeout) in rows:  # fmt: skip
         data = json.loads(data) if isinstance(data, str) else data
-        args, kwargs = events.call_signature(data)
         received = {
             "uuid": str(uuid),
             **stamp,
-            "name": type_name,
-            "args": args,
-            "kwargs": kwargs,
-            "retries": retries,
-            "eta": run_after.isoformat() if run_after else None,
-            "expires": expires.isoformat() if expires else None,
-            "queue": queue,
+            **events.call_fields_of(type_name, data, retries, run_after, expires, queue),
             **lineage.get(task_id, {"root_id": str(uuid), "parent_id": None}),
             "server_id": server_id,
         }
@@ -158,7 +150,7 @@ def finish(successes, now: datetime) -> dict[int, str]:
     with connection.cursor() as cursor:
         cursor.execute(FINISH, params)
         rows = cursor.fetchall()
-    stamp = _stamp(now)
+    stamp = events.stamp_fields(now)
     records = []
     for task_id, uuid, started_at in rows:
         runtime = None if started_at is None else max(0.0, (now - started_at).total_seconds())
@@ -201,16 +193,6 @@ def insert_log(records) -> None:
                 )
             ]
         )
-
-
-def _stamp(now: datetime) -> dict:
-    """The fields every event of this batch shares (``events.task_fields`` minus the uuid)."""
-    return {
-        "timestamp": now.timestamp(),
-        "hostname": events.node_name(),
-        "pid": os.getpid(),
-        "utcoffset": events.utcoffset(),
-    }
 
 
 def _lineages(rows) -> dict[int, dict]:
