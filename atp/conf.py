@@ -29,7 +29,7 @@ class Defaults:
     #: Default number of handler slots per daemon; None = the CPU count.
     CONCURRENCY: int | None = None
     #: Most attempts one pool slot holds while handlers are short: the running one plus
-    #: those claimed ahead (see atp.pool). 1 turns prefetching off.
+    #: those claimed ahead (see atp.daemon.pool). 1 turns prefetching off.
     PREFETCH: int = 32
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = 500

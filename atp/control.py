@@ -18,7 +18,7 @@ from atp import tracker, validation
 from atp.exceptions import InvalidInput, TaskNotFound
 from atp.models import TERMINAL, Status, TaskInstance, TaskType
 from atp.query import OUTCOME_EVENTS, task_lookup
-from atp.states import state_name
+from atp.query.states import state_name
 
 #: Polling of ``get_result``/``apply``: first delay, growth factor and cap, in seconds.
 POLL_FIRST, POLL_FACTOR, POLL_MAX = 0.05, 1.5, 0.5

@@ -4,9 +4,10 @@ import traceback as traceback_module
 
 from django.db.models import Q
 
-from atp import retries, subtasks, tracker
+from atp import tracker
 from atp.exceptions import Retry
 from atp.models import Status, TaskInstance
+from atp.tracker import retries, subtasks
 
 
 class TaskStatus:

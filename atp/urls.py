@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from atp import api
+from atp.http import views as api
 
 app_name = "atp"
 

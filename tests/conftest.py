@@ -6,7 +6,7 @@ from django.conf import settings
 from atp import tracker
 
 # The admin tests' users and clients (superuser, view-only staff, anonymous).
-pytest_plugins = ["tests.admin_fixtures"]
+pytest_plugins = ["tests.support.admin_fixtures"]
 
 ON_POSTGRES = "postgresql" in settings.DATABASES["default"]["ENGINE"]
 
@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def task_type(db):
     """A registered task type whose handler does nothing."""
-    return tracker.register_task_type("test.noop", "tests.handlers.noop")
+    return tracker.register_task_type("test.noop", "tests.support.handlers.noop")
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from atp import events, ratelimit, sql, validation
+from atp import events, sql, validation
 from atp.exceptions import QueueEmpty
 from atp.models import LogRecord, Status, TaskInstance
-from atp.tracker import batch_sql
+from atp.tracker import batch_sql, ratelimit
 from atp.tracker.core import Attempt, _attempt_of, _ended, _lineage, _log
 
 logger = logging.getLogger("atp.tracker")
@@ -22,7 +22,7 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
     the rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent daemons claim
     different tasks without waiting on each other; on SQLite the write transaction is
     serialised. Expired tasks met on the way are revoked instead of claimed. A type with a
-    ``rate_limit`` is claimed at most that often across all daemons (``atp.ratelimit``);
+    ``rate_limit`` is claimed at most that often across all daemons (``atp.tracker.ratelimit``);
     its tasks wait while its window is full. Raises QueueEmpty when no task is due.
     """
     tasks = _take(server_id, message, limit, queues, start=False)

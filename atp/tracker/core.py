@@ -194,11 +194,11 @@ def _check_owner(task, attempt, server_id) -> None:
 def _ended(task: TaskInstance) -> None:
     """The one hook every terminal transition calls, inside its transaction.
 
-    A subtask's end is counted into its parent here (``atp.subtasks``), so the count
+    A subtask's end is counted into its parent here (``atp.tracker.subtasks``), so the count
     commits with the status, exactly once.
     """
     if task.parent_id is not None:
-        from atp import subtasks  # atp.subtasks imports this module
+        from atp.tracker import subtasks  # atp.tracker.subtasks imports this module
 
         subtasks.subtask_ended(task)
 

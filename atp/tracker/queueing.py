@@ -61,7 +61,7 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
     ``enqueue_task`` apply to all. The queue limit is checked once for the whole batch,
     atomically with the insert: either every task is enqueued or none (QueueFull,
     DuplicateTask, InvalidInput). ``check_limit=False`` skips the limit (used for the
-    subtasks of an admitted parent, see ``atp.subtasks``).
+    subtasks of an admitted parent, see ``atp.tracker.subtasks``).
     """
     task_type = _enqueue_type(type)
     where = f"tasks of type {task_type.identifier}"

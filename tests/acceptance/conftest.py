@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import OperationalError, connection
 
-from atp.db import database_url
+from atp.daemon.db import database_url
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -83,8 +83,10 @@ def test_operator_reenqueues_a_failed_task_and_atpd_runs_it(
     from selenium.webdriver.common.by import By
 
     User.objects.create_superuser("operator", "op@example.org", "s3cret-pass")
-    tracker.register_task_type("reports.render", "tests.browser_handlers.flaky", maxrestart=0)
-    tracker.register_task_type("reports.echo", "tests.handlers.echo")
+    tracker.register_task_type(
+        "reports.render", "tests.support.browser_handlers.flaky", maxrestart=0
+    )
+    tracker.register_task_type("reports.echo", "tests.support.handlers.echo")
     outage = tmp_path / "outage"
     outage.touch()
     for n in range(1, 4):

@@ -46,7 +46,7 @@ def assert_attempts_never_overlap(attempts, killed_at=None):
 def test_thousand_tasks_on_three_daemons_survive_one_killed(daemons, tmp_path):
     log_path = tmp_path / "attempts.jsonl"
     tracker.register_task_type(
-        "acc.record", "tests.handlers.record_attempt", max_queue_size=5000, maxrestart=3
+        "acc.record", "tests.support.handlers.record_attempt", max_queue_size=5000, maxrestart=3
     )
     for n in range(1000):
         tracker.enqueue_task("acc.record", f"t{n}", {"log": str(log_path), "seconds": 0.01})
@@ -90,7 +90,7 @@ def process_gone(pid) -> bool:
 @pytest.mark.postgres
 def test_handlers_die_with_their_killed_daemon_and_their_task_is_rerun(daemons, tmp_path):
     log_path = tmp_path / "attempts.jsonl"
-    tracker.register_task_type("acc.record", "tests.handlers.record_attempt")
+    tracker.register_task_type("acc.record", "tests.support.handlers.record_attempt")
     task_id = tracker.enqueue_task("acc.record", "long", {"log": str(log_path), "seconds": 30})
     victim = daemons.start("-n", "1")
     wait_until(lambda: log_path.exists() and log_path.read_text(), what="the handler to start")
@@ -100,7 +100,7 @@ def test_handlers_die_with_their_killed_daemon_and_their_task_is_rerun(daemons, 
     wait_until(lambda: process_gone(child_pid), timeout=10, what="the orphaned handler to die")
 
     log_path.write_text("")
-    tracker.register_task_type("acc.record", "tests.handlers.record_attempt")
+    tracker.register_task_type("acc.record", "tests.support.handlers.record_attempt")
     TaskInstance.objects.filter(pk=task_id).update(input={"log": str(log_path), "seconds": 0})
     rescuer = daemons.start("-n", "1")
     wait_until(
@@ -116,7 +116,7 @@ def test_handlers_die_with_their_killed_daemon_and_their_task_is_rerun(daemons, 
 
 
 def test_a_hanging_handler_is_killed_at_its_timeout_and_fails_after_maxrestart(daemons):
-    tracker.register_task_type("acc.hang", "tests.handlers.sleep", timeout=1, maxrestart=1)
+    tracker.register_task_type("acc.hang", "tests.support.handlers.sleep", timeout=1, maxrestart=1)
     task_id = tracker.enqueue_task("acc.hang", "forever", {"seconds": 120})
     proc = daemons.start("--burst", "-n", "1")
     assert proc.wait(timeout=60) == 0, daemons.output(proc)
@@ -128,11 +128,11 @@ def test_a_hanging_handler_is_killed_at_its_timeout_and_fails_after_maxrestart(d
 
 
 def test_crashing_handlers_do_not_stop_the_daemon(daemons):
-    tracker.register_task_type("acc.exit", "tests.handlers.exit_hard", maxrestart=0)
-    tracker.register_task_type("acc.segv", "tests.handlers.segfault", maxrestart=1)
-    tracker.register_task_type("acc.oom", "tests.handlers.oom_killed", maxrestart=0)
-    tracker.register_task_type("acc.raise", "tests.handlers.fail")
-    tracker.register_task_type("acc.noop", "tests.handlers.noop")
+    tracker.register_task_type("acc.exit", "tests.support.handlers.exit_hard", maxrestart=0)
+    tracker.register_task_type("acc.segv", "tests.support.handlers.segfault", maxrestart=1)
+    tracker.register_task_type("acc.oom", "tests.support.handlers.oom_killed", maxrestart=0)
+    tracker.register_task_type("acc.raise", "tests.support.handlers.fail")
+    tracker.register_task_type("acc.noop", "tests.support.handlers.noop")
     exit_id = tracker.enqueue_task("acc.exit", "exit")
     segv_id = tracker.enqueue_task("acc.segv", "segv")
     oom_id = tracker.enqueue_task("acc.oom", "oom")
@@ -164,7 +164,7 @@ def test_crashing_handlers_do_not_stop_the_daemon(daemons):
 
 
 def test_sigterm_lets_running_handlers_finish_and_exits_zero(daemons):
-    tracker.register_task_type("acc.sleep", "tests.handlers.sleep")
+    tracker.register_task_type("acc.sleep", "tests.support.handlers.sleep")
     ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(4)]
     proc = daemons.start("-n", "2")
     wait_until(lambda: count(Status.RUNNING) == 2, what="two running handlers")
@@ -180,7 +180,7 @@ def test_sigterm_lets_running_handlers_finish_and_exits_zero(daemons):
 
 
 def test_second_signal_kills_handlers_and_requeues_their_tasks(daemons):
-    tracker.register_task_type("acc.sleep", "tests.handlers.sleep")
+    tracker.register_task_type("acc.sleep", "tests.support.handlers.sleep")
     ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 60}) for n in range(2)]
     proc = daemons.start("-n", "2")
     wait_until(lambda: count(Status.RUNNING) == 2, what="two running handlers")
@@ -204,7 +204,7 @@ def test_a_paused_daemon_cannot_overwrite_the_attempt_that_replaced_it(daemons, 
     the woken daemon's write of that stale outcome must be refused.
     """
     log_path = tmp_path / "attempts.jsonl"
-    tracker.register_task_type("acc.record", "tests.handlers.record_attempt", maxrestart=3)
+    tracker.register_task_type("acc.record", "tests.support.handlers.record_attempt", maxrestart=3)
     task_id = tracker.enqueue_task("acc.record", "slow", {"log": str(log_path), "seconds": 4})
     frozen = daemons.start("-n", "1")
     wait_until(lambda: count(Status.RUNNING) == 1, what="the task to run")
@@ -240,7 +240,7 @@ def test_cold_stop_with_prefetched_tasks_leaves_none_claimed(daemons):
     Every 100th handler sleeps a minute: the short ones queued behind it in its child are
     still there when the stop comes (the warm stop waits for them, the cold one must not).
     """
-    tracker.register_task_type("acc.short", "tests.handlers.sleep", max_queue_size=5000)
+    tracker.register_task_type("acc.short", "tests.support.handlers.sleep", max_queue_size=5000)
     items = [(f"s{n}", {"seconds": 60 if n % 100 == 50 else 0}) for n in range(1500)]
     tracker.enqueue_tasks("acc.short", items)
     proc = daemons.start("-n", "2")

@@ -16,7 +16,7 @@ from django.utils import timezone
 from atp import tracker
 from atp.models import LogRecord, Status, TaskInstance, Worker
 from tests.acceptance.conftest import REPO, database_url, wait_until
-from tests.factories import TaskInstanceFactory, TaskTypeFactory, WorkerFactory
+from tests.support.factories import TaskInstanceFactory, TaskTypeFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,8 +26,8 @@ def statuses(ids) -> set:
 
 
 def test_thread_pool_runs_handlers_and_records_failures(daemons):
-    tracker.register_task_type("acc.echo", "tests.handlers.echo")
-    tracker.register_task_type("acc.raise", "tests.handlers.fail")
+    tracker.register_task_type("acc.echo", "tests.support.handlers.echo")
+    tracker.register_task_type("acc.raise", "tests.support.handlers.fail")
     ok = [tracker.enqueue_task("acc.echo", f"e{n}", {"n": n}) for n in range(10)]
     bad = tracker.enqueue_task("acc.raise", "bad")
     proc = daemons.start("--burst", "--pool", "threads", "-n", "4")
@@ -39,7 +39,7 @@ def test_thread_pool_runs_handlers_and_records_failures(daemons):
 
 def test_soft_time_limit_raises_inside_the_handler(daemons):
     tracker.register_task_type(
-        "acc.soft", "tests.handlers.soft_limited", soft_time_limit=0.5, timeout=60
+        "acc.soft", "tests.support.handlers.soft_limited", soft_time_limit=0.5, timeout=60
     )
     task_id = tracker.enqueue_task("acc.soft", "soft")
     proc = daemons.start("--burst", "-n", "1")
@@ -53,7 +53,7 @@ def test_soft_time_limit_raises_inside_the_handler(daemons):
 @pytest.mark.postgres
 def test_an_idle_daemon_is_woken_by_notify_not_by_polling(daemons):
     """With a 60 s poll interval, only LISTEN/NOTIFY can start the task within the wait."""
-    tracker.register_task_type("acc.noop", "tests.handlers.noop")
+    tracker.register_task_type("acc.noop", "tests.support.handlers.noop")
     proc = daemons.start("-n", "1", "--poll-interval", "60")
     wait_until(lambda: "atpd started" in daemons.output(proc), what="the daemon to start")
     time.sleep(1)  # let it reach its idle wait (it polled once at start)
@@ -97,7 +97,7 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
 
 @pytest.mark.postgres
 def test_the_daemon_survives_a_postgresql_restart(daemons):
-    tracker.register_task_type("acc.sleep", "tests.handlers.sleep", max_queue_size=1000)
+    tracker.register_task_type("acc.sleep", "tests.support.handlers.sleep", max_queue_size=1000)
     ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 0.02}) for n in range(300)]
     proc = daemons.start("-n", "2")
     wait_until(
@@ -136,7 +136,7 @@ def test_atpd_rejects_bad_options():
 
 
 def test_the_benchmark_drains_and_counts_real_tasks():
-    from atp import bench
+    from atp.bench import throughput as bench
 
     bench.setup()
     figures = bench.measure_drain(20, 1, "processes")
@@ -189,7 +189,9 @@ def test_atp_cleanup_is_safe_beside_running_daemons(daemons, capsys):
     The handlers run 1.5 s against a 1 s timeout, and the daemon heartbeats only every 3 s,
     so their last update is older than the timeout: only the live-owner rule protects them.
     """
-    tracker.register_task_type("acc.sleep", "tests.handlers.sleep", timeout=1, hard_time_limit=30)
+    tracker.register_task_type(
+        "acc.sleep", "tests.support.handlers.sleep", timeout=1, hard_time_limit=30
+    )
     ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(4)]
     daemons.start("-n", "2", settings={"HEARTBEAT_INTERVAL": 3, "WORKER_TIMEOUT": 10})
     runs = 0

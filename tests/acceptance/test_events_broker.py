@@ -96,8 +96,8 @@ def relayed_everything():
 
 
 def test_receiver_gets_every_event_once_in_clock_order_across_relay_restart(broker_url, daemons):
-    tracker.register_task_type("ev.noop", "tests.handlers.noop")
-    tracker.register_task_type("ev.fail", "tests.handlers.fail")
+    tracker.register_task_type("ev.noop", "tests.support.handlers.noop")
+    tracker.register_task_type("ev.fail", "tests.support.handlers.fail")
     collector = Collector(broker_url)
     try:
         settings = {"EVENTS_BROKER_URL": broker_url}
@@ -157,7 +157,7 @@ def _node(server_id):
 
 
 def test_celery_cli_pings_every_daemon_and_revokes_a_running_task(daemons, redis_url):
-    tracker.register_task_type("ev.sleep", "tests.handlers.sleep")
+    tracker.register_task_type("ev.sleep", "tests.support.handlers.sleep")
     settings = {"EVENTS_BROKER_URL": redis_url}
     daemons.start("-n", "1", settings=settings)
     daemons.start("-n", "1", settings=settings)
@@ -241,9 +241,9 @@ def test_flower_lists_tasks_and_workers_and_revokes(daemons, redis_url, tmp_path
                 return False
 
         wait_until(up, timeout=30, interval=0.3, what="Flower to start")
-        tracker.register_task_type("fl.noop", "tests.handlers.noop")
-        tracker.register_task_type("fl.fail", "tests.handlers.fail")
-        tracker.register_task_type("fl.sleep", "tests.handlers.sleep")
+        tracker.register_task_type("fl.noop", "tests.support.handlers.noop")
+        tracker.register_task_type("fl.fail", "tests.support.handlers.fail")
+        tracker.register_task_type("fl.sleep", "tests.support.handlers.sleep")
         daemons.start("-n", "2", settings={"EVENTS_BROKER_URL": redis_url})
         ok = TaskInstance.objects.get(pk=tracker.enqueue_task("fl.noop", "ok"))
         bad = TaskInstance.objects.get(pk=tracker.enqueue_task("fl.fail", "bad"))

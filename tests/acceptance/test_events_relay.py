@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from atp import tracker
+from atp.daemon.relay import CURSOR_NAME
 from atp.models import EventCursor, LogRecord, TaskInstance
-from atp.relay import CURSOR_NAME
 from tests.acceptance.conftest import wait_until
 from tests.acceptance.test_events_broker import Collector, relayed_everything
 
@@ -116,8 +116,8 @@ def _received(collector):
 
 @needs_redis_server
 def test_broker_outage_loses_no_event_and_relay_resumes_where_it_stopped(private_redis, daemons):
-    tracker.register_task_type("rl.noop", "tests.handlers.noop")
-    tracker.register_task_type("rl.fail", "tests.handlers.fail")
+    tracker.register_task_type("rl.noop", "tests.support.handlers.noop")
+    tracker.register_task_type("rl.fail", "tests.support.handlers.fail")
     before = Collector(private_redis.url())
     try:
         daemon = daemons.start("-n", "2", settings={"EVENTS_BROKER_URL": private_redis.url()})
@@ -190,8 +190,8 @@ def test_several_daemons_publish_each_event_once(private_redis, daemons):
     time (SKIP LOCKED). So the test checks the relayed id ranges of all daemons tile the
     stored ids without overlap, and that when the daemon that relayed last stops, another
     takes the relay over."""
-    tracker.register_task_type("rl.noop", "tests.handlers.noop")
-    tracker.register_task_type("rl.sleep", "tests.handlers.sleep")
+    tracker.register_task_type("rl.noop", "tests.support.handlers.noop")
+    tracker.register_task_type("rl.sleep", "tests.support.handlers.sleep")
     collector = Collector(private_redis.url())
     try:
         settings = {"EVENTS_BROKER_URL": private_redis.url()}
@@ -267,7 +267,7 @@ def rabbit_relay_user():
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs RabbitMQ")
 def test_rabbitmq_outage_loses_no_event_and_one_receiver_gets_each_once(rabbit_relay_user, daemons):
     vhost, user, password = rabbit_relay_user
-    tracker.register_task_type("rl.noop", "tests.handlers.noop")
+    tracker.register_task_type("rl.noop", "tests.support.handlers.noop")
     # The receiver (guest) stays connected all along: its queue hears every event published.
     collector = Collector(f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
     try:

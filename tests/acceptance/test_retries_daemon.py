@@ -11,7 +11,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_daemon_retries_with_backoff_and_succeeds_on_the_third_attempt(daemons):
     tracker.register_task_type(
-        "acc.flaky", "tests.handlers.flaky", max_retries=4, retry_backoff=0.2, retry_backoff_max=5
+        "acc.flaky",
+        "tests.support.handlers.flaky",
+        max_retries=4,
+        retry_backoff=0.2,
+        retry_backoff_max=5,
     )
     task_id = tracker.enqueue_task("acc.flaky", "x", {"succeed_on": 3})
     proc = daemons.start("-n", "1")

@@ -6,8 +6,9 @@ import signal
 import pytest
 from django.db.models import Max
 
-from atp import subtasks, tracker
+from atp import tracker
 from atp.models import Status, TaskInstance
+from atp.tracker import subtasks
 from tests.acceptance.conftest import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -16,8 +17,8 @@ COUNT = 500
 
 
 def _fan_out(items):
-    tracker.register_task_type("acc.fan", "tests.handlers.fan_out")
-    tracker.register_task_type("acc.item", "tests.handlers.item", maxrestart=3)
+    tracker.register_task_type("acc.fan", "tests.support.handlers.fan_out")
+    tracker.register_task_type("acc.item", "tests.support.handlers.item", maxrestart=3)
     return tracker.enqueue_task("acc.fan", "parent", {"type": "acc.item", "items": items})
 
 

@@ -1,7 +1,7 @@
 """Django's tasks framework on ATP, end to end: enqueue here, run in a real ``atpd`` process.
 
 Runs on SQLite and on PostgreSQL alike (the daemon uses the test database; see
-tests/daemon_settings.py). Only atpd's command line is relied on.
+tests/support/daemon_settings.py). Only atpd's command line is relied on.
 """
 
 from datetime import timedelta
@@ -16,8 +16,8 @@ from atp.backends import HANDLER
 from atp.exceptions import ReturnValueNotJSON, TaskRevoked
 from atp.models import LogRecord, Status, TaskInstance
 from atp.tasks_compat import TaskResultStatus, task_backends
-from tests import task_functions
-from tests.atpd_process import kill_atpd, run_atpd, start_atpd, wait_until
+from tests.support import task_functions
+from tests.support.atpd_process import kill_atpd, run_atpd, start_atpd, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,7 +48,7 @@ def test_a_task_succeeds_with_its_return_value_and_shows_in_atp():
     # The same task through ATP's own API: status, response, history and events.
     task = atp_task(result)
     assert tracker.get_task_status(task.pk) == (Status.FINISHED, "FINISHED")
-    assert tracker.get_task_response("tests.task_functions.add", task.identifier) == (
+    assert tracker.get_task_response("tests.support.task_functions.add", task.identifier) == (
         b"5",
         "application/json",
     )
@@ -57,7 +57,7 @@ def test_a_task_succeeds_with_its_return_value_and_shows_in_atp():
     # ... and through the query API and the admin, like any other task.
     shown = query.as_dict(query.get_task_by_id(str(result.id)))
     assert (shown["name"], shown["state"], shown["worker"]) == (
-        "tests.task_functions.add",
+        "tests.support.task_functions.add",
         "SUCCESS",
         "atpd-1",
     )
@@ -96,7 +96,7 @@ def test_an_exception_fails_the_task_with_its_class_path_and_traceback():
     assert not_json.status == TaskResultStatus.FAILED
     [error] = not_json.errors
     assert error.exception_class is ReturnValueNotJSON
-    assert "return value of task tests.task_functions.not_json" in error.traceback
+    assert "return value of task tests.support.task_functions.not_json" in error.traceback
 
 
 def test_tasks_run_in_priority_order():
@@ -180,7 +180,7 @@ def test_a_task_revoked_through_atp_is_failed_and_never_runs():
 
 def test_a_task_restarted_after_its_daemon_was_killed_counts_the_extra_attempt():
     result = task_functions.slow_first_attempt.enqueue(600)
-    identifier = "tests.task_functions.slow_first_attempt"
+    identifier = "tests.support.task_functions.slow_first_attempt"
 
     daemon = start_atpd("--burst", "--server-id", "atpd-killed")
     try:

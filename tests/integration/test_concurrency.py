@@ -18,7 +18,7 @@ from django.db.models import Count
 
 from atp import tracker
 from atp.models import LogRecord, Status, TaskInstance
-from tests.factories import TaskInstanceFactory
+from tests.support.factories import TaskInstanceFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -80,7 +80,7 @@ def _race(argvs: list[list[str]]) -> list:
 
 
 def test_every_task_is_claimed_exactly_once_by_racing_daemons(db):
-    task_type = tracker.register_task_type("race", "tests.handlers.noop")
+    task_type = tracker.register_task_type("race", "tests.support.handlers.noop")
     TaskInstance.objects.bulk_create(
         TaskInstanceFactory.build(type=task_type, identifier=f"task-{n}") for n in range(2000)
     )
@@ -113,7 +113,7 @@ def _enqueue_race(type_identifier: str) -> tuple[int, int]:
 
 
 def test_racing_enqueuers_never_overshoot_a_types_queue_limit(db):
-    tracker.register_task_type("limited", "tests.handlers.noop", max_queue_size=50)
+    tracker.register_task_type("limited", "tests.support.handlers.noop", max_queue_size=50)
 
     accepted, refused = _enqueue_race("limited")
 
@@ -124,7 +124,7 @@ def test_racing_enqueuers_never_overshoot_a_types_queue_limit(db):
 
 
 def test_racing_enqueuers_never_overshoot_the_shared_queue_limit(db):
-    tracker.register_task_type("shared", "tests.handlers.noop")
+    tracker.register_task_type("shared", "tests.support.handlers.noop")
     assert tracker.get_max_queue_size("shared") == 64  # the settings' default
 
     accepted, refused = _enqueue_race("shared")

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from atp import control, tracker
-from atp.db import database_url
+from atp.daemon.db import database_url
 from atp.models import LogRecord, Status, TaskInstance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,9 +66,9 @@ def events_of(task_id):
 
 @pytest.fixture
 def types(transactional_db):
-    tracker.register_task_type("it.echo", "tests.handlers.echo")
-    tracker.register_task_type("it.wait", "tests.handlers.wait_for_abort")
-    tracker.register_task_type("it.sleep", "tests.handlers.sleep")
+    tracker.register_task_type("it.echo", "tests.support.handlers.echo")
+    tracker.register_task_type("it.wait", "tests.support.handlers.wait_for_abort")
+    tracker.register_task_type("it.sleep", "tests.support.handlers.sleep")
 
 
 def test_apply_returns_the_handlers_result(types, atpd):
@@ -182,7 +182,7 @@ def test_rate_limit_holds_across_two_daemons(types, atpd):
 def test_racing_daemons_never_claim_past_the_rate_limit(types, atpd):
     # Instant handlers make the daemons' claim transactions overlap: the count-then-claim
     # must be atomic across them, or two would take the same last slot.
-    tracker.register_task_type("it.noop", "tests.handlers.noop", rate_limit="6/m")
+    tracker.register_task_type("it.noop", "tests.support.handlers.noop", rate_limit="6/m")
     tasks = [control.async_apply("it.noop") for _ in range(40)]
     daemons = [atpd("--burst", server_id=f"daemon-{n}") for n in range(4)]
     for daemon in daemons:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from atp import events
 from atp.models import Status
-from tests.factories import (
+from tests.support.factories import (
     LogRecordFactory,
     TaskInstanceFactory,
     TaskTypeFactory,

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from atp import tracker
 from atp.models import Status, TaskInstance
-from tests.admin_fixtures import ADMIN, DASHBOARD, TASKS
-from tests.factories import (
+from tests.support.admin_fixtures import ADMIN, DASHBOARD, TASKS
+from tests.support.factories import (
     ResponseFactory,
     TaskInstanceFactory,
     TaskTypeFactory,
@@ -228,7 +228,7 @@ def test_type_list_shows_counts_limits_and_retention(viewer_client, failed, enqu
     enqueue("w1")
     enqueue("w2")
     tracker.register_task_type(
-        "limited", "tests.handlers.noop", max_queue_size=5, timeret=86400, rate_limit="10/m"
+        "limited", "tests.support.handlers.noop", max_queue_size=5, timeret=86400, rate_limit="10/m"
     )
     page = viewer_client.get(ADMIN + "tasktype/").content.decode()
     assert "atp-status-accepted" in page and "</span> 2</a>" in page  # two waiting
@@ -252,7 +252,7 @@ def test_type_list_counts_with_one_query_whatever_the_number_of_types(
 
 def _type_form(**overrides):
     data = {
-        "handler": "tests.handlers.noop",
+        "handler": "tests.support.handlers.noop",
         "timeout": 60,
         "timeret": -1,
         "maxrestart": 2,

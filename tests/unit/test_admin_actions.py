@@ -7,8 +7,8 @@ import pytest
 from atp import tracker
 from atp.admin.actions import retry_identifier
 from atp.models import LogRecord, Status, TaskInstance
-from tests.admin_fixtures import TASKS, action, messages_of
-from tests.factories import TaskInstanceFactory
+from tests.support.admin_fixtures import TASKS, action, messages_of
+from tests.support.factories import TaskInstanceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +64,7 @@ def test_reenqueue_skips_waiting_tasks_and_says_why(superuser_client, enqueue, r
 def test_reenqueue_of_an_ended_task_respects_the_queue_limit(superuser_client, running):
     task_id, attempt = running("full")
     tracker.stop_task_failure(task_id, "boom", attempt=attempt)
-    tracker.register_task_type("test.noop", "tests.handlers.noop", max_queue_size=1)
+    tracker.register_task_type("test.noop", "tests.support.handlers.noop", max_queue_size=1)
     tracker.enqueue_task("test.noop", "filler")
     (message,) = messages_of(action(superuser_client, "reenqueue", task_id))
     assert "Re-enqueued 0 task(s)" in message and "the queue is full" in message

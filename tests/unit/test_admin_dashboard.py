@@ -11,8 +11,8 @@ from atp import tracker
 from atp.admin import stats
 from atp.admin.paginator import estimated_count
 from atp.models import Status, TaskInstance
-from tests.admin_fixtures import DASHBOARD
-from tests.factories import TaskInstanceFactory, TaskTypeFactory, WorkerFactory
+from tests.support.admin_fixtures import DASHBOARD
+from tests.support.factories import TaskInstanceFactory, TaskTypeFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db
 

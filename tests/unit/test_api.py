@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils.crypto import get_random_string
 
 from atp import tracker
-from atp.api import MAX_PAGE
+from atp.http.views import MAX_PAGE
 from atp.models import Status, TaskInstance, TaskType
 from tests.unit.query_dataset import build
 
@@ -463,6 +463,6 @@ def test_timeout_errors(tasks, admin_client, query, status):
 
 
 def test_type_names_with_slashes_route(admin_client, db):
-    tracker.register_task_type("group/job", "tests.handlers.noop")
+    tracker.register_task_type("group/job", "tests.support.handlers.noop")
     reply = post(admin_client, f"{PREFIX}/task/async-apply/group/job", {})
     assert reply.status_code == 200

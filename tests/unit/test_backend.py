@@ -23,10 +23,10 @@ from atp.tasks_compat import (
     task_backends,
 )
 from atp.taskstatus import TaskStatus
-from tests import task_functions
-from tests.factories import TaskInstanceFactory
+from tests.support import task_functions
+from tests.support.factories import TaskInstanceFactory
 
-ADD = "tests.task_functions.add"
+ADD = "tests.support.task_functions.add"
 
 
 @pytest.fixture
@@ -103,9 +103,11 @@ def test_options_are_the_settings_of_new_task_types():
 
 @pytest.mark.django_db
 def test_a_foreign_task_type_of_the_same_name_is_refused():
-    tracker.register_task_type(ADD, "tests.handlers.noop")
+    tracker.register_task_type(ADD, "tests.support.handlers.noop")
 
-    with pytest.raises(InvalidInput, match="already exists with handler 'tests.handlers.noop'"):
+    with pytest.raises(
+        InvalidInput, match="already exists with handler 'tests.support.handlers.noop'"
+    ):
         task_functions.add.enqueue(1, 2)
     assert not TaskInstance.objects.exists()
 
@@ -121,7 +123,7 @@ def test_long_module_paths_get_distinct_identifiers_of_64_characters():
 
 @pytest.mark.django_db
 def test_arguments_must_be_json():
-    with pytest.raises(InvalidInput, match="arguments of task tests.task_functions.add"):
+    with pytest.raises(InvalidInput, match="arguments of task tests.support.task_functions.add"):
         task_functions.add.enqueue(object(), 1)
     with pytest.raises(InvalidInput, match="not JSON-serialisable"):
         task_functions.add.enqueue(float("nan"), 1)
@@ -252,7 +254,9 @@ def test_the_handler_stores_the_return_value_as_a_json_response():
 def test_the_handler_refuses_a_return_value_json_cannot_hold():
     result = task_functions.not_json.enqueue()
 
-    with pytest.raises(ReturnValueNotJSON, match="return value of task tests.task_functions"):
+    with pytest.raises(
+        ReturnValueNotJSON, match="return value of task tests.support.task_functions"
+    ):
         run_here(result)
 
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from atp import subtasks, tracker
+from atp import tracker
 from atp.models import LogRecord, Status, TaskInstance
-from atp.tracker import batch_sql
+from atp.tracker import batch_sql, subtasks
 from atp.tracker.claiming import _take
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +35,7 @@ def test_claim_takes_due_tasks_in_order_and_starts_them(enqueue):
     attempts = tracker.claim_tasks("server-1", limit=10)
     assert [a.task_id for a in attempts] == [high, low]
     assert [a.number for a in attempts] == [1, 1]
-    assert attempts[0].input == {"n": 1} and attempts[0].handler == "tests.handlers.noop"
+    assert attempts[0].input == {"n": 1} and attempts[0].handler == "tests.support.handlers.noop"
     for task in TaskInstance.objects.filter(pk__in=[high, low]):
         assert (task.status, task.server_id, task.attempts) == (Status.RUNNING, "server-1", 1)
         assert task.received_at == task.started_at is not None
@@ -56,7 +56,7 @@ def test_claim_respects_limit_and_queues(enqueue):
 
 
 def test_claim_revokes_expired_and_holds_rate_limited_tasks(enqueue, task_type):
-    tracker.register_task_type("test.limited", "tests.handlers.noop", rate_limit="1/m")
+    tracker.register_task_type("test.limited", "tests.support.handlers.noop", rate_limit="1/m")
     expired = enqueue("expired", expires=timezone.now() - timedelta(seconds=1), priority=9)
     limited = [enqueue(f"l{n}", type="test.limited", priority=5) for n in range(2)]
     plain = enqueue("plain")

@@ -4,7 +4,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError
 
-from atp import bench, tracker
+from atp import tracker
+from atp.bench import throughput as bench
 from atp.models import LogRecord, Status, TaskInstance
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +44,7 @@ def test_filler_waits_behind_the_measured_tasks_and_is_topped_up():
 
 def test_reset_deletes_bench_tasks_with_their_logs_and_responses_only():
     bench.setup()
-    tracker.register_task_type("other.noop", "tests.handlers.noop")
+    tracker.register_task_type("other.noop", "tests.support.handlers.noop")
     kept = tracker.enqueue_task("other.noop", "kept")
     bench.fill(4)
     bench.fill_backlog(5)
@@ -75,7 +76,7 @@ def test_the_filler_is_removed_even_across_a_lost_connection(monkeypatch):
 
 
 def test_setup_refuses_when_other_tasks_are_due():
-    tracker.register_task_type("other.noop", "tests.handlers.noop")
+    tracker.register_task_type("other.noop", "tests.support.handlers.noop")
     tracker.enqueue_task("other.noop", "waiting")
     with pytest.raises(RuntimeError, match="1 task\\(s\\) of other types"):
         bench.setup()

@@ -2,7 +2,8 @@
 
 import pytest
 
-from atp import bench_query, query
+from atp import query
+from atp.bench import query as bench_query
 from atp.models import LogRecord, Status, TaskInstance
 
 pytestmark = pytest.mark.django_db

@@ -7,9 +7,9 @@ import pytest
 from django.utils import timezone
 
 from atp import control, tracker
+from atp.daemon.runner import run_task
 from atp.exceptions import InvalidInput, QueueEmpty, TaskNotFound, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
-from atp.runner import run_task
 from atp.taskstatus import TaskStatus
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +28,7 @@ def status_of(task_id):
 
 @pytest.fixture
 def echo(db):
-    return tracker.register_task_type("test.echo", "tests.handlers.echo")
+    return tracker.register_task_type("test.echo", "tests.support.handlers.echo")
 
 
 # --- enqueue and results ------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_get_result_gives_the_handlers_return_value(echo):
 
 
 def test_get_result_of_a_failed_task_has_exception_and_traceback(db):
-    tracker.register_task_type("test.fail", "tests.handlers.fail")
+    tracker.register_task_type("test.fail", "tests.support.handlers.fail")
     pending = control.async_apply("test.fail", "boom")
     run_next()
     result = control.get_result(pending.uuid)
@@ -277,7 +277,7 @@ def test_rate_limit_caps_claims_across_daemons_in_the_window(task_type, enqueue)
 
 
 def test_a_full_rate_limited_type_does_not_block_other_types(task_type, enqueue):
-    tracker.register_task_type("test.other", "tests.handlers.noop")
+    tracker.register_task_type("test.other", "tests.support.handlers.noop")
     control.rate_limit("test.noop", "1/h")
     limited = [enqueue(priority=10) for _ in range(3)]
     other = enqueue(type="test.other")

@@ -8,8 +8,8 @@ from django.utils import timezone
 from atp import tracker
 from atp.exceptions import InvalidInput, QueueEmpty
 from atp.models import LogRecord, Status, TaskInstance
-from tests.factories import TaskInstanceFactory
-from tests.helpers import nothing_written
+from tests.support.factories import TaskInstanceFactory
+from tests.support.helpers import nothing_written
 
 pytestmark = pytest.mark.django_db
 

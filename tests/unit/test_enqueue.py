@@ -18,7 +18,7 @@ from atp.exceptions import (
     UnknownTaskType,
 )
 from atp.models import LogRecord, Status, TaskInstance
-from tests.helpers import nothing_written
+from tests.support.helpers import nothing_written
 
 pytestmark = pytest.mark.django_db
 
@@ -138,7 +138,7 @@ def test_duplicate_leaves_the_callers_transaction_usable(enqueue):
 
 
 def test_same_identifier_in_another_type_is_fine(enqueue):
-    tracker.register_task_type("other", "tests.handlers.noop")
+    tracker.register_task_type("other", "tests.support.handlers.noop")
     enqueue("job-1")
     enqueue("job-1", type="other")
     assert TaskInstance.objects.filter(identifier="job-1").count() == 2
@@ -160,7 +160,7 @@ def test_enqueue_rolled_back_with_the_callers_transaction(enqueue):
 
 
 def test_priority_and_queue_default_to_the_types(db):
-    tracker.register_task_type("t", "tests.handlers.noop", priority=5, queue="images")
+    tracker.register_task_type("t", "tests.support.handlers.noop", priority=5, queue="images")
 
     default = TaskInstance.objects.get(pk=tracker.enqueue_task("t", "a"))
     chosen = TaskInstance.objects.get(pk=tracker.enqueue_task("t", "b", priority=-2, queue="fast"))
@@ -283,7 +283,7 @@ def test_only_waiting_tasks_count_against_the_limit(enqueue):
 
 @override_settings(ATP={"MAX_QUEUE_SIZE": 2})
 def test_types_without_their_own_limit_share_the_global_bucket(enqueue):
-    tracker.register_task_type("other", "tests.handlers.noop")
+    tracker.register_task_type("other", "tests.support.handlers.noop")
     enqueue("a")
     enqueue("b", type="other")
 
@@ -295,7 +295,7 @@ def test_types_without_their_own_limit_share_the_global_bucket(enqueue):
 
 @override_settings(ATP={"MAX_QUEUE_SIZE": 2})
 def test_type_with_its_own_limit_counts_only_its_own_tasks(enqueue):
-    tracker.register_task_type("big", "tests.handlers.noop", max_queue_size=4)
+    tracker.register_task_type("big", "tests.support.handlers.noop", max_queue_size=4)
     enqueue("a")
     enqueue("b")  # the shared bucket is full now
 
@@ -312,8 +312,8 @@ def test_type_with_its_own_limit_counts_only_its_own_tasks(enqueue):
 
 @override_settings(ATP={"MAX_QUEUE_SIZE": 1})
 def test_type_limit_may_be_below_the_global_one(db):
-    tracker.register_task_type("small", "tests.handlers.noop", max_queue_size=1)
-    tracker.register_task_type("shared", "tests.handlers.noop")
+    tracker.register_task_type("small", "tests.support.handlers.noop", max_queue_size=1)
+    tracker.register_task_type("shared", "tests.support.handlers.noop")
     tracker.enqueue_task("small", "a")
     tracker.enqueue_task("shared", "a")
 
@@ -351,7 +351,7 @@ def test_default_global_limit_is_64(enqueue):
 
 @override_settings(ATP={"MAX_QUEUE_SIZE": 10})
 def test_get_queue_size_and_max_queue_size(enqueue):
-    tracker.register_task_type("own", "tests.handlers.noop", max_queue_size=3)
+    tracker.register_task_type("own", "tests.support.handlers.noop", max_queue_size=3)
     enqueue("a")
     enqueue("b")
     tracker.enqueue_task("own", "a")

@@ -6,7 +6,7 @@ from django.test import override_settings
 from atp import tracker
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance
-from tests.helpers import nothing_written
+from tests.support.helpers import nothing_written
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from atp.exceptions import DuplicateTask, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
 from atp.tracker import queueing
 from tests.conftest import ON_POSTGRES
-from tests.helpers import nothing_written
+from tests.support.helpers import nothing_written
 
 pytestmark = pytest.mark.django_db
 
@@ -113,7 +113,7 @@ def test_ids_come_back_in_the_order_of_the_items(task_type):
 
 
 def test_a_limit_larger_than_a_page_holds_exactly(db):
-    tracker.register_task_type("wide", "tests.handlers.noop", max_queue_size=300)
+    tracker.register_task_type("wide", "tests.support.handlers.noop", max_queue_size=300)
     assert len(tracker.enqueue_tasks("wide", [(None, None)] * 299)) == 299
     with nothing_written(), pytest.raises(QueueFull, match="holds 299 waiting task"):
         tracker.enqueue_tasks("wide", [(None, None)] * 2)
@@ -125,8 +125,8 @@ def test_a_limit_larger_than_a_page_holds_exactly(db):
 @override_settings(ATP={"MAX_QUEUE_SIZE": 3})
 def test_the_shared_limit_counts_every_type_that_shares_it(db):
     for identifier in ("a", "b"):
-        tracker.register_task_type(identifier, "tests.handlers.noop")
-    tracker.register_task_type("own", "tests.handlers.noop", max_queue_size=10)
+        tracker.register_task_type(identifier, "tests.support.handlers.noop")
+    tracker.register_task_type("own", "tests.support.handlers.noop", max_queue_size=10)
     tracker.enqueue_tasks("own", [(None, None)] * 5)
     tracker.enqueue_tasks("a", [(None, None)] * 2)
     tracker.enqueue_task("b")
@@ -142,9 +142,9 @@ def _enqueued_type(task_id) -> TaskType:
 
 
 def test_a_re_registered_type_applies_at_once(db):
-    tracker.register_task_type("kind", "tests.handlers.noop", priority=1, queue="q1")
+    tracker.register_task_type("kind", "tests.support.handlers.noop", priority=1, queue="q1")
     first = tracker.enqueue_task("kind")
-    tracker.register_task_type("kind", "tests.handlers.noop", priority=2, queue="q2")
+    tracker.register_task_type("kind", "tests.support.handlers.noop", priority=2, queue="q2")
     second = tracker.enqueue_task("kind")
     assert [(t.priority, t.queue) for t in TaskInstance.objects.filter(pk__in=[first, second])] == [
         (2, "q2"),
@@ -155,7 +155,7 @@ def test_a_re_registered_type_applies_at_once(db):
 
 def test_a_type_changed_behind_the_orms_back_applies_at_once(db):
     """A queryset update sends no signal and leaves updated_at alone; it applies all the same."""
-    tracker.register_task_type("kind", "tests.handlers.noop")
+    tracker.register_task_type("kind", "tests.support.handlers.noop")
     tracker.enqueue_task("kind")
     TaskType.objects.filter(identifier="kind").update(priority=5, max_queue_size=1)
     with pytest.raises(QueueFull, match="task type 'kind' holds 1"):
@@ -165,14 +165,14 @@ def test_a_type_changed_behind_the_orms_back_applies_at_once(db):
 
 
 def test_a_type_deleted_and_registered_again_is_found_anew(db):
-    tracker.register_task_type("kind", "tests.handlers.noop")
+    tracker.register_task_type("kind", "tests.support.handlers.noop")
     tracker.enqueue_task("kind")
     tracker.unregister_task_type("kind", force=True)
     with nothing_written(), pytest.raises(UnknownTaskType):
         tracker.enqueue_task("kind")
     with pytest.raises(UnknownTaskType):
         tracker.enqueue_tasks("kind", [(None, None)])
-    fresh = tracker.register_task_type("kind", "tests.handlers.noop")
+    fresh = tracker.register_task_type("kind", "tests.support.handlers.noop")
     assert _enqueued_type(tracker.enqueue_task("kind")) == fresh
     assert _enqueued_type(tracker.enqueue_tasks("kind", [(None, 1)])[0]) == fresh
 
@@ -180,8 +180,8 @@ def test_a_type_deleted_and_registered_again_is_found_anew(db):
 @pytest.mark.postgres
 def test_a_stale_type_object_passed_in_is_read_again(db):
     """On PostgreSQL a TaskType passed in is checked like a cached one (the ORM path trusts it)."""
-    stale = tracker.register_task_type("kind", "tests.handlers.noop", priority=1)
-    tracker.register_task_type("kind", "tests.handlers.noop", priority=9)
+    stale = tracker.register_task_type("kind", "tests.support.handlers.noop", priority=1)
+    tracker.register_task_type("kind", "tests.support.handlers.noop", priority=9)
     assert TaskInstance.objects.get(pk=tracker.enqueue_task(stale)).priority == 9
 
 

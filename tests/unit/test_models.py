@@ -14,14 +14,14 @@ from atp.models import (
     Worker,
     sources_of,
 )
-from tests.factories import (
+from tests.support.factories import (
     LogRecordFactory,
     ResponseFactory,
     TaskInstanceFactory,
     TaskTypeFactory,
     WorkerFactory,
 )
-from tests.helpers import age, ago
+from tests.support.helpers import age, ago
 
 pytestmark = pytest.mark.django_db
 

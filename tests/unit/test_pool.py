@@ -1,6 +1,6 @@
 """The pools on their own: prefetch depth, crashes and kills with attempts queued behind.
 
-No database: the attempts' handlers (tests.handlers) never touch it, so these run the real
+No database: the attempts' handlers (tests.support.handlers) never touch it, so these run the real
 child processes and threads without a daemon around them.
 """
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from atp.pool import PREFETCH_HORIZON, Crashed, Finished, ProcessPool, ThreadPool
-from atp.runner import Outcome
+from atp.daemon.pool import PREFETCH_HORIZON, Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.runner import Outcome
 from atp.tracker import Attempt
 
 
@@ -19,7 +19,7 @@ def attempt(task_id, handler="noop", input=None, number=1) -> Attempt:
         number=number,
         type="test.pool",
         identifier=f"t{task_id}",
-        handler=f"tests.handlers.{handler}",
+        handler=f"tests.support.handlers.{handler}",
         input=input,
         soft_time_limit=None,
         hard_time_limit=None,

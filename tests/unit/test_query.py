@@ -346,7 +346,7 @@ def test_as_dict_of_a_child_and_of_tasks_not_claimed_or_claimed_by_unknown_daemo
 
 def test_as_dict_shows_eta_expires_retried_and_revoked(tasks):
     from atp import events
-    from tests.factories import LogRecordFactory
+    from tests.support.factories import LogRecordFactory
 
     task = tasks["mail-1"]
     TaskInstance.objects.filter(pk=task.pk).update(

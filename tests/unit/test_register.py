@@ -5,19 +5,19 @@ import pytest
 from atp import tracker
 from atp.exceptions import InvalidInput, UnknownTaskType
 from atp.models import LogRecord, Response, Status, TaskInstance, TaskType
-from tests.factories import LogRecordFactory, ResponseFactory, TaskInstanceFactory
-from tests.helpers import nothing_written
+from tests.support.factories import LogRecordFactory, ResponseFactory, TaskInstanceFactory
+from tests.support.helpers import nothing_written
 
 pytestmark = pytest.mark.django_db
 
 
 def test_register_creates_a_type_with_the_contract_defaults():
-    task_type = tracker.register_task_type("resize", "tests.handlers.noop")
+    task_type = tracker.register_task_type("resize", "tests.support.handlers.noop")
 
     stored = TaskType.objects.get(identifier="resize")
     assert stored.pk == task_type.pk
     assert (stored.handler, stored.timeout, stored.timeret, stored.maxrestart) == (
-        "tests.handlers.noop",
+        "tests.support.handlers.noop",
         3600.0,
         -1.0,
         2,
@@ -29,7 +29,7 @@ def test_register_creates_a_type_with_the_contract_defaults():
 def test_register_stores_every_option():
     tracker.register_task_type(
         "resize",
-        "tests.handlers.echo",
+        "tests.support.handlers.echo",
         timeout=60,
         timeret=600,
         maxrestart=5,
@@ -56,15 +56,20 @@ def test_register_stores_every_option():
 
 def test_register_again_updates_in_place_and_resets_unspecified_options():
     first = tracker.register_task_type(
-        "resize", "tests.handlers.noop", timeout=60, maxrestart=5, priority=7, queue="images"
+        "resize",
+        "tests.support.handlers.noop",
+        timeout=60,
+        maxrestart=5,
+        priority=7,
+        queue="images",
     )
-    second = tracker.register_task_type("resize", "tests.handlers.echo", max_queue_size=3)
+    second = tracker.register_task_type("resize", "tests.support.handlers.echo", max_queue_size=3)
 
     assert second.pk == first.pk
     assert TaskType.objects.count() == 1
     stored = TaskType.objects.get()
     # The second call describes the whole type: what it leaves out is back to its default.
-    assert stored.handler == "tests.handlers.echo"
+    assert stored.handler == "tests.support.handlers.echo"
     assert (stored.timeout, stored.maxrestart, stored.priority, stored.queue) == (
         3600.0,
         2,
@@ -75,21 +80,24 @@ def test_register_again_updates_in_place_and_resets_unspecified_options():
 
 
 def test_register_again_keeps_the_types_tasks():
-    tracker.register_task_type("resize", "tests.handlers.noop")
+    tracker.register_task_type("resize", "tests.support.handlers.noop")
     task_id = tracker.enqueue_task("resize", "photo-1")
 
-    tracker.register_task_type("resize", "tests.handlers.echo", timeout=5)
+    tracker.register_task_type("resize", "tests.support.handlers.echo", timeout=5)
 
-    assert TaskInstance.objects.get(pk=task_id).type.handler == "tests.handlers.echo"
+    assert TaskInstance.objects.get(pk=task_id).type.handler == "tests.support.handlers.echo"
 
 
 @pytest.mark.parametrize("timeret", [0, -1, -5, 0.0])
 def test_timeret_of_zero_or_less_means_keep_forever(timeret):
-    assert tracker.register_task_type("t", "tests.handlers.noop", timeret=timeret).timeret == -1
+    assert (
+        tracker.register_task_type("t", "tests.support.handlers.noop", timeret=timeret).timeret
+        == -1
+    )
 
 
 def test_positive_timeret_is_kept():
-    assert tracker.register_task_type("t", "tests.handlers.noop", timeret=30).timeret == 30
+    assert tracker.register_task_type("t", "tests.support.handlers.noop", timeret=30).timeret == 30
 
 
 @pytest.mark.parametrize(
@@ -104,11 +112,13 @@ def test_positive_timeret_is_kept():
 )
 def test_bad_identifier_is_refused(identifier, match):
     with nothing_written(), pytest.raises(InvalidInput, match=match):
-        tracker.register_task_type(identifier, "tests.handlers.noop")
+        tracker.register_task_type(identifier, "tests.support.handlers.noop")
 
 
 def test_identifier_of_64_characters_is_accepted():
-    assert tracker.register_task_type("x" * 64, "tests.handlers.noop").identifier == "x" * 64
+    assert (
+        tracker.register_task_type("x" * 64, "tests.support.handlers.noop").identifier == "x" * 64
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,10 +126,10 @@ def test_identifier_of_64_characters_is_accepted():
     [
         ("noop", "must be a dotted path"),
         (None, "must be a dotted path"),
-        ("tests.handlers.does_not_exist", "does not import"),
+        ("tests.support.handlers.does_not_exist", "does not import"),
         ("no_such_package.handlers.run", "does not import"),
-        ("tests.broken_handlers.run", "does not import"),
-        ("tests.handlers.NOT_CALLABLE", "is not callable"),
+        ("tests.support.broken_handlers.run", "does not import"),
+        ("tests.support.handlers.NOT_CALLABLE", "is not callable"),
     ],
 )
 def test_handler_that_does_not_import_or_is_not_callable_is_refused(handler, match):
@@ -129,13 +139,13 @@ def test_handler_that_does_not_import_or_is_not_callable_is_refused(handler, mat
 
 
 def test_bad_handler_on_update_leaves_the_type_unchanged():
-    tracker.register_task_type("resize", "tests.handlers.noop", timeout=60)
+    tracker.register_task_type("resize", "tests.support.handlers.noop", timeout=60)
 
     with nothing_written(), pytest.raises(InvalidInput):
-        tracker.register_task_type("resize", "tests.handlers.NOT_CALLABLE")
+        tracker.register_task_type("resize", "tests.support.handlers.NOT_CALLABLE")
 
     stored = TaskType.objects.get()
-    assert (stored.handler, stored.timeout) == ("tests.handlers.noop", 60.0)
+    assert (stored.handler, stored.timeout) == ("tests.support.handlers.noop", 60.0)
 
 
 @pytest.mark.parametrize(
@@ -168,18 +178,22 @@ def test_bad_handler_on_update_leaves_the_type_unchanged():
 )
 def test_bad_value_is_refused_before_anything_is_written(options, match):
     with nothing_written(), pytest.raises(InvalidInput, match=match):
-        tracker.register_task_type("resize", "tests.handlers.noop", **options)
+        tracker.register_task_type("resize", "tests.support.handlers.noop", **options)
 
 
 def test_none_means_no_limit_for_the_optional_options():
     stored = tracker.register_task_type(
-        "t", "tests.handlers.noop", max_queue_size=None, soft_time_limit=None, rate_limit=None
+        "t",
+        "tests.support.handlers.noop",
+        max_queue_size=None,
+        soft_time_limit=None,
+        rate_limit=None,
     )
     assert (stored.max_queue_size, stored.soft_time_limit, stored.rate_limit) == (None, None, "")
 
 
 def test_unregister_deletes_a_type_without_tasks():
-    tracker.register_task_type("resize", "tests.handlers.noop")
+    tracker.register_task_type("resize", "tests.support.handlers.noop")
 
     tracker.unregister_task_type("resize")
 
@@ -192,7 +206,7 @@ def test_unregister_unknown_type_raises():
 
 
 def test_unregister_refuses_a_type_with_tasks():
-    tracker.register_task_type("resize", "tests.handlers.noop")
+    tracker.register_task_type("resize", "tests.support.handlers.noop")
     tracker.enqueue_task("resize", "photo-1")
     tracker.enqueue_task("resize", "photo-2")
 
@@ -203,8 +217,8 @@ def test_unregister_refuses_a_type_with_tasks():
 
 
 def test_unregister_with_force_deletes_tasks_logs_and_responses():
-    task_type = tracker.register_task_type("resize", "tests.handlers.noop")
-    other = tracker.register_task_type("other", "tests.handlers.noop")
+    task_type = tracker.register_task_type("resize", "tests.support.handlers.noop")
+    other = tracker.register_task_type("other", "tests.support.handlers.noop")
     for status in (Status.ACCEPTED, Status.RUNNING, Status.FINISHED):
         task = TaskInstanceFactory(type=task_type, status=status)
         LogRecordFactory(instance=task)

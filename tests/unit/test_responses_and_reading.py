@@ -5,8 +5,8 @@ import pytest
 from atp import tracker
 from atp.exceptions import InvalidInput, TaskNotFound, UnknownTaskType
 from atp.models import LogRecord, Response, Status, TaskInstance
-from tests.factories import LogRecordFactory, ResponseFactory, TaskInstanceFactory
-from tests.helpers import ago, nothing_written
+from tests.support.factories import LogRecordFactory, ResponseFactory, TaskInstanceFactory
+from tests.support.helpers import ago, nothing_written
 
 pytestmark = pytest.mark.django_db
 

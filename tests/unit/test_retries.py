@@ -3,9 +3,10 @@
 import pytest
 from django.utils import timezone
 
-from atp import retries, tracker
+from atp import tracker
+from atp.daemon.runner import run_task
 from atp.models import LogRecord, Status, TaskInstance
-from atp.runner import run_task
+from atp.tracker import retries
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +44,11 @@ def _events(task_id) -> list[str]:
 
 def test_retry_backs_off_exponentially_and_succeeds_on_the_third_attempt(ceiling_jitter):
     tracker.register_task_type(
-        "t.flaky", "tests.handlers.flaky", max_retries=5, retry_backoff=10, retry_backoff_max=600
+        "t.flaky",
+        "tests.support.handlers.flaky",
+        max_retries=5,
+        retry_backoff=10,
+        retry_backoff_max=600,
     )
     task_id = tracker.enqueue_task("t.flaky", "x", {"succeed_on": 3})
     delays = _run_until_done(task_id)
@@ -62,7 +67,11 @@ def test_retry_backs_off_exponentially_and_succeeds_on_the_third_attempt(ceiling
 
 def test_backoff_is_capped_at_retry_backoff_max(ceiling_jitter):
     tracker.register_task_type(
-        "t.flaky", "tests.handlers.flaky", max_retries=5, retry_backoff=10, retry_backoff_max=25
+        "t.flaky",
+        "tests.support.handlers.flaky",
+        max_retries=5,
+        retry_backoff=10,
+        retry_backoff_max=25,
     )
     task_id = tracker.enqueue_task("t.flaky", "x", {"succeed_on": 4})
     assert _run_until_done(task_id) == pytest.approx([10.0, 20.0, 25.0], abs=0.1)
@@ -75,7 +84,9 @@ def test_jitter_stays_between_zero_and_the_ceiling():
 
 
 def test_used_up_max_retries_fail_the_task_with_a_clear_message():
-    tracker.register_task_type("t.flaky", "tests.handlers.flaky", max_retries=2, retry_backoff=0)
+    tracker.register_task_type(
+        "t.flaky", "tests.support.handlers.flaky", max_retries=2, retry_backoff=0
+    )
     task_id = tracker.enqueue_task("t.flaky", "x", {"succeed_on": 99})
     assert len(_run_until_done(task_id)) == 2
     task = TaskInstance.objects.get(pk=task_id)
@@ -87,7 +98,9 @@ def test_used_up_max_retries_fail_the_task_with_a_clear_message():
 
 
 def test_countdown_overrides_the_backoff():
-    tracker.register_task_type("t.cd", "tests.retry_handlers.retry_with_countdown", max_retries=1)
+    tracker.register_task_type(
+        "t.cd", "tests.support.retry_handlers.retry_with_countdown", max_retries=1
+    )
     task_id = tracker.enqueue_task("t.cd", "x", {"countdown": 42})
     assert tracker.dequeue_task("s") == [task_id]
     assert run_task(task_id, "s") == "unchanged"
@@ -99,7 +112,7 @@ def test_countdown_overrides_the_backoff():
 
 def test_a_raising_handler_is_retried_automatically_until_max_retries(ceiling_jitter):
     tracker.register_task_type(
-        "t.raise", "tests.handlers.flaky_raise", max_retries=1, retry_backoff=1
+        "t.raise", "tests.support.handlers.flaky_raise", max_retries=1, retry_backoff=1
     )
     task_id = tracker.enqueue_task("t.raise", "x", {"succeed_on": 99})
     assert _run_until_done(task_id) == pytest.approx([1.0], abs=0.1)
@@ -115,7 +128,7 @@ def test_a_raising_handler_is_retried_automatically_until_max_retries(ceiling_ji
 
 def test_retries_do_not_use_up_restarts():
     tracker.register_task_type(
-        "t.flaky", "tests.handlers.flaky", max_retries=3, retry_backoff=0, maxrestart=0
+        "t.flaky", "tests.support.handlers.flaky", max_retries=3, retry_backoff=0, maxrestart=0
     )
     task_id = tracker.enqueue_task("t.flaky", "x", {"succeed_on": 3})
     _run_until_done(task_id)

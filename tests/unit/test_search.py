@@ -1,4 +1,4 @@
-"""atp.search: the query language (parsing, errors) and every search form on a data set."""
+"""atp.query.search: the query language (parsing, errors) and every search form on a data set."""
 
 import re
 from importlib import import_module
@@ -6,9 +6,10 @@ from importlib import import_module
 import pytest
 from django.db import connection
 
-from atp import query, search
+from atp import query
 from atp.exceptions import InvalidInput, InvalidSearch
-from atp.search import And, Or, Term, parse_search_terms, satisfies_search_terms
+from atp.query import search
+from atp.query.search import And, Or, Term, parse_search_terms, satisfies_search_terms
 from tests.unit.query_dataset import build
 
 

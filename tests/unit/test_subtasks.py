@@ -3,11 +3,12 @@
 import pytest
 from django.test import override_settings
 
-from atp import subtasks, tracker
+from atp import tracker
+from atp.daemon.runner import run_task
 from atp.exceptions import StaleAttempt
 from atp.models import Status, TaskInstance
-from atp.runner import run_task
-from tests.helpers import ago
+from atp.tracker import subtasks
+from tests.support.helpers import ago
 
 pytestmark = pytest.mark.django_db
 
@@ -15,8 +16,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def parent(db):
     """Start a fan_out parent of ``count`` item subtasks; return (parent id, subtask ids)."""
-    tracker.register_task_type("t.fan", "tests.handlers.fan_out")
-    tracker.register_task_type("t.item", "tests.handlers.item", maxrestart=2)
+    tracker.register_task_type("t.fan", "tests.support.handlers.fan_out")
+    tracker.register_task_type("t.item", "tests.support.handlers.item", maxrestart=2)
 
     def parent(items):
         parent_id = tracker.enqueue_task("t.fan", "p", {"type": "t.item", "items": items})

@@ -5,8 +5,8 @@ from django.test import override_settings
 
 from atp import tracker
 from atp.models import LogRecord, Response, Status, TaskInstance
-from tests.factories import LogRecordFactory, ResponseFactory, TaskInstanceFactory
-from tests.helpers import age, events_of
+from tests.support.factories import LogRecordFactory, ResponseFactory, TaskInstanceFactory
+from tests.support.helpers import age, events_of
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def _task(task_id) -> TaskInstance:
 @pytest.fixture
 def zombie_type(db):
     """A task type whose tasks are zombies after 60 s without an update."""
-    return tracker.register_task_type("zombie", "tests.handlers.noop", timeout=60)
+    return tracker.register_task_type("zombie", "tests.support.handlers.noop", timeout=60)
 
 
 # --- reenqueue_zombie_tasks -------------------------------------------------------------
@@ -57,7 +57,7 @@ def test_stale_running_or_paused_task_is_reenqueued(zombie_type, status):
 
 
 def test_stale_scheduled_task_is_reenqueued_without_failing(db):
-    tracker.register_task_type("quick", "tests.handlers.noop", timeout=10, maxrestart=0)
+    tracker.register_task_type("quick", "tests.support.handlers.noop", timeout=10, maxrestart=0)
     task_id = tracker.enqueue_task("quick", "job-1")
     tracker.dequeue_task("server-1")
     age(TaskInstance.objects.filter(pk=task_id), 30)  # past timeout, not past CLAIM_TIMEOUT
@@ -87,7 +87,7 @@ def test_fresh_and_inactive_tasks_are_untouched(zombie_type):
 
 
 def test_each_type_has_its_own_timeout(zombie_type):
-    patient = tracker.register_task_type("patient", "tests.handlers.noop", timeout=600)
+    patient = tracker.register_task_type("patient", "tests.support.handlers.noop", timeout=600)
     quick = TaskInstanceFactory(type=zombie_type, status=Status.RUNNING)
     slow = TaskInstanceFactory(type=patient, status=Status.RUNNING)
     age(TaskInstance.objects.all(), 120)
@@ -108,7 +108,7 @@ def test_heartbeat_keeps_a_long_task_from_the_sweep(zombie_type):
 
 
 def test_maxrestart_0_fails_the_first_stale_attempt(db):
-    tracker.register_task_type("once", "tests.handlers.noop", timeout=60, maxrestart=0)
+    tracker.register_task_type("once", "tests.support.handlers.noop", timeout=60, maxrestart=0)
     task_id = tracker.enqueue_task("once", "job-1")
     _start(task_id)
     age(TaskInstance.objects.filter(pk=task_id), 61)
@@ -123,7 +123,7 @@ def test_maxrestart_0_fails_the_first_stale_attempt(db):
 
 
 def test_maxrestart_2_allows_two_restarts_then_fails(db):
-    tracker.register_task_type("twice", "tests.handlers.noop", timeout=60, maxrestart=2)
+    tracker.register_task_type("twice", "tests.support.handlers.noop", timeout=60, maxrestart=2)
     task_id = tracker.enqueue_task("twice", "job-1")
     actions = []
     for attempt in (1, 2, 3):
@@ -139,7 +139,7 @@ def test_maxrestart_2_allows_two_restarts_then_fails(db):
 
 
 def test_retries_do_not_use_up_restarts(db):
-    tracker.register_task_type("retry", "tests.handlers.noop", timeout=60, maxrestart=0)
+    tracker.register_task_type("retry", "tests.support.handlers.noop", timeout=60, maxrestart=0)
     task_id = tracker.enqueue_task("retry", "job-1")
     attempt = _start(task_id)
     tracker.reenqueue_task(task_id, "retry", attempt=attempt, retry=True)
@@ -163,7 +163,7 @@ def test_the_sweep_message_is_logged(zombie_type):
 
 
 def test_unstarted_claim_is_given_back_without_using_a_restart(db):
-    tracker.register_task_type("slow", "tests.handlers.noop", timeout=3600, maxrestart=1)
+    tracker.register_task_type("slow", "tests.support.handlers.noop", timeout=3600, maxrestart=1)
     task_id = tracker.enqueue_task("slow", "job-1")
     for _ in range(3):
         tracker.dequeue_task("server-1")
@@ -222,7 +222,7 @@ def test_zombie_sweep_works_through_all_batches(zombie_type):
 @pytest.fixture
 def kept_a_minute(db):
     """A task type whose ended tasks are kept for 60 s."""
-    return tracker.register_task_type("brief", "tests.handlers.noop", timeret=60)
+    return tracker.register_task_type("brief", "tests.support.handlers.noop", timeret=60)
 
 
 def _ended(task_type, status, seconds_ago, **fields):
@@ -246,7 +246,7 @@ def test_retired_tasks_are_deleted_and_returned(kept_a_minute):
 
 
 def test_only_ended_tasks_past_their_types_timeret_are_deleted(kept_a_minute):
-    forever = tracker.register_task_type("forever", "tests.handlers.noop")
+    forever = tracker.register_task_type("forever", "tests.support.handlers.noop")
     assert forever.timeret == -1
     old = _ended(kept_a_minute, Status.FINISHED, 61)
     young = _ended(kept_a_minute, Status.FINISHED, 59)
@@ -264,7 +264,7 @@ def test_only_ended_tasks_past_their_types_timeret_are_deleted(kept_a_minute):
 
 
 def test_deleting_cascades_to_log_and_response_and_unlinks_children(kept_a_minute):
-    forever = tracker.register_task_type("forever", "tests.handlers.noop")
+    forever = tracker.register_task_type("forever", "tests.support.handlers.noop")
     retired = _ended(kept_a_minute, Status.FINISHED, 61)
     LogRecordFactory.create_batch(3, instance=retired)
     ResponseFactory(instance=retired)

@@ -1,27 +1,27 @@
-"""Handlers run by ``atp.runner.run_task`` and what their ``TaskStatus`` lets them do."""
+"""Handlers run by ``atp.daemon.runner.run_task`` and what their ``TaskStatus`` lets them do."""
 
 import json
 
 import pytest
 
 from atp import tracker
+from atp.daemon.runner import run_task
 from atp.models import LogRecord, Status, TaskInstance, TaskType
-from atp.runner import run_task
 from atp.taskstatus import TaskStatus
-from tests.helpers import events_of
+from tests.support.helpers import events_of
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def claimed(db):
-    """Register a type for a handler of tests/handlers.py, enqueue a task of it and claim it.
+    """Register a type for a handler of tests/support/handlers.py, enqueue a task, claim it.
 
     ``claimed(name, input=None, **type_options)`` returns the task id.
     """
 
     def claimed(handler, input=None, **type_options):
-        tracker.register_task_type(handler, f"tests.handlers.{handler}", **type_options)
+        tracker.register_task_type(handler, f"tests.support.handlers.{handler}", **type_options)
         task_id = tracker.enqueue_task(handler, "job-1", input)
         assert tracker.dequeue_task("server-1") == [task_id]
         return task_id
@@ -63,7 +63,7 @@ def test_handler_that_raises_fails_its_task_with_the_traceback(claimed):
     assert record.fields["exception"] == f"builtins.RuntimeError: {text}"
     traceback = record.fields["traceback"]
     assert traceback.startswith("Traceback (most recent call last)")
-    assert "tests/handlers.py" in traceback and "in fail" in traceback
+    assert "tests/support/handlers.py" in traceback and "in fail" in traceback
     assert traceback.rstrip().endswith(f"RuntimeError: {text}")
 
 
@@ -79,7 +79,7 @@ def test_exception_without_text_is_logged_by_its_class_name(claimed):
 def test_handler_that_no_longer_imports_fails_its_task(claimed):
     task_id = claimed("noop")
     # The handler was removed after its type was registered (a deploy without a migration).
-    TaskType.objects.filter(identifier="noop").update(handler="tests.handlers.removed_since")
+    TaskType.objects.filter(identifier="noop").update(handler="tests.support.handlers.removed_since")
 
     run_task(task_id, "server-1")
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from atp import tracker
 from atp.exceptions import InvalidInput, InvalidTransition, QueueEmpty, StaleAttempt
 from atp.models import TERMINAL, TRANSITIONS, LogRecord, Response, Status, TaskInstance
-from tests.factories import TaskInstanceFactory
+from tests.support.factories import TaskInstanceFactory
 
 pytestmark = pytest.mark.django_db
 

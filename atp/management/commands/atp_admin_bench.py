@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from atp import admin_bench
+from atp.bench import admin as admin_bench
 from atp.models import TaskInstance
 
 

@@ -4,7 +4,7 @@ import argparse
 
 from django.core.management.base import BaseCommand
 
-from atp import bench
+from atp.bench import throughput as bench
 from atp.daemon import POOLS
 
 

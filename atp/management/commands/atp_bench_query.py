@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-from atp import bench_query
+from atp.bench import query as bench_query
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 """ATP's JSON HTTP API, shaped like Flower's REST API (routes, parameters, replies, codes).
 
 Mount it with ``path("atp/", include("atp.urls"))``. Who may call what, CSRF and the error
-replies are described in ``atp.api_auth``. Where ATP differs from Flower, it says so here.
+replies are described in ``atp.http.auth``. Where ATP differs from Flower, it says so here.
 """
 
 import json
@@ -12,9 +12,9 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from atp import control, query
-from atp.api_auth import ACT, CONFIGURE, READ, api_view, error
 from atp.conf import settings
 from atp.exceptions import InvalidInput
+from atp.http.auth import ACT, CONFIGURE, READ, api_view, error
 from atp.models import ACTIVE, TaskInstance, TaskType, Worker
 
 #: Most tasks one /api/tasks reply holds (Flower never holds more than 10,000 in memory);

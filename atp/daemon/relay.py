@@ -22,7 +22,7 @@ from django.utils import timezone
 
 import atp
 from atp import events, sql
-from atp.db import drop_all
+from atp.daemon.db import drop_all
 from atp.models import EventCursor, LogRecord
 
 logger = logging.getLogger("atp.relay")

@@ -40,7 +40,7 @@ class TaskTypeFactory(DjangoModelFactory):
         django_get_or_create = ("identifier",)
 
     identifier = factory.Sequence(lambda n: f"type-{n}")
-    handler = "tests.handlers.noop"
+    handler = "tests.support.handlers.noop"
 
 
 class TaskInstanceFactory(DjangoModelFactory):

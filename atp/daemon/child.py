@@ -44,8 +44,8 @@ def main(tasks, results, alive) -> None:
 
     if not apps.ready:
         django.setup()
-    from atp.db import heal, use_persistent_connections
-    from atp.runner import execute
+    from atp.daemon.db import heal, use_persistent_connections
+    from atp.daemon.runner import execute
 
     use_persistent_connections()
 

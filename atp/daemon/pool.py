@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from atp.conf import settings
-from atp.runner import Outcome, execute
+from atp.daemon.runner import Outcome, execute
 from atp.tracker import Attempt
 
 logger = logging.getLogger("atp.daemon")
@@ -160,22 +160,22 @@ class ProcessPool(_SlotPool):
     connection shared across a fork corrupts both ends). Each child runs many tasks on
     its own persistent connection; a child that dies is replaced. Each child runs the
     attempts sent down its pipe in order, and reports each outcome on a socket of its own
-    as a length-prefixed pickle (``atp.child.report``): the daemon reads every outcome that
+    as a length-prefixed pickle (``atp.daemon.child.report``): the daemon reads every outcome that
     has arrived with one ``recv``, instead of two reads and a poll per outcome.
     """
 
     def __init__(self, size: int):
         super().__init__(size)
         self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(["atp._forkserver_preload"])
+        self.context.set_forkserver_preload(["atp.daemon.forkserver_preload"])
         # The children hold the reading end; when this process dies, however it dies, the
-        # end closes and they exit (see atp.child._die_with_daemon).
+        # end closes and they exit (see atp.daemon.child._die_with_daemon).
         self._alive_reader, self._alive_writer = self.context.Pipe(duplex=False)
         self.waiting: collections.deque = collections.deque()  # (attempt, pickled), not sent
         self.slots = [self._start(Slot()) for _ in range(size)]
 
     def _start(self, slot: Slot) -> Slot:
-        from atp import child
+        from atp.daemon import child
 
         ours, theirs = self.context.Pipe()
         results, their_results = socket.socketpair()
@@ -412,7 +412,7 @@ class ThreadPool(_SlotPool):
     def _serve(self, slot: Slot) -> None:
         from django.db import connection
 
-        from atp.db import heal
+        from atp.daemon.db import heal
 
         while (attempt := self._work.get()) is not None:
             # The slot's lock makes "take the next attempt" and "abandon this thread"

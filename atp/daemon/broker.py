@@ -10,8 +10,8 @@ import logging
 from celery import Celery
 
 from atp.conf import settings
-from atp.relay import Relay
-from atp.remote import NodeState, RemoteControl
+from atp.daemon.relay import Relay
+from atp.daemon.remote import NodeState, RemoteControl
 
 logger = logging.getLogger("atp.broker")
 

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
 
-from atp import events, tracker, workers
-from atp.broker import BrokerLinks
+from atp import events, tracker
 from atp.conf import settings
-from atp.db import drop_all, use_persistent_connections
+from atp.daemon import workers
+from atp.daemon.broker import BrokerLinks
+from atp.daemon.db import drop_all, use_persistent_connections
+from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.runner import record_all
+from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
-from atp.pool import Crashed, Finished, ProcessPool, ThreadPool
-from atp.runner import record_all
-from atp.wakeup import Listener
 
 logger = logging.getLogger("atp.daemon")
 
@@ -81,7 +82,7 @@ class Daemon:
         self.db_retry_at = 0.0
         self.db_up_since = now
         self._wake_reader, self._wake_writer = os.pipe()
-        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.broker)
+        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
 
     # --- life cycle ---------------------------------------------------------------------
 

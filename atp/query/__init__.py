@@ -30,8 +30,8 @@ from django.utils import timezone
 from atp import events
 from atp.exceptions import InvalidInput
 from atp.models import LogRecord, Status, TaskInstance, TaskType, Worker
-from atp.search import parse_search_terms, satisfies_search_terms, search_q
-from atp.states import CELERY_STATE, state_name, statuses_for
+from atp.query.search import parse_search_terms, satisfies_search_terms, search_q
+from atp.query.states import CELERY_STATE, state_name, statuses_for
 
 __all__ = [
     "SORT_KEYS",
@@ -72,7 +72,7 @@ def filter_tasks(
     ``"SUCCESS"`` or ``"FINISHED"``), ``received_start``/``received_end`` and
     ``started_start``/``started_end`` (inclusive bounds: datetimes, epoch seconds, or text
     ``"%Y-%m-%d %H:%M"``/ISO 8601 in the current time zone; a task without that time does not
-    match a bound), ``search`` (a query, see ``atp.search``). Raises InvalidInput.
+    match a bound), ``search`` (a query, see ``atp.query.search``). Raises InvalidInput.
     """
     tasks = TaskInstance.objects.all()
     if type is not None:

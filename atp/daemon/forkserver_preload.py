@@ -10,4 +10,4 @@ from django.apps import apps
 if not apps.ready:
     django.setup()
 
-import atp.runner  # noqa: E402,F401  (pre-import the handler-running code for the children)
+import atp.daemon.runner  # noqa: E402,F401  (pre-import the handler-running code for the children)

@@ -58,17 +58,17 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from atp import tracker
-from atp.db import CONNECTION_ERRORS, database_url, drop_all
+from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
 from atp.models import LogRecord, Response, Status, TaskInstance, TaskType, Worker
 
 logger = logging.getLogger("atp.bench")
 
 MEASURED, STAMP, FILLER, HISTORY = "bench.noop", "bench.stamp", "bench.filler", "bench.history"
 BENCH_TYPES = {
-    MEASURED: "atp.bench.noop",
-    STAMP: "atp.bench.stamp",
-    FILLER: "atp.bench.noop",
-    HISTORY: "atp.bench.noop",
+    MEASURED: "atp.bench.throughput.noop",
+    STAMP: "atp.bench.throughput.stamp",
+    FILLER: "atp.bench.throughput.noop",
+    HISTORY: "atp.bench.throughput.noop",
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000

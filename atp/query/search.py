@@ -38,7 +38,7 @@ from django.db.models.lookups import Contains, GreaterThan
 from atp import events
 from atp.exceptions import InvalidInput, InvalidSearch
 from atp.models import LogRecord, Status, TaskInstance, TaskType, Worker
-from atp.states import CELERY_STATE, statuses_for
+from atp.query.states import CELERY_STATE, statuses_for
 
 PREFIXES = ("name", "state", "worker", "args", "kwargs", "result")
 MAX_LENGTH = 2048

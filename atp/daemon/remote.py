@@ -16,7 +16,7 @@ from celery.platforms import signals as celery_signals
 from django.db import DatabaseError, connection
 
 from atp import tracker
-from atp.db import drop_all
+from atp.daemon.db import drop_all
 from atp.exceptions import ATPError, UnknownTaskType
 from atp.models import Status, TaskInstance, TaskType
 

@@ -19,7 +19,7 @@ def _command(*options) -> list[str]:
 
 def _env() -> dict:
     env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.daemon_settings"
+    env["DJANGO_SETTINGS_MODULE"] = "tests.support.daemon_settings"
     env["ATP_TEST_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
     return env
 

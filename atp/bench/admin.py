@@ -58,7 +58,9 @@ def fill(rows: int) -> float:
         raise SystemExit("atp_admin_bench needs PostgreSQL (DATABASE_URL=postgres://…)")
     started = time.perf_counter()
     for identifier in TYPES:
-        tracker.register_task_type(identifier, "atp.bench.noop", max_queue_size=100_000_000)
+        tracker.register_task_type(
+            identifier, "atp.bench.throughput.noop", max_queue_size=100_000_000
+        )
     TaskInstance.objects.filter(type__identifier__in=TYPES).delete()
     type_ids = list(
         tracker.TaskType.objects.filter(identifier__in=TYPES).values_list("pk", flat=True)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from django.utils.module_loading import import_string
 
-from atp import retries, tracker
-from atp.db import CONNECTION_ERRORS
+from atp import tracker
+from atp.daemon.db import CONNECTION_ERRORS
 from atp.exceptions import InvalidTransition, Retry, StaleAttempt, TaskNotFound
 from atp.taskstatus import TaskStatus
+from atp.tracker import retries
 
 logger = logging.getLogger("atp.runner")
 

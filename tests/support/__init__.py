@@ -1,0 +1,1 @@
+"""Helper modules of the tests: handlers, factories, fixtures, the atpd launcher, settings."""
