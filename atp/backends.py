@@ -236,14 +236,10 @@ class ATPBackend(BaseTaskBackend):
 
     def _option_problems(self) -> list[str]:
         from atp.tracker import TYPE_OPTIONS
+        from atp.tracker.tasktypes import ARGUMENT_CHECKS
 
         allowed = self._allowed_options()
-        checkers = {
-            **TYPE_OPTIONS,
-            "timeout": lambda v: validation.number(v, "timeout", minimum=0, exclusive=True),
-            "timeret": lambda v: validation.number(v, "timeret"),
-            "maxrestart": lambda v: validation.integer(v, "maxrestart", minimum=0),
-        }
+        checkers = {**TYPE_OPTIONS, **ARGUMENT_CHECKS}
         problems = []
         for name, value in sorted(self.options.items()):
             if name not in allowed:

@@ -72,8 +72,10 @@ def async_apply(type, input=None, identifier=None, message="", **options) -> Tas
     priority, queue, run_after/eta, countdown, expires, parent. Raises UnknownTaskType,
     InvalidInput, DuplicateTask or QueueFull.
     """
-    task_id = tracker.enqueue_task(type, identifier, input, message, **options)
-    return _result(TaskInstance.objects.get(pk=task_id))
+    # One transaction: if reading the new task back fails, it was never enqueued.
+    with transaction.atomic():
+        task_id = tracker.enqueue_task(type, identifier, input, message, **options)
+        return _result(TaskInstance.objects.get(pk=task_id))
 
 
 def send_task(name, input=None, identifier=None, message="", **options) -> TaskResult:
@@ -89,7 +91,7 @@ def apply(type, input=None, timeout=None, identifier=None, message="", **options
     Waits at most ``timeout`` seconds (None: until the task ends). If it has not ended by
     then, the returned result is not ``ready`` (the task stays queued or running).
     """
-    timeout = validation.number(timeout, "timeout", minimum=0, allow_none=True)
+    timeout = validation.seconds(timeout, "timeout", allow_none=True)
     started = async_apply(type, input, identifier, message, **options)
     return _wait(started.id, timeout)
 
@@ -100,7 +102,7 @@ def get_result(task_id, timeout=None) -> TaskResult:
     With ``timeout`` None or 0 it returns at once (as Flower's result endpoint does).
     Raises TaskNotFound.
     """
-    timeout = validation.number(timeout, "timeout", minimum=0, allow_none=True)
+    timeout = validation.seconds(timeout, "timeout", allow_none=True)
     return _wait(_task(task_id).pk, timeout or 0.0)
 
 
@@ -203,8 +205,8 @@ def signal_number(signal) -> int:
     """A signal's number from its name (``"SIGTERM"``, ``"term"``) or number; else InvalidInput."""
     if isinstance(signal, int) and not isinstance(signal, bool):
         number = signal
-    elif isinstance(signal, str) and signal.strip().isdigit():
-        number = int(signal)
+    elif validation.ascii_int(signal) is not None:
+        number = validation.ascii_int(signal)
     elif isinstance(signal, str):
         name = signal.strip().upper()
         name = name if name.startswith("SIG") else f"SIG{name}"
@@ -237,10 +239,10 @@ def rate_limit(type, rate) -> str:
     As in Celery, a bare number is per second and a rate of 0 means no limit. Enforced when
     daemons claim tasks, across all daemons. Returns the stored rate.
     """
-    if (isinstance(rate, int) and not isinstance(rate, bool)) or (
-        isinstance(rate, str) and rate.strip().isdigit()
-    ):
-        rate = f"{int(rate)}/s"
+    if isinstance(rate, int) and not isinstance(rate, bool):
+        rate = f"{rate}/s"
+    elif validation.ascii_int(rate) is not None:
+        rate = f"{validation.ascii_int(rate)}/s"
     rate = validation.rate(rate)
     if rate.startswith("0/"):
         rate = ""
@@ -254,8 +256,8 @@ def set_timeouts(type, soft=None, hard=None) -> tuple[float | None, float | None
 
     Both are set at once; the soft limit must be below the hard one. Returns them.
     """
-    soft = validation.number(soft, "soft", minimum=0, exclusive=True, allow_none=True)
-    hard = validation.number(hard, "hard", minimum=0, exclusive=True, allow_none=True)
+    soft = validation.seconds(soft, "soft", exclusive=True, allow_none=True)
+    hard = validation.seconds(hard, "hard", exclusive=True, allow_none=True)
     if soft is not None and hard is not None and soft >= hard:
         raise InvalidInput(
             f"the soft time limit ({soft:g} s) must be below the hard one ({hard:g} s)"

@@ -9,6 +9,15 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from atp.validation import (
+    MAX_COUNT,
+    MAX_MOMENT,
+    MAX_SECONDS,
+    MIN_MOMENT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+)
+
 
 class Status(models.IntegerChoices):
     """A task instance's status; the codes are part of ATP's public contract."""
@@ -118,8 +127,41 @@ class TaskType(models.Model):
 
     class Meta:
         ordering = ["identifier"]
+        # The bounds of atp.validation, kept by the database too. On PostgreSQL NaN sorts
+        # above every number, so each upper bound also keeps NaN out.
         constraints = [
-            models.CheckConstraint(condition=Q(timeout__gt=0), name="atp_tasktype_timeout_gt_0"),
+            models.CheckConstraint(
+                condition=Q(timeout__gt=0, timeout__lte=MAX_SECONDS), name="atp_tasktype_timeout"
+            ),
+            models.CheckConstraint(
+                condition=Q(timeret=-1) | Q(timeret__gt=0, timeret__lte=MAX_SECONDS),
+                name="atp_tasktype_timeret",
+            ),
+            models.CheckConstraint(
+                condition=Q(retry_backoff__gte=0, retry_backoff__lte=MAX_SECONDS)
+                & Q(retry_backoff_max__gte=0, retry_backoff_max__lte=MAX_SECONDS),
+                name="atp_tasktype_retry_backoff",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(soft_time_limit__isnull=True)
+                    | Q(soft_time_limit__gt=0, soft_time_limit__lte=MAX_SECONDS)
+                )
+                & (
+                    Q(hard_time_limit__isnull=True)
+                    | Q(hard_time_limit__gt=0, hard_time_limit__lte=MAX_SECONDS)
+                ),
+                name="atp_tasktype_time_limits",
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
+                name="atp_tasktype_priority",
+            ),
+            models.CheckConstraint(
+                condition=Q(maxrestart__lte=MAX_COUNT, max_retries__lte=MAX_COUNT)
+                & (Q(max_queue_size__isnull=True) | Q(max_queue_size__lte=MAX_COUNT)),
+                name="atp_tasktype_counts",
+            ),
         ]
 
     def __str__(self):
@@ -238,6 +280,17 @@ class TaskInstance(models.Model):
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["type", "identifier"], name="atp_task_type_identifier"),
+            # The bounds of atp.validation: a run_after past year 9999 in UTC could not be
+            # read back into Python, and would break every page that lists the task.
+            models.CheckConstraint(
+                condition=Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
+                name="atp_task_priority",
+            ),
+            models.CheckConstraint(
+                condition=Q(run_after__gte=MIN_MOMENT, run_after__lte=MAX_MOMENT)
+                & (Q(expires__isnull=True) | Q(expires__gte=MIN_MOMENT, expires__lte=MAX_MOMENT)),
+                name="atp_task_moments",
+            ),
         ]
         indexes = [
             # The claim query: waiting rows in claim order. Partial, so it holds only the

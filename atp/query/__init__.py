@@ -27,7 +27,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from atp import events
+from atp import events, validation
 from atp.exceptions import InvalidInput
 from atp.models import LogRecord, Status, TaskInstance, TaskType, Worker
 from atp.query.search import parse_search_terms, satisfies_search_terms, search_q
@@ -53,6 +53,11 @@ TIME_FORMATS = ("%Y-%m-%d %H:%M",)
 OUTCOME_EVENTS = (events.TASK_SUCCEEDED, events.TASK_FAILED, events.TASK_REVOKED)
 #: Rows fetched per round trip when iterating without a limit.
 CHUNK_SIZE = 500
+#: Largest limit or offset: 2**53, the largest integer every JSON client reads exactly (and
+#: far inside the 64-bit LIMIT/OFFSET of the databases, even added together).
+MAX_INDEX = 2**53
+#: Largest task id (the id column is a 64-bit integer).
+MAX_ID = 2**63 - 1
 
 
 def filter_tasks(
@@ -78,7 +83,7 @@ def filter_tasks(
     if type is not None:
         # Types are few: resolving them first lets PostgreSQL walk one (type, status,
         # received) index in order for a single type, instead of planning a semi-join.
-        names = [str(item) for item in _as_list(type)]
+        names = _names(type, "type")
         type_ids = TaskType.objects.filter(identifier__in=names).values_list("pk", flat=True)
         tasks = tasks.filter(type_id__in=list(type_ids))
     if worker is not None:
@@ -106,9 +111,14 @@ def _as_list(value) -> list:
     return list(value)
 
 
+def _names(value, what: str) -> list[str]:
+    """A type or worker filter as a list of names the databases can compare."""
+    return [validation.text(str(item), f"{what} filter") for item in _as_list(value)]
+
+
 def _server_ids(worker) -> list[str]:
     """The server ids a worker filter stands for: itself, and the daemons on that host."""
-    names = [str(item) for item in _as_list(worker)]
+    names = _names(worker, "worker")
     hosted = Worker.objects.filter(hostname__in=names).values_list("server_id", flat=True)
     return sorted(set(names) | set(hosted))
 
@@ -117,10 +127,14 @@ def parse_time(value, name="time") -> datetime:
     """An aware datetime from a datetime, epoch seconds, or text in Flower's or ISO format.
 
     Naive values are in the current time zone (Django's ``TIME_ZONE``), as Flower reads them
-    in local time.
+    in local time. Times outside ``validation.MIN_MOMENT``..``MAX_MOMENT`` are refused: the
+    databases could not compare them (SQLite's adapter converts them to UTC first).
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=timezone.get_current_timezone())
+        try:
+            value = datetime.fromtimestamp(value, tz=timezone.get_current_timezone())
+        except (OverflowError, OSError, ValueError):
+            raise InvalidInput(f"{name} {value!r} is not a time in epoch seconds") from None
     if isinstance(value, str):
         text = value.strip()
         parsed = None
@@ -142,7 +156,7 @@ def parse_time(value, name="time") -> datetime:
         raise InvalidInput(f"{name} must be a datetime, epoch seconds or text, not {value!r}")
     if timezone.is_naive(value):
         value = timezone.make_aware(value)
-    return value
+    return validation.within_range(value, name)
 
 
 def sort_tasks(tasks: QuerySet, sort_by) -> QuerySet:
@@ -273,10 +287,13 @@ def iter_tasks(
 
 
 def _count(value, name: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    """A limit or offset: a non-negative int (or ASCII digits) up to ``MAX_INDEX``."""
+    if validation.ascii_int(value) is not None:
+        value = validation.ascii_int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"{name} must be a non-negative integer, not {value!r}")
+    if value > MAX_INDEX:
+        raise InvalidInput(f"{name} must be at most {MAX_INDEX}, not {value}")
     return value
 
 
@@ -303,11 +320,13 @@ def task_lookup(task_id) -> dict | None:
     if isinstance(task_id, uuid.UUID):
         return {"uuid": task_id}
     if isinstance(task_id, int) and not isinstance(task_id, bool):
-        return {"pk": task_id}
+        return {"pk": task_id} if abs(task_id) <= MAX_ID else None
     if isinstance(task_id, str):
         text = task_id.strip()
-        if text.isdigit():
-            return {"pk": int(text)}
+        number = validation.ascii_int(text)
+        if number is not None:
+            # Past the id column's 64 bits no task can match (and the query would fail).
+            return {"pk": number} if number <= MAX_ID else None
         try:
             return {"uuid": uuid.UUID(text)}
         except ValueError:

@@ -23,6 +23,7 @@ args, kwargs and result are Celery's repr strings, read from the task's ``task-s
 ``task-succeeded`` log records (the tracker writes them), so a search sees what Flower shows.
 """
 
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce, Lower, StrIndex
 from django.db.models.lookups import Contains, GreaterThan
 
-from atp import events
+from atp import events, validation
 from atp.exceptions import InvalidInput, InvalidSearch
 from atp.models import LogRecord, Status, TaskInstance, TaskType, Worker
 from atp.query.states import CELERY_STATE, statuses_for
@@ -103,6 +104,9 @@ def parse_search_terms(raw_search_value) -> Term | And | Or | None:
         raise InvalidSearch(
             f"search query is {len(raw_search_value)} characters long; the limit is {MAX_LENGTH}"
         )
+    if not validation.storable(raw_search_value):
+        # PostgreSQL cannot even compare such text: it would fail inside the query.
+        raise InvalidSearch("a search query cannot contain a NUL character or a lone surrogate")
     tokens = _tokenize(raw_search_value)
     if not tokens:
         return None
@@ -406,6 +410,8 @@ def _json_candidates(text: str) -> list:
     """The JSON values a ``kwargs:key=text`` term stands for: the string, and what it spells.
 
     ``5`` matches 5 and "5"; ``True``/``true`` match true and the string; quotes are stripped.
+    Only numbers JSON and both databases hold are candidates: not ``nan`` or ``inf`` (no
+    JSON value), not integers beyond 64 bits (SQLite cannot bind them).
     """
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return [text[1:-1]]
@@ -413,14 +419,22 @@ def _json_candidates(text: str) -> list:
     literals = {"true": True, "false": False, "none": None, "null": None}
     if text.lower() in literals:
         candidates.append(literals[text.lower()])
+    elif _INTEGER.fullmatch(text):
+        number = int(text)
+        if -(2**63) <= number < 2**63:
+            candidates.append(number)
     else:
-        for kind in (int, float):
-            try:
-                candidates.append(kind(text))
-                break
-            except ValueError:
-                continue
+        try:
+            number = float(text)
+        except ValueError:
+            return candidates
+        if math.isfinite(number):
+            candidates.append(number)
     return candidates
+
+
+#: An integer as JSON writes it (``int()`` would also take ``"1_000"`` and ``"٣"``).
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
 
 
 def _free_text_q(value: str) -> Q:

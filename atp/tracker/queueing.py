@@ -38,6 +38,7 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
     identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
     where = f"task {task_type.identifier}::{identifier}"
     validation.json_input(input, where)
+    validation.text(message, "message")
     try:
         (task_id,) = _enqueue(
             task_type, [(identifier, task_uuid, input)], message, options, where, check_limit=True
@@ -65,6 +66,7 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
     """
     task_type = _enqueue_type(type)
     where = f"tasks of type {task_type.identifier}"
+    validation.text(message, "message")
     fields = _enqueue_fields(task_type, options, where)
     items = list(items)
     # One check of all inputs at once is much faster than one per task; only if it fails
@@ -196,11 +198,11 @@ def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int
         "root_id": root_id,
     }
     result = sql.enqueue_rows(limit, params)
-    fresh, waiting = result[0][:2]
+    fresh = result[0][0]
     if not fresh:
         return None
     if result[0][2] is None:
-        raise _queue_full(task_type, len(batch), waiting, size)
+        raise _queue_full(task_type, len(batch), size)
     ids, log_ids = [0] * len(batch), [0] * len(batch)
     for _, _, position, task_id, log_id in result:
         ids[position - 1], log_ids[position - 1] = task_id, log_id
@@ -328,11 +330,11 @@ def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
         raise InvalidInput(f"give at most one of run_after, eta and countdown for {where}")
     now = timezone.now()
     fields = {
-        "priority": validation.integer(options.get("priority", task_type.priority), "priority"),
+        "priority": validation.priority(options.get("priority", task_type.priority)),
         "queue": validation.identifier(options.get("queue") or task_type.queue, "queue"),
     }
     if options.get("countdown") is not None:
-        validation.number(options["countdown"], "countdown", minimum=0)
+        validation.seconds(options["countdown"], "countdown")
     run_after = validation.moment(
         options.get("run_after") or options.get("eta") or options.get("countdown"),
         "run_after",
@@ -351,24 +353,33 @@ def _check_queue_limit(task_type: TaskType, adding: int = 1) -> None:
     limit = get_max_queue_size(task_type)
     if limit is None:
         return
-    if task_type.max_queue_size is not None:
-        scope_id, scope = task_type.pk, TaskInstance.objects.filter(type=task_type)
-    else:
-        scope_id = 0
-        scope = TaskInstance.objects.filter(type__max_queue_size__isnull=True)
+    scope_id = task_type.pk if task_type.max_queue_size is not None else 0
     sql.lock_queue_scope(scope_id)
     # Counting at most ``limit`` rows keeps the check cheap however long the queue is.
-    waiting = scope.waiting().order_by()[:limit].count()
+    waiting = _limit_scope(task_type).waiting().order_by()[:limit].count()
     if waiting + adding > limit:
-        raise _queue_full(task_type, adding, waiting, limit)
+        raise _queue_full(task_type, adding, limit)
 
 
-def _queue_full(task_type: TaskType, adding: int, waiting: int, limit: int) -> QueueFull:
-    """The QueueFull error of ``adding`` tasks that do not fit beside ``waiting`` ones."""
+def _limit_scope(task_type: TaskType):
+    """The tasks that share ``task_type``'s queue limit: its own, or all types without one."""
+    if task_type.max_queue_size is not None:
+        return TaskInstance.objects.filter(type=task_type)
+    return TaskInstance.objects.filter(type__max_queue_size__isnull=True)
+
+
+def _queue_full(task_type: TaskType, adding: int, limit: int) -> QueueFull:
+    """The QueueFull error of ``adding`` tasks that do not fit under ``limit``.
+
+    The checks count waiting tasks only up to the limit; the message counts them all (one
+    more query, on the error path only): re-enqueued tasks and subtasks ignore the limit,
+    so a queue may hold more than it.
+    """
     if task_type.max_queue_size is not None:
         scope_name = f"task type {task_type.identifier!r}"
     else:
         scope_name = "the shared queue"
+    waiting = _limit_scope(task_type).waiting().count()
     return QueueFull(
         f"cannot enqueue {adding} task(s) of type {task_type.identifier!r}: {scope_name} "
         f"holds {waiting} waiting task(s), its limit is {limit}; retry later or raise "

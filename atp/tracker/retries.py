@@ -21,7 +21,9 @@ def backoff_delay(retry_backoff, retries, retry_backoff_max) -> float:
     The ceiling is ``retry_backoff × 2**retries``, capped at ``retry_backoff_max``; the delay
     is drawn uniformly below it, so many tasks failing together do not retry together.
     """
-    ceiling = min(retry_backoff * (2**retries), retry_backoff_max)
+    # 2.0 ** 1023 is the largest power a float holds; past it the product is capped anyway
+    # (an int 2**retries would not even convert to a float, and crash the runner).
+    ceiling = min(retry_backoff * 2.0 ** min(retries, 1023), retry_backoff_max)
     return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
@@ -44,7 +46,7 @@ def retry_or_fail(
     Raises StaleAttempt when the attempt was given up meanwhile.
     """
     if countdown is not None:
-        countdown = validation.number(countdown, "countdown", minimum=0)
+        countdown = validation.seconds(countdown, "countdown")
     with transaction.atomic():
         # Lock first so the retries counter read here is the one the re-enqueue increments.
         task = tracker._get_task(task_id, lock=True)

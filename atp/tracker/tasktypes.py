@@ -14,20 +14,30 @@ logger = logging.getLogger("atp.tracker")
 
 #: Options ``register_task_type`` accepts besides its named parameters, with their checks.
 TYPE_OPTIONS = {
-    "priority": lambda v: validation.integer(v, "priority"),
+    "priority": lambda v: validation.priority(v),
     "queue": lambda v: validation.identifier(v, "queue"),
-    "max_queue_size": lambda v: validation.integer(v, "max_queue_size", minimum=1, allow_none=True),
-    "max_retries": lambda v: validation.integer(v, "max_retries", minimum=0),
-    "retry_backoff": lambda v: validation.number(v, "retry_backoff", minimum=0),
-    "retry_backoff_max": lambda v: validation.number(v, "retry_backoff_max", minimum=0),
+    "max_queue_size": lambda v: validation.count(v, "max_queue_size", minimum=1, allow_none=True),
+    "max_retries": lambda v: validation.count(v, "max_retries"),
+    "retry_backoff": lambda v: validation.seconds(v, "retry_backoff"),
+    "retry_backoff_max": lambda v: validation.seconds(v, "retry_backoff_max"),
     "rate_limit": validation.rate,
-    "soft_time_limit": lambda v: validation.number(
-        v, "soft_time_limit", minimum=0, exclusive=True, allow_none=True
+    "soft_time_limit": lambda v: validation.seconds(
+        v, "soft_time_limit", exclusive=True, allow_none=True
     ),
-    "hard_time_limit": lambda v: validation.number(
-        v, "hard_time_limit", minimum=0, exclusive=True, allow_none=True
+    "hard_time_limit": lambda v: validation.seconds(
+        v, "hard_time_limit", exclusive=True, allow_none=True
     ),
     "options": lambda v: _options_dict(v),
+}
+
+
+#: Checks of ``register_task_type``'s named arguments (the tasks backend's system check
+#: uses them too).
+ARGUMENT_CHECKS = {
+    "timeout": lambda v: validation.seconds(v, "timeout", exclusive=True),
+    # ≤ 0 keeps ended tasks forever, however negative; only a retention time is bounded.
+    "timeret": lambda v: validation.number(v, "timeret", maximum=validation.MAX_SECONDS),
+    "maxrestart": lambda v: validation.count(v, "maxrestart"),
 }
 
 
@@ -44,8 +54,9 @@ def register_task_type(identifier, handler, timeout=3600, timeret=-1, maxrestart
     ``handler(task_status, input)``, imported now so a typo fails here, not in a worker),
     ``timeout`` (seconds without update before a task is a zombie, > 0), ``timeret`` (seconds
     ended tasks are kept; ≤0 keeps them forever), ``maxrestart`` (restarts before a task
-    fails), and the options of ``TYPE_OPTIONS``. Options not given take their defaults, so
-    the call describes the whole type. Returns the TaskType.
+    fails), and the options of ``TYPE_OPTIONS``. Durations are at most
+    ``validation.MAX_SECONDS`` (10 years), counts at most ``validation.MAX_COUNT``. Options
+    not given take their defaults, so the call describes the whole type. Returns the TaskType.
     """
     identifier, values = clean_task_type(
         identifier, handler, timeout, timeret, maxrestart, **options
@@ -65,9 +76,9 @@ def clean_task_type(identifier, handler, timeout=3600, timeret=-1, maxrestart=2,
     """
     identifier = validation.identifier(identifier, "task type identifier")
     handler = validation.handler_path(handler, identifier)
-    timeout = validation.number(timeout, "timeout", minimum=0, exclusive=True)
-    timeret = validation.number(timeret, "timeret")
-    maxrestart = validation.integer(maxrestart, "maxrestart", minimum=0)
+    timeout = ARGUMENT_CHECKS["timeout"](timeout)
+    timeret = ARGUMENT_CHECKS["timeret"](timeret)
+    maxrestart = ARGUMENT_CHECKS["maxrestart"](maxrestart)
     unknown = set(options) - set(TYPE_OPTIONS)
     if unknown:
         raise InvalidInput(
