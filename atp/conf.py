@@ -33,6 +33,9 @@ class Defaults:
     PREFETCH: int = 32
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = 500
+    #: Longest ``timeout`` (seconds) the HTTP API's result and apply routes wait for a task;
+    #: also how long apply waits when no timeout is given. Each wait holds a server thread.
+    API_MAX_WAIT: float = 60.0
 
 
 _NAMES = {f.name for f in fields(Defaults)}

@@ -1,8 +1,10 @@
 """URLs of ATP's JSON API (Flower's routes); include them with ``include("atp.urls")``."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from atp.http import views as api
+from atp.http.errors import not_found
+from atp.http.openapi import openapi_json
 
 app_name = "atp"
 
@@ -19,4 +21,7 @@ urlpatterns = [
     path("api/task/rate-limit/<path:name>", api.rate_limit, name="api-task-rate-limit"),
     path("api/task/timeout/<path:name>", api.timeout, name="api-task-timeout"),
     path("api/workers", api.workers, name="api-workers"),
+    path("api/openapi.json", openapi_json, name="api-openapi"),
+    # Last: any other path under api/ answers a JSON 404 too, not Django's HTML page.
+    re_path(r"^api/", not_found, name="api-not-found"),
 ]

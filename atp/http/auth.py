@@ -10,8 +10,7 @@
   session cookie, and Basic-authenticated ones that carry browser headers (``Origin`` or
   ``Sec-Fetch-Site``; a browser that cached Basic credentials sends them). Scripts sending
   Basic credentials without those headers need no token, since no browser sent them.
-- Errors are JSON ``{"error": message}``: 400 bad parameters, 404 unknown task or type,
-  405 wrong method, 409 duplicate identifier, 503 queue full.
+- Errors are JSON ``{"error": message}`` (``atp.http.errors``), whatever went wrong.
 """
 
 import base64
@@ -19,35 +18,16 @@ import binascii
 from functools import wraps
 
 from django.contrib.auth import authenticate
-from django.http import JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, TaskNotFound, UnknownTaskType
+from atp import validation
+from atp.http.errors import error, reply_for, unstorable_parameter
 
 READ = "atp.view_taskinstance"
 ACT = "atp.change_taskinstance"
 CONFIGURE = "atp.change_tasktype"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-REALM = 'Basic realm="ATP API"'
-
-#: Exceptions a view may raise, and the status each becomes.
-ERROR_STATUS = (
-    (TaskNotFound, 404),
-    (UnknownTaskType, 404),
-    (DuplicateTask, 409),
-    (QueueFull, 503),
-    (InvalidInput, 400),
-)
-_HANDLED = tuple(kind for kind, _ in ERROR_STATUS)
-
-
-def error(status: int, message: str) -> JsonResponse:
-    """A JSON error reply ``{"error": message}`` with ``status``."""
-    response = JsonResponse({"error": message}, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = REALM
-    return response
 
 
 def api_view(permission: str, methods=("GET",)):
@@ -64,24 +44,31 @@ def api_view(permission: str, methods=("GET",)):
                 response = error(405, f"method {request.method} not allowed")
                 response["Allow"] = ", ".join(allowed)
                 return response
-            user, by_basic = _authenticate(request)
-            if user is None or not user.is_authenticated:
-                return error(401, "authentication required (session or HTTP Basic)")
-            if not user.has_perm(permission):
-                return error(403, f"permission {permission!r} required")
-            if request.method not in SAFE_METHODS and _browser_may_have_sent(request, by_basic):
-                reason = _csrf_failure(request)
-                if reason:
-                    return error(403, f"CSRF check failed: {reason}")
             try:
-                return view(request, *args, **kwargs)
-            except _HANDLED as exc:
-                status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
-                return error(status, str(exc))
+                return _checked_call(view, permission, request, args, kwargs)
+            except Exception as exc:
+                return reply_for(exc, request)
 
         return wrapper
 
     return decorate
+
+
+def _checked_call(view, permission: str, request, args, kwargs):
+    """Authenticate, check permission, CSRF and parameters, then call the view."""
+    user, by_basic = _authenticate(request)
+    if user is None or not user.is_authenticated:
+        return error(401, "authentication required (session or HTTP Basic)")
+    if not user.has_perm(permission):
+        return error(403, f"permission {permission!r} required")
+    if request.method not in SAFE_METHODS and _browser_may_have_sent(request, by_basic):
+        reason = _csrf_failure(request)
+        if reason:
+            return error(403, f"CSRF check failed: {reason}")
+    bad = unstorable_parameter(request, kwargs)
+    if bad is not None:
+        return error(400, f"parameter {bad} contains a NUL character or a lone surrogate")
+    return view(request, *args, **kwargs)
 
 
 def _authenticate(request):
@@ -94,6 +81,8 @@ def _authenticate(request):
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None, True
+    if not validation.storable(decoded):
+        return None, True  # no user has a NUL in its name, and the query would fail
     username, colon, password = decoded.partition(":")
     user = authenticate(request, username=username, password=password) if colon else None
     if user is not None:

@@ -11,10 +11,11 @@ from django.db.models import Count, OuterRef, Subquery
 from django.http import JsonResponse
 from django.utils import timezone
 
-from atp import control, query
+from atp import control, query, validation
 from atp.conf import settings
 from atp.exceptions import InvalidInput
-from atp.http.auth import ACT, CONFIGURE, READ, api_view, error
+from atp.http.auth import ACT, CONFIGURE, READ, api_view
+from atp.http.errors import error
 from atp.models import ACTIVE, TaskInstance, TaskType, Worker
 
 #: Most tasks one /api/tasks reply holds (Flower never holds more than 10,000 in memory);
@@ -68,8 +69,12 @@ def task_info(request, task_id):
 
 @api_view(READ)
 def task_result(request, task_id):
-    """GET /api/task/result/<id>?timeout=s: task-id and state, plus result once it ended."""
-    timeout = _number(request.GET, "timeout")
+    """GET /api/task/result/<id>?timeout=s: task-id and state, plus result once it ended.
+
+    ``timeout`` is at most ``ATP["API_MAX_WAIT"]``: each wait holds a server thread, and
+    reading needs only the view permission.
+    """
+    timeout = _wait_time(_number(request.GET, "timeout"), default=None)
     return JsonResponse(control.get_result(task_id, timeout).as_flower())
 
 
@@ -127,12 +132,13 @@ def _worker(daemon: Worker, alive: bool) -> dict:
 def apply(request, name):
     """POST /api/task/apply/<type>: run a task and wait for it; Flower's reply shape.
 
-    The body is a JSON object: ``args`` (array) or ``kwargs`` (object) as in Flower, or
+    The body is a JSON object: ``args`` (array) and/or ``kwargs`` (object) as in Flower, or
     ATP's ``input`` (any JSON), plus options (``APPLY_OPTIONS``) and ``timeout`` (seconds
-    to wait; default: until it ends). ``result`` is present once the task has ended.
+    to wait, at most and by default ``ATP["API_MAX_WAIT"]``). ``result`` is present once
+    the task has ended.
     """
     body = _body(request)
-    timeout = body.pop("timeout", None)
+    timeout = _wait_time(body.pop("timeout", None), default=settings.API_MAX_WAIT)
     input, options = _call(body)
     return JsonResponse(control.apply(name, input, timeout=timeout, **options).as_flower())
 
@@ -159,7 +165,8 @@ def _body(request) -> dict:
         return {}
     try:
         body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's recursion limit.
         raise InvalidInput("invalid JSON body") from None
     if not isinstance(body, dict):
         raise InvalidInput("invalid options: the body must be a JSON object")
@@ -167,7 +174,11 @@ def _body(request) -> dict:
 
 
 def _call(body: dict) -> tuple[object, dict]:
-    """Split an apply body into the task input and ``enqueue_task`` options."""
+    """Split an apply body into the task input and ``enqueue_task`` options.
+
+    The input is ``input`` if given; else ``args`` alone (a list), ``kwargs`` alone (an
+    object), or, when Flower sends both non-empty, ``{"args": [...], "kwargs": {...}}``.
+    """
     args, kwargs = body.pop("args", None), body.pop("kwargs", None)
     unknown = sorted(set(body) - set(APPLY_OPTIONS) - {"input"})
     if unknown:
@@ -177,13 +188,16 @@ def _call(body: dict) -> tuple[object, dict]:
     if kwargs is not None and not isinstance(kwargs, dict):
         raise InvalidInput("kwargs must be an object")
     given = [name for name, value in (("args", args), ("kwargs", kwargs)) if value]
-    if "input" in body:
-        given.append("input")
-    if len(given) > 1:
+    if "input" in body and given:
         raise InvalidInput(
-            f"a task's input is one JSON value: give one of args, kwargs and input, not {given}"
+            f"a task's input is one JSON value: give input or args/kwargs, not both ({given})"
         )
-    input = body.pop("input", None) if "input" in body else (kwargs or args or None)
+    if "input" in body:
+        input = body.pop("input")
+    elif len(given) == 2:
+        input = {"args": args, "kwargs": kwargs}
+    else:
+        input = kwargs or args or None
     for name in ("eta", "expires"):
         if isinstance(body.get(name), str):
             body[name] = query.parse_time(body[name], name)
@@ -255,9 +269,10 @@ def _integer(params, name, default):
     value = params.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit():
+    number = validation.ascii_int(value)
+    if number is None:
         raise InvalidInput(f"Invalid argument {name!r}: {value!r} is not a non-negative integer")
-    return int(value)
+    return number
 
 
 def _number(params, name):
@@ -268,6 +283,13 @@ def _number(params, name):
         return float(value)
     except ValueError:
         raise InvalidInput(f"Invalid argument {name!r}: {value!r} is not a number") from None
+
+
+def _wait_time(value, default):
+    """A result/apply ``timeout``: seconds from 0 to ``ATP["API_MAX_WAIT"]``, else 400."""
+    if value is None:
+        return default
+    return validation.number(value, "timeout", minimum=0, maximum=settings.API_MAX_WAIT)
 
 
 def _boolean(params, name, default):
