@@ -352,7 +352,7 @@ def test_apply_endpoints_404_on_unknown_types(tasks, admin_client, endpoint):
         ('{"args": "x"}', "args must be an array"),
         ('{"kwargs": [1]}', "kwargs must be an object"),
         ('{"queue_name": "x"}', "Invalid option"),
-        ('{"args": [1], "kwargs": {"a": 1}}', "one JSON value"),
+        ('{"args": [1], "input": {"a": 1}}', "one JSON value"),
         ('{"countdown": "soon"}', "countdown"),
         ('{"eta": "tomorrow"}', "not a time"),
         ('{"input": {"bad": NaN}}', "JSON"),
