@@ -16,7 +16,7 @@ from atp import tracker, validation
 from atp.models import TaskInstance, TaskType
 
 BEFORE = ("atp", "0005_write_path_indexes")
-THIS = ("atp", "0006_value_bounds")
+THIS = ("atp", "0007_value_bounds")
 
 
 @pytest.fixture
