@@ -259,6 +259,9 @@ def test_cold_stop_with_prefetched_tasks_leaves_none_claimed(daemons):
     # Every task the daemon claimed and did not finish went back with a cold-stop record.
     requeued = TaskInstance.objects.filter(status=Status.ACCEPTED, attempts__gt=0)
     assert requeued.exists(), "the stop came too late to find prefetched tasks"
-    assert LogRecord.objects.filter(
-        instance__in=requeued, event="task-retried", message__contains="cold stop"
-    ).count() == requeued.count()
+    assert (
+        LogRecord.objects.filter(
+            instance__in=requeued, event="task-retried", message__contains="cold stop"
+        ).count()
+        == requeued.count()
+    )

@@ -79,7 +79,9 @@ def test_exception_without_text_is_logged_by_its_class_name(claimed):
 def test_handler_that_no_longer_imports_fails_its_task(claimed):
     task_id = claimed("noop")
     # The handler was removed after its type was registered (a deploy without a migration).
-    TaskType.objects.filter(identifier="noop").update(handler="tests.support.handlers.removed_since")
+    TaskType.objects.filter(identifier="noop").update(
+        handler="tests.support.handlers.removed_since"
+    )
 
     run_task(task_id, "server-1")
 
