@@ -4,8 +4,9 @@ Importing this package registers the model admins; ``atp.admin.dashboard`` is se
 the task admin's URLs (``admin:atp_dashboard``) and linked from ATP's app index.
 """
 
+from atp.admin.pauses import QueuePauseAdmin
 from atp.admin.tasks import TaskInstanceAdmin
 from atp.admin.types import TaskTypeAdmin
 from atp.admin.workers import WorkerAdmin
 
-__all__ = ["TaskInstanceAdmin", "TaskTypeAdmin", "WorkerAdmin"]
+__all__ = ["QueuePauseAdmin", "TaskInstanceAdmin", "TaskTypeAdmin", "WorkerAdmin"]
