@@ -21,7 +21,7 @@ from atp.tracker.core import Attempt
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
 #: candidates are locked first (FOR UPDATE SKIP LOCKED in the CTE); the UPDATE then takes
 #: only those without a rate or concurrency limit (counted rules: they need a lock and a
-#: count, atp.tracker.concurrency) and not expired. The others stay locked by this
+#: count, atp.tracker.concurrency), not expired and not paused. The others stay locked by this
 #: transaction and ACCEPTED, for the ORM path to judge in the same transaction. The last
 #: column counts the candidates, so the caller knows whether any was left to judge; the
 #: LEFT JOIN returns that count (with NULLs) even when nothing was claimed.
@@ -29,10 +29,6 @@ CLAIM = """
 WITH picked AS (
     SELECT id FROM atp_taskinstance
     WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter}
-        -- Paused queues and types (atp.tracker.pausing) are never claimed. Each ARRAY
-        -- sub-select runs once per statement over a tiny table, not once per row.
-        AND queue <> ALL (ARRAY(SELECT queue FROM atp_queuepause))
-        AND type_id <> ALL (ARRAY(SELECT id FROM atp_tasktype WHERE paused))
     ORDER BY priority DESC, run_after, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -44,6 +40,11 @@ claimed AS (
     FROM picked, atp_tasktype AS tt
     WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
         AND tt.concurrency_limit IS NULL AND (t.expires IS NULL OR t.expires > %(now)s)
+        -- Paused types and queues (atp.tracker.pausing) are left to the ORM path too. Here,
+        -- not in "picked": there the planner cannot estimate the filter and would give up
+        -- the claim index for a scan; here it only checks the picked rows. The sub-select
+        -- runs once per statement over a tiny table.
+        AND NOT tt.paused AND t.queue <> ALL (ARRAY(SELECT queue FROM atp_queuepause))
     RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
         t.run_after, t.expires, t.queue, t.parent_id,
         tt.identifier AS type_name, tt.handler, tt.soft_time_limit, tt.hard_time_limit,

@@ -74,8 +74,9 @@ def _take(server_id, message, limit, queues, *, start, limited=None) -> list[Tas
     full_keys: set = set()  # (type id, concurrency key) pairs without a free place now
     with transaction.atomic():
         now = timezone.now()
+        pauses = pausing.current()
         while len(claimed) < limit:
-            ready = pausing.unpaused(TaskInstance.objects.ready(now))
+            ready = pausing.unpaused(TaskInstance.objects.ready(now), pauses)
             ready = ready.exclude(type_id__in=rate_limited)
             if full_keys:
                 ready = ready.exclude(concurrency.of_keys(full_keys))
