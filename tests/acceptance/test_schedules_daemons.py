@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from atp import schedules, tracker
-from atp.models import LogRecord, TaskInstance, Worker
+from atp.models import LogRecord, Schedule, TaskInstance, Worker
 from tests.acceptance.conftest import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -147,3 +147,21 @@ def test_missed_slots_after_all_daemons_stopped_for_10_s(daemons, noop_type, cat
         f"catch_up={catch_up}: gap of {len(gap)} slots ({stopped:%H:%M:%S} stopped, "
         f"{restarted:%H:%M:%S} restarted), {len(caught_up)} run(s) for it"
     )
+
+
+def test_a_daemon_syncs_the_declared_schedules_when_it_starts(daemons, noop_type):
+    declared = {"declared": {"task": noop_type.identifier, "every": 1, "priority": 3}}
+    proc = daemons.start("-n", "1", "--pool", "threads", settings={"SCHEDULES": declared})
+    wait_until(lambda: runs_by_slot("declared"), what="a run of the declared schedule")
+    schedule = Schedule.objects.get(name="declared")
+    assert (schedule.source, schedule.every, schedule.options) == ("settings", 1, {"priority": 3})
+    assert TaskInstance.objects.filter(identifier__startswith="declared@", priority=3).exists()
+    assert proc.poll() is None
+
+
+def test_a_bad_declared_schedule_stops_the_daemon_at_start(daemons, noop_type):
+    declared = {"broken": {"task": noop_type.identifier, "cron": "@daily", "timezone": "Nowhere"}}
+    proc = daemons.start("-n", "1", "--pool", "threads", settings={"SCHEDULES": declared})
+    assert proc.wait(timeout=120) != 0
+    assert "ATP[\"SCHEDULES\"]['broken']: timezone 'Nowhere'" in daemons.output(proc)
+    assert not Schedule.objects.exists()
