@@ -7,73 +7,163 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('atp', '0005_write_path_indexes'),
+        ("atp", "0005_write_path_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='taskinstance',
-            name='has_dependents',
+            model_name="taskinstance",
+            name="has_dependents",
             field=models.BooleanField(db_default=False, default=False),
         ),
         migrations.AddField(
-            model_name='taskinstance',
-            name='result',
-            field=models.JSONField(blank=True, help_text="The handler's return value, when it is JSON.", null=True),
+            model_name="taskinstance",
+            name="result",
+            field=models.JSONField(
+                blank=True, help_text="The handler's return value, when it is JSON.", null=True
+            ),
         ),
         migrations.AlterField(
-            model_name='logrecord',
-            name='status',
-            field=models.PositiveSmallIntegerField(choices=[(0, 'UNDEFINED'), (1, 'ACCEPTED'), (2, 'SCHEDULED'), (3, 'RUNNING'), (4, 'PAUSED'), (5, 'FINISHED'), (6, 'FAILED'), (7, 'REVOKED'), (8, 'WAITING'), (9, 'BLOCKED')]),
+            model_name="logrecord",
+            name="status",
+            field=models.PositiveSmallIntegerField(
+                choices=[
+                    (0, "UNDEFINED"),
+                    (1, "ACCEPTED"),
+                    (2, "SCHEDULED"),
+                    (3, "RUNNING"),
+                    (4, "PAUSED"),
+                    (5, "FINISHED"),
+                    (6, "FAILED"),
+                    (7, "REVOKED"),
+                    (8, "WAITING"),
+                    (9, "BLOCKED"),
+                ]
+            ),
         ),
         migrations.AlterField(
-            model_name='taskinstance',
-            name='status',
-            field=models.PositiveSmallIntegerField(choices=[(0, 'UNDEFINED'), (1, 'ACCEPTED'), (2, 'SCHEDULED'), (3, 'RUNNING'), (4, 'PAUSED'), (5, 'FINISHED'), (6, 'FAILED'), (7, 'REVOKED'), (8, 'WAITING'), (9, 'BLOCKED')], default=0),
+            model_name="taskinstance",
+            name="status",
+            field=models.PositiveSmallIntegerField(
+                choices=[
+                    (0, "UNDEFINED"),
+                    (1, "ACCEPTED"),
+                    (2, "SCHEDULED"),
+                    (3, "RUNNING"),
+                    (4, "PAUSED"),
+                    (5, "FINISHED"),
+                    (6, "FAILED"),
+                    (7, "REVOKED"),
+                    (8, "WAITING"),
+                    (9, "BLOCKED"),
+                ],
+                default=0,
+            ),
         ),
         migrations.CreateModel(
-            name='Dependency',
+            name="Dependency",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField(help_text='Order given at enqueue (results order).')),
-                ('run_on_failure', models.BooleanField(default=False, help_text='on_dependency_failure="run": run even if this one failed.')),
-                ('depends_on', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='dependent_edges', to='atp.taskinstance')),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='dependencies', to='atp.taskinstance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "position",
+                    models.PositiveIntegerField(
+                        help_text="Order given at enqueue (results order)."
+                    ),
+                ),
+                (
+                    "run_on_failure",
+                    models.BooleanField(
+                        default=False,
+                        help_text='on_dependency_failure="run": run even if this one failed.',
+                    ),
+                ),
+                (
+                    "depends_on",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="dependent_edges",
+                        to="atp.taskinstance",
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="dependencies",
+                        to="atp.taskinstance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['task', 'position'],
+                "ordering": ["task", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Workflow',
+            name="Workflow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('name', models.CharField(blank=True, help_text='What the canvas was.', max_length=255)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('end_task', models.ForeignKey(blank=True, help_text="The task whose end is the workflow's end (none for a bare group).", null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='atp.taskinstance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "name",
+                    models.CharField(blank=True, help_text="What the canvas was.", max_length=255),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "end_task",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The task whose end is the workflow's end (none for a bare group).",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="atp.taskinstance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.AddField(
-            model_name='taskinstance',
-            name='workflow',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='tasks', to='atp.workflow'),
+            model_name="taskinstance",
+            name="workflow",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="tasks",
+                to="atp.workflow",
+            ),
         ),
         migrations.AddIndex(
-            model_name='taskinstance',
-            index=models.Index(condition=models.Q(('workflow__isnull', False)), fields=['workflow'], name='atp_task_workflow'),
+            model_name="taskinstance",
+            index=models.Index(
+                condition=models.Q(("workflow__isnull", False)),
+                fields=["workflow"],
+                name="atp_task_workflow",
+            ),
         ),
         migrations.AddIndex(
-            model_name='dependency',
-            index=models.Index(fields=['depends_on'], name='atp_dependency_depends_on'),
+            model_name="dependency",
+            index=models.Index(fields=["depends_on"], name="atp_dependency_depends_on"),
         ),
         migrations.AddConstraint(
-            model_name='dependency',
-            constraint=models.UniqueConstraint(fields=('task', 'position'), name='atp_dependency_position'),
+            model_name="dependency",
+            constraint=models.UniqueConstraint(
+                fields=("task", "position"), name="atp_dependency_position"
+            ),
         ),
     ]

@@ -6,7 +6,7 @@ from django.db import transaction
 from atp import tracker, workflows
 from atp.daemon.runner import execute, record
 from atp.exceptions import InvalidInput
-from atp.models import Dependency, Status, TaskInstance, Workflow
+from atp.models import Dependency, TaskInstance, Workflow
 from tests.support.helpers import nothing_written
 
 H = "tests.support.workflow_handlers."
