@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("atp", "0005_write_path_indexes"),
+        ("atp", "0006_workflows"),
     ]
 
     operations = [
