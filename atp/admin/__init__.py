@@ -7,5 +7,6 @@ the task admin's URLs (``admin:atp_dashboard``) and linked from ATP's app index.
 from atp.admin.tasks import TaskInstanceAdmin
 from atp.admin.types import TaskTypeAdmin
 from atp.admin.workers import WorkerAdmin
+from atp.admin.workflows import WorkflowAdmin
 
-__all__ = ["TaskInstanceAdmin", "TaskTypeAdmin", "WorkerAdmin"]
+__all__ = ["TaskInstanceAdmin", "TaskTypeAdmin", "WorkerAdmin", "WorkflowAdmin"]
