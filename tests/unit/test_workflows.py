@@ -227,3 +227,19 @@ def test_a_task_page_lists_its_dependencies_and_dependents(types, superuser_clie
     assert "BLOCKED" in html
     page = superuser_client.get(reverse("admin:atp_taskinstance_change", args=[first]))
     assert reverse("admin:atp_taskinstance_change", args=[second]) in page.content.decode()
+
+
+def test_the_query_api_shows_a_workflow_as_one_thing(types):
+    from atp import query
+
+    handle = workflows.group(workflows.task("wf.square", {"x": 2}), workflows.task("wf.fail"))
+    handle = handle.enqueue()
+    assert handle.end_task_id is None and handle.end_task_ids == handle.task_ids
+    before = query.get_workflow(handle.workflow_id)
+    assert (before["state"], before["total"], before["ended"]) == ("running", 2, 0)
+    run_all()
+    after = query.get_workflow(handle.workflow_id)
+    assert (after["state"], after["progress"]) == ("failed", 1.0)
+    assert after["counts"] == {"FINISHED": 1, "FAILED": 1}
+    with pytest.raises(tracker.TaskNotFound):
+        query.get_workflow(987654)
