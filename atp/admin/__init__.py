@@ -8,5 +8,6 @@ from atp.admin.schedules import ScheduleAdmin
 from atp.admin.tasks import TaskInstanceAdmin
 from atp.admin.types import TaskTypeAdmin
 from atp.admin.workers import WorkerAdmin
+from atp.admin.workflows import WorkflowAdmin
 
-__all__ = ["ScheduleAdmin", "TaskInstanceAdmin", "TaskTypeAdmin", "WorkerAdmin"]
+__all__ = ["ScheduleAdmin", "TaskInstanceAdmin", "TaskTypeAdmin", "WorkerAdmin", "WorkflowAdmin"]
