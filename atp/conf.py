@@ -33,6 +33,8 @@ class Defaults:
     PREFETCH: int = 32
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = 500
+    #: Bearer token that may read ``atp/metrics`` without a Django login; None = logins only.
+    METRICS_TOKEN: str | None = None
 
 
 _NAMES = {f.name for f in fields(Defaults)}

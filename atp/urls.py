@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from atp.http import metrics
 from atp.http import views as api
 
 app_name = "atp"
@@ -19,4 +20,5 @@ urlpatterns = [
     path("api/task/rate-limit/<path:name>", api.rate_limit, name="api-task-rate-limit"),
     path("api/task/timeout/<path:name>", api.timeout, name="api-task-timeout"),
     path("api/workers", api.workers, name="api-workers"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]
