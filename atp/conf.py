@@ -38,6 +38,8 @@ class Defaults:
     SCHEDULES: dict | None = None
     #: Most missed slots one schedule enqueues at once with catch_up="all" (the latest ones).
     SCHEDULE_CATCH_UP_MAX: int = 1000
+    #: Bearer token that may read ``atp/metrics`` without a Django login; None = logins only.
+    METRICS_TOKEN: str | None = None
 
 
 _NAMES = {f.name for f in fields(Defaults)}

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from atp.http import metrics
 from atp.http import schedules as schedule_api
 from atp.http import views as api
 
@@ -24,4 +25,5 @@ urlpatterns = [
     path("api/schedules", schedule_api.schedule_list, name="api-schedules"),
     path("api/schedule/pause/<str:name>", schedule_api.pause, name="api-schedule-pause"),
     path("api/schedule/resume/<str:name>", schedule_api.resume, name="api-schedule-resume"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]
