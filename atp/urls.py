@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from atp.http import flow
+from atp.http import flow, metrics
+from atp.http import schedules as schedule_api
 from atp.http import views as api
 
 app_name = "atp"
@@ -24,4 +25,9 @@ urlpatterns = [
     path("api/queue/resume/<path:name>", flow.resume_queue, name="api-queue-resume"),
     path("api/task-type/pause/<path:name>", flow.pause_task_type, name="api-task-type-pause"),
     path("api/task-type/resume/<path:name>", flow.resume_task_type, name="api-task-type-resume"),
+    # Periodic tasks (atp.schedules)
+    path("api/schedules", schedule_api.schedule_list, name="api-schedules"),
+    path("api/schedule/pause/<str:name>", schedule_api.pause, name="api-schedule-pause"),
+    path("api/schedule/resume/<str:name>", schedule_api.resume, name="api-schedule-resume"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -49,6 +49,7 @@ from atp.tracker.core import (
     _get_task,
     _get_type,
 )
+from atp.tracker.dependencies import decide_orphaned_dependents, results_of
 from atp.tracker.pausing import pause_queue, pause_task_type, resume_queue, resume_task_type
 from atp.tracker.queueing import (
     ENQUEUE_OPTIONS,
@@ -149,6 +150,8 @@ __all__ = [
     "stop_task_success",
     "stop_task_success_if_not_finished",
     "wait_for_subtasks",
+    # dependencies
+    "results_of",
     # reporting
     "heartbeat",
     "set_task_progress",
@@ -157,6 +160,7 @@ __all__ = [
     "request_abort",
     "request_kill",
     # sweeps
+    "decide_orphaned_dependents",
     "delete_retired_tasks",
     "recover_lost_workers",
     "reenqueue_zombie_tasks",

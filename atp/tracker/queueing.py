@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from atp import events, sql, validation
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
-from atp.models import LogRecord, Status, TaskInstance, TaskType
-from atp.tracker import unique
+from atp.models import LogRecord, Status, TaskInstance, TaskType, sources_of
+from atp.tracker import dependencies, unique
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
 
@@ -28,6 +28,9 @@ ENQUEUE_OPTIONS = (
     "countdown",
     "expires",
     "parent",
+    "depends_on",
+    "on_dependency_failure",
+    "workflow",
     "unique_key",
     "unique_for",
     "concurrency_key",
@@ -36,7 +39,9 @@ ENQUEUE_OPTIONS = (
 KEY_OPTIONS = ("unique_key", "concurrency_key")
 
 
-def enqueue_task(type, identifier=None, input=None, message="", **options) -> int:
+def enqueue_task(
+    type, identifier=None, input=None, message="", *, event_fields=None, **options
+) -> int:
     """Put a new task in the queue (ACCEPTED) and return its id.
 
     Parameters: ``type`` (task type identifier), ``identifier`` (≤64 characters, unique per
@@ -46,12 +51,14 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
     expired task is revoked, not run), ``parent`` (task id), ``unique_key`` and
     ``unique_for`` (see ``enqueue_unique``: while a task of the type holds the key, the
     call returns that task's id and creates nothing) and ``concurrency_key`` (the key the
-    type's ``concurrency_limit`` counts; None = the type's one shared key).
+    type's ``concurrency_limit`` counts; None = the type's one shared key). ``event_fields``
+    (a dict) are added to the task's ``task-sent`` event (a schedule's run names its
+    schedule there).
 
     Raises UnknownTaskType, InvalidInput, DuplicateTask, or QueueFull when the type's queue
     already holds its limit of waiting tasks. The limit check and the insert are atomic.
     """
-    return _enqueue_one(type, identifier, input, message, options)[0]
+    return _enqueue_one(type, identifier, input, message, options, event_fields)[0]
 
 
 def enqueue_unique(
@@ -59,13 +66,14 @@ def enqueue_unique(
 ) -> tuple[int, bool]:
     """Enqueue a task unless one of the same type holds ``unique_key``; ``(task id, created)``.
 
-    A task holds its key from its enqueue until it ends (waiting, scheduled, running,
-    paused or waiting for subtasks) and, with ``unique_for`` (seconds or a timedelta), also
-    until its enqueue is that old, ended or not. While the key is held, the call creates
-    nothing, writes no log record and returns the holder's id with ``created`` False.
-    Concurrent callers, in any process, get one task: the check and the insert happen
-    under a lock on the key (``atp.tracker.unique``). Other parameters and errors as
-    ``enqueue_task``; ``identifier`` and ``input`` only matter when the task is created.
+    A task holds its key from its enqueue until it ends (waiting, blocked, scheduled,
+    running, paused or waiting for subtasks) and, with ``unique_for`` (seconds or a
+    timedelta), also until its enqueue is that old, ended or not. While the key is held,
+    the call creates nothing, writes no log record and returns the holder's id with
+    ``created`` False. Concurrent callers, in any process, get one task: the check and the
+    insert happen under a lock on the key (``atp.tracker.unique``). Other parameters and
+    errors as ``enqueue_task``; ``identifier`` and ``input`` only matter when the task is
+    created.
     """
     if unique_key is None:
         raise InvalidInput("unique_key must be given to enqueue_unique")
@@ -73,7 +81,8 @@ def enqueue_unique(
     return _enqueue_one(type, identifier, input, message, options)
 
 
-def _enqueue_one(type, identifier, input, message, options) -> tuple[int, bool]:
+def _enqueue_one(type, identifier, input, message, options, event_fields=None):
+    """``enqueue_task``'s work; returns ``(task id, created)``."""
     task_type = _enqueue_type(type)
     task_uuid = uuid_module.uuid4()
     identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
@@ -85,7 +94,14 @@ def _enqueue_one(type, identifier, input, message, options) -> tuple[int, bool]:
     item = (identifier, task_uuid, input, keys["unique_key"], keys["concurrency_key"])
     try:
         (task_id,), (created,) = _enqueue(
-            task_type, [item], message, options, where, check_limit=True, unique_for=unique_for
+            task_type,
+            [item],
+            message,
+            options,
+            where,
+            check_limit=True,
+            event_fields=event_fields,
+            unique_for=unique_for,
         )
     except IntegrityError as exc:
         # By the type's identifier: ``task_type`` may be a stale copy ``_enqueue`` replaced.
@@ -140,7 +156,7 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
         return []
     try:
         ids, _ = _enqueue(
-            task_type, batch, message, options, where, check_limit, fields, unique_for
+            task_type, batch, message, options, where, check_limit, fields, unique_for=unique_for
         )
     except IntegrityError as exc:
         raise DuplicateTask(
@@ -218,20 +234,51 @@ def _reload_type(task_type: TaskType) -> TaskType:
 
 
 def _enqueue(
-    task_type, batch, message, options, where, check_limit, fields=None, unique_for=None
+    task_type,
+    batch,
+    message,
+    options,
+    where,
+    check_limit,
+    fields=None,
+    event_fields=None,
+    unique_for=None,
 ) -> tuple[list[int], list[bool]]:
     """Insert ``batch`` as ACCEPTED tasks; their ids, and whether each was created.
 
     Items are ``(identifier, uuid, input, unique_key, concurrency_key)``; an item whose
     unique key is held (``atp.tracker.unique``) gets the holder's id instead.
+    ``event_fields`` are added to every task's ``task-sent`` event.
+
     Raises QueueFull, or IntegrityError (a clash) for the caller to name.
     """
+    after = dependencies.clean(
+        options.get("depends_on"), options.get("on_dependency_failure"), where
+    )
+    if after[0] or options.get("workflow") is not None:
+        # Dependencies and workflows take the portable path: their rules live there once.
+        # It reads the type's row (the cache may be stale; the SQL path checks, this does not).
+        task_type = _get_type(task_type.identifier)
+        fields = _enqueue_fields(task_type, options, where)
+        return _insert_with_orm(
+            task_type, fields, batch, message, check_limit, after, where, event_fields, unique_for
+        )
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)
         if not sql.is_postgresql():
-            return _insert_with_orm(task_type, fields, batch, message, check_limit, unique_for)
-        done = _insert_with_sql(task_type, fields, batch, message, check_limit, unique_for)
+            return _insert_with_orm(
+                task_type,
+                fields,
+                batch,
+                message,
+                check_limit,
+                event_fields=event_fields,
+                unique_for=unique_for,
+            )
+        done = _insert_with_sql(
+            task_type, fields, batch, message, check_limit, event_fields, unique_for
+        )
         if done is not None:
             return done
         task_type, fields = _reload_type(task_type), None
@@ -245,40 +292,84 @@ def _enqueue(
 _STALE_TYPE_RETRIES = 3
 
 
-def _insert_with_orm(task_type, fields, batch, message, check_limit, unique_for):
+def _insert_with_orm(
+    task_type,
+    fields,
+    batch,
+    message,
+    check_limit,
+    after=([], "revoke"),
+    where="",
+    event_fields=None,
+    unique_for=None,
+):
     """The portable insert: unique keys, the limit check, the tasks and logs, one transaction.
 
-    Returns ``(ids, created)`` as ``_enqueue``.
+    ``after`` is ``(dependency ids, policy)`` from ``dependencies.clean``: with dependencies
+    the tasks start BLOCKED (or ACCEPTED, or REVOKED, by what their dependencies did).
+    ``event_fields`` are added to each ``task-sent`` event. Returns ``(ids, created)`` as
+    ``_enqueue``.
     """
+    depends_on, policy = after
     with transaction.atomic():
         now = timezone.now()
         keys = [item[3] for item in batch]
         # The keys' locks come before the queue scope's, as on the SQL path.
         plan = unique.plan(keys, unique.held_keys(task_type, keys, unique_for, now))
-        fresh = [batch[position] for position in plan.create]
-        if not fresh:
+        batch = [batch[position] for position in plan.create]
+        if not batch:
             return plan.resolve([])
         if check_limit:
-            _check_queue_limit(task_type, adding=len(fresh))
-        tasks = [_accepted_task(task_type, fields, item, now) for item in fresh]
+            _check_queue_limit(task_type, adding=len(batch))
+        locked = dependencies.lock_dependencies(depends_on, where) if depends_on else {}
+        status, revoked_because = (
+            dependencies.initial_status(locked, policy) if depends_on else (Status.ACCEPTED, "")
+        )
+        tasks = [_accepted_task(task_type, fields, item, now) for item in batch]
+        for task in tasks:
+            task.status = status
+            if status == Status.REVOKED:
+                task.finished_at = now
         TaskInstance.objects.bulk_create(tasks)
-        LogRecord.objects.bulk_create(
+        records = [
             _log(
                 task,
-                Status.ACCEPTED,
+                Status.ACCEPTED if status == Status.REVOKED else status,
                 message,
                 events.TASK_SENT,
                 now,
                 **events.call_fields(task),
-                **_lineage(task),
+                **_sent_lineage(task, locked, depends_on),
+                **(event_fields or {}),
             )
             for task in tasks
-        )
-        sql.notify_enqueued(tasks[0].queue)
+        ]
+        if status == Status.REVOKED:
+            fields_revoked = events.revoked_fields(terminated=False, signum=None, expired=False)
+            records += [
+                _log(task, status, revoked_because, events.TASK_REVOKED, now, **fields_revoked)
+                for task in tasks
+            ]
+        LogRecord.objects.bulk_create(records)
+        if depends_on:
+            dependencies.attach(tasks, depends_on, locked, policy)
+        if status == Status.ACCEPTED:
+            sql.notify_enqueued(tasks[0].queue)
     return plan.resolve([task.pk for task in tasks])
 
 
-def _insert_with_sql(task_type, fields, batch, message, check_limit, unique_for):
+def _sent_lineage(task, locked, depends_on) -> dict:
+    """``task-sent``'s parent_id/root_id: by its parent task, or by what it depends on."""
+    if task.parent_id is not None or not depends_on:
+        lineage = _lineage(task)
+        if task.workflow_id is not None and task.parent_id is None:
+            lineage["root_id"] = str(getattr(task.workflow, "root_uuid", None) or task.uuid)
+        return lineage
+    root = getattr(task.workflow, "root_uuid", None) if task.workflow_id is not None else None
+    return dependencies.sent_lineage(locked, depends_on, root)
+
+
+def _insert_with_sql(task_type, fields, batch, message, check_limit, event_fields, unique_for):
     """The PostgreSQL insert: one statement in one round trip (``sql.enqueue_rows``).
 
     Returns ``(ids, created)`` as ``_enqueue``, or None when ``task_type`` turned out stale
@@ -290,6 +381,7 @@ def _insert_with_sql(task_type, fields, batch, message, check_limit, unique_for)
         limit = sql.QueueLimit(size, task_type.pk if task_type.max_queue_size is not None else None)
     now = timezone.now()
     template, root_id = _sent_fields(task_type, fields, batch[0][1], now)
+    template.update(event_fields or {})
     params = {
         **_statement_values(task_type, fields, batch, message, now),
         "fields": json.dumps(template),
@@ -437,7 +529,7 @@ def _accepted_task(task_type, fields, item, now, pk=None) -> TaskInstance:
 
 def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
     """Check ``enqueue_task``'s options and turn them into TaskInstance field values."""
-    unknown = set(options) - set(ENQUEUE_OPTIONS)  # the flow options: see _flow_options
+    unknown = set(options) - set(ENQUEUE_OPTIONS)
     if unknown:
         raise InvalidInput(
             f"unknown option(s) {sorted(unknown)} for {where}; valid: {list(ENQUEUE_OPTIONS)}"
@@ -461,6 +553,8 @@ def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
     fields["expires"] = validation.moment(options.get("expires"), "expires", now)
     if options.get("parent") is not None:
         fields["parent"] = _get_task(options["parent"])
+    if options.get("workflow") is not None:
+        fields["workflow"] = options["workflow"]  # atp.workflows passes its Workflow row
     return fields
 
 
@@ -508,6 +602,8 @@ def reenqueue_task(
         task_id,
         Status.ACCEPTED,
         message,
+        # Not BLOCKED: only its dependencies release a task that waits for them.
+        sources=sources_of(Status.ACCEPTED) - {Status.BLOCKED},
         attempt=attempt,
         event=events.TASK_RETRIED,
         changes=lambda task: {
