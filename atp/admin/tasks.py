@@ -210,7 +210,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
     @admin.display(description="waiting because")
     def waiting_because(self, task):
         """Why a waiting task has not started (paused, key full, …); '—' if it does not wait."""
-        if task.pk is None or task.status != Status.ACCEPTED:
+        if task.pk is None or task.status not in (Status.ACCEPTED, Status.BLOCKED):
             return "—"
         found = waiting.reasons(task)
         return "; ".join(found) if found else "nothing: it is next in line"

@@ -1,8 +1,8 @@
-"""Why a waiting task has not started: due later, paused, its concurrency key or rate full.
+"""Why a waiting task has not started: due later, paused, its concurrency key or rate full,
+or (BLOCKED) the tasks it depends on.
 
 Read-only: the claim decides (``atp.tracker.claiming``); this explains the same rules on a
-task's admin page and in the task list's filter. ATP has no task dependencies, so none
-holds a task back.
+task's admin page and in the task list's filter.
 """
 
 from datetime import timedelta
@@ -11,7 +11,7 @@ from django.db.models import Count, F, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from atp.models import ACTIVE, QueuePause, Status, TaskInstance, TaskType
+from atp.models import ACTIVE, TERMINAL, QueuePause, Status, TaskInstance, TaskType
 from atp.tracker.concurrency import active_of_key
 from atp.tracker.ratelimit import parse_rate
 
@@ -22,11 +22,15 @@ REASONS = (
     ("type", "task type paused"),
     ("concurrency", "concurrency key full"),
     ("rate", "rate limit used up"),
+    ("dependencies", "waiting for dependencies"),
 )
 
 
 def reasons(task, now=None) -> list[str]:
     """Why ``task`` waits, in words; empty when it is not waiting or nothing holds it back."""
+    if task.status == Status.BLOCKED:
+        pending = task.dependencies.exclude(depends_on__status__in=sorted(TERMINAL))
+        return [f"waiting for {pending.count()} task(s) it depends on to end"]
     if task.status != Status.ACCEPTED:
         return []
     now = now or timezone.now()
@@ -51,6 +55,8 @@ def reasons(task, now=None) -> list[str]:
 def filter_tasks(tasks, reason: str, now=None):
     """The waiting tasks among ``tasks`` that ``reason`` (a value of ``REASONS``) holds back."""
     now = now or timezone.now()
+    if reason == "dependencies":
+        return tasks.filter(status=Status.BLOCKED)
     waiting = tasks.filter(status=Status.ACCEPTED)
     if reason == "later":
         return waiting.filter(run_after__gt=now)

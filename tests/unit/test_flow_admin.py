@@ -42,6 +42,9 @@ def held_back(task_type):
     ids["concurrency"] = tracker.TaskInstance.objects.get(identifier="concurrency").pk
     ids["rate"] = tracker.TaskInstance.objects.get(identifier="rate").pk
     ids["free"] = tracker.enqueue_task(task_type.identifier, "free")
+    ids["dependencies"] = tracker.enqueue_task(
+        task_type.identifier, "after", depends_on=[ids["later"]]
+    )
     return ids
 
 
@@ -59,6 +62,7 @@ def test_each_reason_is_named_and_filters_exactly_its_tasks(held_back):
     assert words["concurrency"] == ["concurrency key 'k' is full: 1 of 1 places taken"]
     assert words["rate"] == ["rate limit 1/h is used up"]
     assert words["free"] == []
+    assert words["dependencies"] == ["waiting for 1 task(s) it depends on to end"]
 
 
 def test_the_task_page_and_the_list_filter_show_why(superuser_client, held_back):
