@@ -20,6 +20,7 @@ class Listener:
 
     def __init__(self):
         self.raw = None
+        self.pauses_changed = False  # a queue was paused or resumed (sql.PAUSES_CHANGED)
 
     def connect(self) -> None:
         """Open the listening connection (PostgreSQL only); failures leave polling in charge."""
@@ -50,6 +51,8 @@ class Listener:
             self.close()
             return True  # we may have missed a notification: look at the queue
         arrived = bool(self.raw.notifies)
+        if any(note.payload == sql.PAUSES_CHANGED for note in self.raw.notifies):
+            self.pauses_changed = True
         self.raw.notifies.clear()
         return arrived
 

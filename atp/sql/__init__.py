@@ -23,6 +23,8 @@ UNIQUE_LOCK_CLASS = ADVISORY_LOCK_CLASS + 2
 
 #: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
 NOTIFY_CHANNEL = "atp_enqueued"
+#: The payload (on ``NOTIFY_CHANNEL``) saying that a queue was paused or resumed.
+PAUSES_CHANGED = "atp:pauses"
 
 
 def is_postgresql() -> bool:
@@ -75,6 +77,13 @@ def lock_unique_keys(type_id: int, keys) -> None:
     if is_postgresql() and keys:
         with connection.cursor() as cursor:
             cursor.execute(_unique_locks_sql(type_id, keys))
+
+
+def notify_pauses() -> None:
+    """Tell the daemons to read the paused queues again (delivered on commit)."""
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, PAUSES_CHANGED])
 
 
 def notify_enqueued(queue: str) -> None:
