@@ -37,6 +37,7 @@ from atp.models import (
     Worker,
     sources_of,
 )
+from atp.tracker import core, subtasks
 from atp.tracker.claiming import claim_tasks, dequeue_task
 from atp.tracker.core import (
     Attempt,
@@ -44,9 +45,6 @@ from atp.tracker.core import (
     StatusInfo,
     SweepEntry,
     TaskInfo,
-    _check_owner,
-    _get_task,
-    _get_type,
 )
 from atp.tracker.queueing import ENQUEUE_OPTIONS, enqueue_task, enqueue_tasks, reenqueue_task
 from atp.tracker.reading import (
@@ -61,9 +59,10 @@ from atp.tracker.reading import (
     get_task_response,
     get_task_status,
     get_task_status_by_identifier,
+    get_task_type,
 )
 from atp.tracker.reporting import heartbeat, set_task_progress, set_task_response
-from atp.tracker.requesting import request_abort, request_kill
+from atp.tracker.requesting import Stopped, abort_task, cancel_task, request_abort, request_kill
 from atp.tracker.running import (
     begin_attempt,
     finish_tasks,
@@ -116,6 +115,7 @@ __all__ = [
     "get_task_response",
     "get_task_status",
     "get_task_status_by_identifier",
+    "get_task_type",
     # queueing
     "ENQUEUE_OPTIONS",
     "enqueue_task",
@@ -140,6 +140,9 @@ __all__ = [
     "set_task_progress",
     "set_task_response",
     # operator requests
+    "Stopped",
+    "abort_task",
+    "cancel_task",
     "request_abort",
     "request_kill",
     # sweeps
@@ -148,10 +151,6 @@ __all__ = [
     "reenqueue_zombie_tasks",
     "restart_or_fail",
     "touch_active_tasks",
-    # private helpers other atp modules use (subtasks, retries, jobs)
-    "_check_owner",
-    "_get_task",
-    "_get_type",
     # re-exported exceptions and models
     "DuplicateTask",
     "InvalidInput",
@@ -170,3 +169,7 @@ __all__ = [
     "Worker",
     "sources_of",
 ]
+
+# The subtask roll-up ends parents through the transitions above; core calls it when a
+# subtask ends (see core.SUBTASK_ENDED_HOOKS), so core need not import it (no cycle).
+core.SUBTASK_ENDED_HOOKS.append(subtasks.subtask_ended)

@@ -191,16 +191,21 @@ def _check_owner(task, attempt, server_id) -> None:
         )
 
 
+#: What a subtask's end triggers, called by ``_ended``. ``atp.tracker`` (its ``__init__``)
+#: adds the subtask roll-up (``subtasks.subtask_ended``): the roll-up ends parents through
+#: the transitions built on this module, so this module cannot import it without a cycle.
+SUBTASK_ENDED_HOOKS: list = []
+
+
 def _ended(task: TaskInstance) -> None:
     """The one hook every terminal transition calls, inside its transaction.
 
-    A subtask's end is counted into its parent here (``atp.tracker.subtasks``), so the count
-    commits with the status, exactly once.
+    A subtask's end is counted into its parent here (``SUBTASK_ENDED_HOOKS``: the roll-up of
+    ``atp.tracker.subtasks``), so the count commits with the status, exactly once.
     """
     if task.parent_id is not None:
-        from atp.tracker import subtasks  # atp.tracker.subtasks imports this module
-
-        subtasks.subtask_ended(task)
+        for hook in SUBTASK_ENDED_HOOKS:
+            hook(task)
 
 
 def _attempt_of(task: TaskInstance) -> Attempt:
