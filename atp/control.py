@@ -51,7 +51,7 @@ class TaskResult:
 
     def as_flower(self) -> dict:
         """Flower's result reply: task-id and state, plus result (and traceback) once ready."""
-        reply = {"task-id": self.uuid, "state": self.state}
+        reply: dict[str, object] = {"task-id": self.uuid, "state": self.state}
         if self.ready:
             reply["result"] = self.exception if self.state == "FAILURE" else self.result
             if self.state == "FAILURE":
@@ -123,7 +123,7 @@ def _task(task_id) -> TaskInstance:
 
 
 def _result(task: TaskInstance) -> TaskResult:
-    outcome = {}
+    outcome: dict = {}
     if task.status in TERMINAL:
         record = task.log.filter(event__in=OUTCOME_EVENTS).order_by("-time", "-id").first()
         outcome = record.fields if record else {}

@@ -52,6 +52,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import DatabaseError, connection, transaction
@@ -145,7 +146,16 @@ def fill_history(count: int = HISTORY_ROWS) -> None:
         return
     statement = _FILL.format(table=_TASKS, uuid=_NEW_UUID[vendor], series=_SERIES[vendor])
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [history.pk, 0, int(Status.FINISHED), PRIORITY, history.queue, now, now, now]
+    params: list[Any] = [
+        history.pk,
+        0,
+        int(Status.FINISHED),
+        PRIORITY,
+        history.queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(statement, [*params, count])
 
@@ -193,7 +203,16 @@ def fill_backlog(count: int) -> int:
     # Numbered after every filler row so far, so identifiers stay unique per type.
     offset = TaskInstance.objects.filter(type=filler).count()
     queue = TaskType.objects.get(identifier=MEASURED).queue
-    params = [filler.pk, offset, int(Status.ACCEPTED), FILLER_PRIORITY, queue, now, now, now]
+    params: list[Any] = [
+        filler.pk,
+        offset,
+        int(Status.ACCEPTED),
+        FILLER_PRIORITY,
+        queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         if vendor == "postgresql":
             # The trigram index of the search is two thirds of the insert's cost row by
@@ -296,7 +315,7 @@ def _drain_run(count: int, concurrency: int, pool: str, *extra: str) -> dict:
         "steady_per_s": steady_rate([moment.timestamp() for moment in finishes]),
         "startup_s": first_claim.timestamp() - launched,
         "exit_s": exited - launched,
-        "commits_per_task": None if before is None else (after - before) / count,
+        "commits_per_task": None if before is None else (after - before) / count,  # type: ignore[operator]
     }
 
 

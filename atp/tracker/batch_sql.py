@@ -11,6 +11,7 @@ the ORM path, so every rule keeps exactly one implementation that decides it.
 
 import json
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -93,7 +94,7 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
     statement passed over due tasks it may not judge (expired, rate-limited).
     """
-    params = {
+    params: dict[str, Any] = {
         "accepted": Status.ACCEPTED,
         "running": Status.RUNNING,
         "server_id": server_id,
@@ -139,7 +140,7 @@ def finish(successes, now: datetime) -> dict[int, str]:
     Returns ``{task_id: "finished"}`` for the tasks written; the others are untouched.
     """
     results = {task_id: result for task_id, _, result in successes}
-    params = {
+    params: dict[str, Any] = {
         "ids": [task_id for task_id, _, _ in successes],
         "attempts": [attempt for _, attempt, _ in successes],
         "finished": Status.FINISHED,

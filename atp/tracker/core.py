@@ -98,9 +98,9 @@ def _lineage(task: TaskInstance) -> dict:
     if task.parent_id is None:
         return {"root_id": str(task.uuid), "parent_id": None}
     parent, root = task.parent, task.parent
-    while root.parent_id is not None:
-        root = root.parent
-    return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}
+    while root.parent_id is not None:  # type: ignore[union-attr]
+        root = root.parent  # type: ignore[union-attr]
+    return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}  # type: ignore[union-attr]
 
 
 def _join(*parts) -> str:

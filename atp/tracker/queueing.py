@@ -200,7 +200,7 @@ def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int
     if not fresh:
         return None
     if result[0][2] is None:
-        raise _queue_full(task_type, len(batch), waiting, size)
+        raise _queue_full(task_type, len(batch), waiting, size)  # type: ignore[arg-type]
     ids, log_ids = [0] * len(batch), [0] * len(batch)
     for _, _, position, task_id, log_id in result:
         ids[position - 1], log_ids[position - 1] = task_id, log_id
@@ -271,7 +271,7 @@ def _sent_fields(task_type, fields, first_uuid, now) -> tuple[dict, str | None]:
         parent=parent,
         parent_id=parent.pk if parent is not None else None,
     )
-    lineage = _lineage(first)
+    lineage = _lineage(first)  # type: ignore[arg-type]
     template = events.task_fields(first, now, **events.call_fields(first), **lineage)
     return template, lineage["root_id"] if first.parent_id is not None else None
 
