@@ -37,7 +37,7 @@ from atp.models import (
     Worker,
     sources_of,
 )
-from atp.tracker import core, subtasks
+from atp.tracker import core, dependencies, subtasks
 from atp.tracker.claiming import claim_tasks, dequeue_task
 from atp.tracker.core import (
     Attempt,
@@ -46,6 +46,7 @@ from atp.tracker.core import (
     SweepEntry,
     TaskInfo,
 )
+from atp.tracker.dependencies import decide_orphaned_dependents, results_of
 from atp.tracker.queueing import ENQUEUE_OPTIONS, enqueue_task, enqueue_tasks, reenqueue_task
 from atp.tracker.reading import (
     count_by_status,
@@ -135,6 +136,8 @@ __all__ = [
     "stop_task_success",
     "stop_task_success_if_not_finished",
     "wait_for_subtasks",
+    # dependencies
+    "results_of",
     # reporting
     "heartbeat",
     "set_task_progress",
@@ -146,6 +149,7 @@ __all__ = [
     "request_abort",
     "request_kill",
     # sweeps
+    "decide_orphaned_dependents",
     "delete_retired_tasks",
     "recover_lost_workers",
     "reenqueue_zombie_tasks",
@@ -170,6 +174,8 @@ __all__ = [
     "sources_of",
 ]
 
-# The subtask roll-up ends parents through the transitions above; core calls it when a
-# subtask ends (see core.SUBTASK_ENDED_HOOKS), so core need not import it (no cycle).
+# What a task's end triggers: the subtask roll-up ends parents and the release of dependents
+# revokes or releases tasks, both through the transitions above. core calls them when a task
+# ends (core.SUBTASK_ENDED_HOOKS, DEPENDENCY_ENDED_HOOKS), so it need not import them.
 core.SUBTASK_ENDED_HOOKS.append(subtasks.subtask_ended)
+core.DEPENDENCY_ENDED_HOOKS.append(dependencies.dependency_ended)

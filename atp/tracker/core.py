@@ -191,21 +191,32 @@ def _check_owner(task, attempt, server_id) -> None:
         )
 
 
-#: What a subtask's end triggers, called by ``_ended``. ``atp.tracker`` (its ``__init__``)
-#: adds the subtask roll-up (``subtasks.subtask_ended``): the roll-up ends parents through
-#: the transitions built on this module, so this module cannot import it without a cycle.
+#: What a task's end triggers, called by ``_ended``; ``atp.tracker``'s ``__init__`` adds the
+#: subtask roll-up (``subtasks.subtask_ended``) and the release of dependents
+#: (``dependencies.dependency_ended``). They end or release other tasks through the
+#: transitions built on this module, so this module cannot import them without a cycle.
 SUBTASK_ENDED_HOOKS: list = []
+DEPENDENCY_ENDED_HOOKS: list = []
 
 
 def _ended(task: TaskInstance) -> None:
     """The one hook every terminal transition calls, inside its transaction.
 
-    A subtask's end is counted into its parent here (``SUBTASK_ENDED_HOOKS``: the roll-up of
-    ``atp.tracker.subtasks``), so the count commits with the status, exactly once.
+    A subtask's end is counted into its parent here (``_subtask_ended``), so the count
+    commits with the status, exactly once; the tasks that depend on it are released or
+    revoked here too (``DEPENDENCY_ENDED_HOOKS``), in the same transaction.
     """
     if task.parent_id is not None:
-        for hook in SUBTASK_ENDED_HOOKS:
+        _subtask_ended(task)
+    if task.has_dependents:
+        for hook in DEPENDENCY_ENDED_HOOKS:
             hook(task)
+
+
+def _subtask_ended(task: TaskInstance) -> None:
+    """Count the subtask ``task``, which just ended, into its parent (``SUBTASK_ENDED_HOOKS``)."""
+    for hook in SUBTASK_ENDED_HOOKS:
+        hook(task)
 
 
 def _attempt_of(task: TaskInstance) -> Attempt:
