@@ -30,6 +30,9 @@ TYPE_OPTIONS: dict[str, Callable[[Any], Any]] = {
         v, "hard_time_limit", minimum=0, exclusive=True, allow_none=True
     ),
     "options": lambda v: _options_dict(v),
+    "concurrency_limit": lambda v: validation.integer(
+        v, "concurrency_limit", minimum=1, allow_none=True
+    ),
 }
 
 
