@@ -21,9 +21,10 @@ from atp.conf import settings
 from atp.daemon import workers
 from atp.daemon.broker import BrokerLinks
 from atp.daemon.db import drop_all, use_persistent_connections
-from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import record_all
 from atp.daemon.schedules import ScheduleClock
+from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
