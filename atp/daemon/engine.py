@@ -19,7 +19,6 @@ from django.db import DatabaseError, transaction
 from atp import events, tracker
 from atp.conf import settings
 from atp.daemon import workers
-from atp.daemon.broker import BrokerLinks
 from atp.daemon.db import drop_all, use_persistent_connections
 from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
 from atp.daemon.runner import record_all
@@ -82,7 +81,7 @@ class Daemon:
         self.db_retry_at = 0.0
         self.db_up_since = now
         self._wake_reader, self._wake_writer = os.pipe()
-        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
+        self.broker = None  # event relay + remote control (atp.daemon.broker), if configured
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -97,7 +96,11 @@ class Daemon:
             while not self._db(lambda: workers.register_worker(self.options.server_id)):
                 self._sleep_until(self.db_retry_at)
             self.listener.connect()
-            self.broker = BrokerLinks.start(self, events.node_name())
+            if settings.EVENTS_BROKER_URL:
+                # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
+                from atp.daemon.broker import BrokerLinks
+
+                self.broker = BrokerLinks.start(self, events.node_name())
             self.log.info(
                 "atpd started: %s pool of %d, queues %s, pid %d",
                 self.options.pool,
@@ -431,6 +434,8 @@ class Daemon:
     # --- waiting ------------------------------------------------------------------------
 
     def _wait(self) -> None:
+        if self.db_down_since is None and self.listener.ensure():
+            self.queue_empty = False  # what was notified while it was down is lost: look
         now = time.monotonic()
         can_claim = self.pool.free() and not self.stopping and not self._quota_used()
         if self.db_down_since is None and self._db_step_due():
@@ -445,6 +450,8 @@ class Daemon:
             wake_at = min(wake_at, self.next_heartbeat)
             if can_claim:
                 wake_at = min(wake_at, self.next_poll)
+            # A LISTEN connection that died is opened again (atp.daemon.wakeup).
+            wake_at = min(wake_at, self.listener.reconnect_at())
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
         ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
         if self._wake_reader in ready:

@@ -266,6 +266,12 @@ def test_flower_lists_tasks_and_workers_and_revokes(daemons, redis_url, tmp_path
             interval=0.5,
             what="Flower's worker list",
         )
+        # The worker page renders every key of each queue's kombu description (issue 13).
+        page = f"{base}/worker/{node}"
+        with urllib.request.urlopen(page, timeout=30) as response:  # noqa: S310 (local Flower)
+            assert response.status == 200
+            html = response.read().decode()
+        assert "<td>default</td>" in html  # the queue of the fl.* types
         long = TaskInstance.objects.get(
             pk=tracker.enqueue_task("fl.sleep", "long", {"seconds": 60})
         )
