@@ -51,7 +51,7 @@ class Defaults:
 _NAMES = {f.name for f in fields(Defaults)}
 
 #: Each setting's rule, by name (see ``setting``).
-RULES = {f.name: f.metadata["check"] for f in fields(Defaults)}
+RULES = {f.name: f.metadata.get("check") for f in fields(Defaults)}
 
 
 class ATPSettings:

@@ -5,6 +5,7 @@ A problem is the end of a sentence that starts with the setting's name, for exam
 """
 
 import math
+import sys
 from importlib.util import find_spec
 from urllib.parse import urlsplit
 
@@ -17,6 +18,14 @@ BROKERS = {
     "amqps": (("celery", "kombu", "amqp"), "amqp"),
     "pyamqp": (("celery", "kombu", "amqp"), "amqp"),
 }
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it)."""
+    try:
+        return find_spec(module) is not None
+    except ValueError:  # imported already, by a loader that left no spec: it is there
+        return sys.modules.get(module) is not None
 
 
 def _is_number(value) -> bool:
@@ -64,7 +73,7 @@ def broker_url(value) -> str | None:
     if scheme not in BROKERS:
         return f"must be a redis:// or amqp:// URL (scheme {scheme!r} is not supported)"
     modules, extra = BROKERS[scheme]
-    missing = [name for name in modules if find_spec(name) is None]
+    missing = [name for name in modules if not _installed(name)]
     if missing:
         return (
             f"needs the module(s) {', '.join(missing)}, which are not installed: "

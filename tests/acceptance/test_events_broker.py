@@ -95,6 +95,7 @@ def relayed_everything():
     return EventCursor.objects.filter(position__gte=newest).exists()
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 def test_receiver_gets_every_event_once_in_clock_order_across_relay_restart(broker_url, daemons):
     tracker.register_task_type("ev.noop", "tests.support.handlers.noop")
     tracker.register_task_type("ev.fail", "tests.support.handlers.fail")
@@ -156,6 +157,7 @@ def _node(server_id):
     return f"atpd-{server_id}@{socket.gethostname()}"
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 def test_celery_cli_pings_every_daemon_and_revokes_a_running_task(daemons, redis_url):
     tracker.register_task_type("ev.sleep", "tests.support.handlers.sleep")
     settings = {"EVENTS_BROKER_URL": redis_url}

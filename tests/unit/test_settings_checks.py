@@ -25,6 +25,7 @@ def problems(**atp) -> list[tuple[str, str]]:
 def test_every_setting_has_a_rule_its_default_passes():
     assert set(RULES) == {f.name for f in fields(Defaults)}
     for name, rule in RULES.items():
+        assert rule is not None, f"{name} has no rule: declare it as setting(default, rule)"
         assert rule(getattr(Defaults, name)) is None, name
     assert problems() == []
 
