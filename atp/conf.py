@@ -46,6 +46,13 @@ class Defaults:
     PREFETCH: int = setting(32, rule.positive_int)
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = setting(500, rule.positive_int)
+    #: Declared schedules, name -> {"task": ..., "cron" or "every": ..., ...}; each daemon
+    #: syncs them when it starts (atp.schedules.declared). None = none.
+    SCHEDULES: dict | None = setting(None, rule.optional(rule.mapping))
+    #: Most missed slots one schedule enqueues at once with catch_up="all" (the latest ones).
+    SCHEDULE_CATCH_UP_MAX: int = setting(1000, rule.positive_int)
+    #: Bearer token that may read ``atp/metrics`` without a Django login; None = logins only.
+    METRICS_TOKEN: str | None = setting(None, rule.optional(rule.text))
 
 
 _NAMES = {f.name for f in fields(Defaults)}

@@ -55,6 +55,20 @@ def path(value) -> str | None:
     return None
 
 
+def mapping(value) -> str | None:
+    """A dict (its entries are checked where they are used)."""
+    if not isinstance(value, dict):
+        return "must be a dict"
+    return None
+
+
+def text(value) -> str | None:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    return None
+
+
 def optional(check):
     """``check``, or None (the setting's feature is off)."""
 
