@@ -49,8 +49,9 @@ def export_settings() -> str | None:
         data = pickle.dumps(values, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - any value pickle refuses
         raise ChildSettingsError(
-            "the settings given to settings.configure() cannot be passed to the pool's "
-            f"child processes ({exc}); use a settings module or --pool threads"
+            "the daemon's settings (from settings.configure() or override_settings) cannot "
+            f"be passed to the pool's child processes ({exc}); use a settings module or "
+            "--pool threads"
         ) from exc
     handle, path = tempfile.mkstemp(prefix="atpd-settings-", suffix=".pickle")  # mode 0600
     with os.fdopen(handle, "wb") as file:
