@@ -275,7 +275,12 @@ class Daemon:
         with transaction.atomic():
             lines = self._record(batch) if batch else []
             attempts = (
-                tracker.claim_tasks(self.options.server_id, limit=claim, queues=self.options.queues)
+                tracker.claim_tasks(
+                    self.options.server_id,
+                    limit=claim,
+                    queues=self.options.queues,
+                    limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
+                )
                 if claim
                 else []
             )
@@ -289,6 +294,9 @@ class Daemon:
             self._idle_cleanup()
         self.claimed_total += len(attempts)
         self.since_cleanup += len(attempts)
+        # Limited attempts first, so they take the idle slots they were claimed for instead
+        # of queueing behind other work while holding a place of their concurrency key.
+        attempts.sort(key=lambda attempt: not attempt.limited)
         self.pool.submit_many(attempts)  # only now: the children must see the committed rows
         for attempt in attempts:
             self.log.info(

@@ -20,6 +20,7 @@ from atp import tracker
 from atp.daemon.db import drop_all
 from atp.exceptions import ATPError, UnknownTaskType
 from atp.models import Status, TaskInstance, TaskType
+from atp.tracker import pausing
 
 logger = logging.getLogger("atp.remote")
 
@@ -116,10 +117,14 @@ def active_queues(state, **kwargs):
 
     Flower's worker page reads the description's keys (``exclusive``, ``durable``,
     ``auto_delete``, ``no_ack``, ``alias``, …): kombu's ``Queue.as_dict`` has them all.
+    A paused queue (``control.pause_queue``) is left out, as Celery leaves out a queue
+    whose consumer was cancelled: no daemon takes its tasks until it is resumed.
     """
+    paused = set(pausing.paused_queues())
     return [
         Queue(name, Exchange(name, type="direct"), routing_key=name).as_dict(recurse=True)
         for name in state.queues()
+        if name not in paused
     ]
 
 
