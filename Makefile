@@ -4,10 +4,12 @@
 #   test-sqlite     Django 5.2, Python 3.11, SQLite
 #   test-postgres   Django 5.2, Python 3.11, PostgreSQL + psycopg2 (also the slow tests)
 #   test-psycopg3   Django 5.2, Python 3.11, PostgreSQL + psycopg 3 (no psycopg2 installed)
-#   test-django6    Django 6.x, Python 3.12+, SQLite and PostgreSQL + psycopg 3
+#   test-django6    Django 6.x, Python 3.12+, SQLite
 #   test-wheel      the built wheel installed (not editable) in a clean venv: admin and API
 # Each leg has its own venv (made once, remade when pyproject.toml changes) and its own
-# databases, so legs can be run alone: `make test-psycopg3`.
+# databases, so legs can be run alone (`make test-psycopg3`) or side by side: `make test`
+# runs TEST_JOBS legs at a time (default 2; the tests mostly wait on daemons, not on the CPU),
+# each leg's output printed whole when it ends.
 
 PYTHON ?= python3
 # Django 6 needs Python 3.12 or newer: the newest pyenv 3.12/3.13, else one on the PATH.
@@ -24,6 +26,7 @@ PYTEST = pytest -p no:cacheprovider -q $(PYTEST_ARGS)
 # The slow crash and load tests (marker "slow") run on the psycopg2 leg only.
 NOT_SLOW := -m "not slow"
 WHEEL_DIR := var/wheel-test
+TEST_JOBS ?= 2
 
 .PHONY: run test test-sqlite test-postgres test-psycopg3 test-django6 test-wheel lint services clean
 
@@ -55,7 +58,9 @@ run: $(VENV)/.installed
 	$(PY) manage.py atpd --burst
 	$(PY) manage.py atp_status
 
-test: $(VENV)/.installed services lint test-sqlite test-postgres test-psycopg3 test-django6 test-wheel
+test: $(VENV)/.installed services lint
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -O \
+		test-postgres test-sqlite test-psycopg3 test-django6 test-wheel
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -72,11 +77,10 @@ test-psycopg3: $(VENV_PSYCOPG3)/.installed services
 	DATABASE_URL=$(PG_URL)_psycopg3 ATP_EXPECT_DRIVER=psycopg ATP_VAR_DIR=var/psycopg3 \
 		$(VENV_PSYCOPG3)/bin/$(PYTEST) $(NOT_SLOW)
 
+# On SQLite: PostgreSQL with psycopg 3 is test-psycopg3's (DATABASE_URL=... make test-django6
+# runs this leg on PostgreSQL too).
 test-django6: $(VENV_DJANGO6)/.installed services
-	ATP_VAR_DIR=var/django6 ATP_EXPECT_DRIVER=sqlite ATP_EXPECT_DJANGO=6 \
-		$(VENV_DJANGO6)/bin/$(PYTEST) $(NOT_SLOW)
-	DATABASE_URL=$(PG_URL)_django6 ATP_EXPECT_DRIVER=psycopg ATP_EXPECT_DJANGO=6 \
-		ATP_VAR_DIR=var/django6 $(VENV_DJANGO6)/bin/$(PYTEST) $(NOT_SLOW)
+	ATP_VAR_DIR=var/django6 ATP_EXPECT_DJANGO=6 $(VENV_DJANGO6)/bin/$(PYTEST) $(NOT_SLOW)
 
 # The wheel, installed with no extras into a venv of its own (its test tools are kept; the
 # wheel is rebuilt and reinstalled each run); the tests run from a copy of the project's tests
