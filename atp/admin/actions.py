@@ -20,6 +20,12 @@ from atp.validation import IDENTIFIER_MAX_LENGTH
 #: The signal "revoke + terminate" sends (Celery's default for ``revoke(terminate=True)``).
 TERMINATE_SIGNAL = signal.SIGTERM
 _RETRY_SUFFIX = re.compile(r"-retry-\d+$")
+#: What the tracker's stop decision returns when it changed nothing: reported as skipped.
+DID_NOTHING = {
+    tracker.Stopped.ENDED,
+    tracker.Stopped.KILL_PENDING,
+    tracker.Stopped.ABORT_PENDING,
+}
 
 
 class Outcome:
@@ -110,57 +116,34 @@ def reenqueue_one(task, request, outcome: Outcome) -> None:
         outcome.skip(task, f"changed meanwhile: {exc}")
 
 
-def revoke_one(task, request, outcome: Outcome) -> None:
-    """Cancel one task that has not ended; a running handler is not interrupted."""
-    if task.status in TERMINAL:
-        outcome.skip(task, "already ended")
-        return
-    try:
-        tracker.revoke_task(task.pk, f"Revoked {_by(request)}.")
-        outcome.done()
-    except ATPError as exc:
-        outcome.skip(task, f"changed meanwhile: {exc}")
+def _stopper(stop):
+    """A per-task function that stops a task with ``stop(task_id, by)`` (the tracker decides)."""
 
-
-def revoke_terminate_one(task, request, outcome: Outcome) -> None:
-    """Revoke one task; for a running or paused one, ask its daemon to kill the handler (SIGTERM).
-
-    The daemon that owns the task kills the handler and revokes it (``terminated=True``), so
-    the task is REVOKED within one heartbeat, not at once.
-    """
-    if task.status in TERMINAL:
-        outcome.skip(task, "already ended")
-        return
-    try:
-        if task.status in (Status.RUNNING, Status.PAUSED):
-            if task.kill_signal is not None:
-                outcome.skip(task, "termination already requested")
-                return
-            tracker.request_kill(
-                task.pk, TERMINATE_SIGNAL, f"Termination requested {_by(request)}."
-            )
+    def stop_one(task, request, outcome: Outcome) -> None:
+        try:
+            stopped = stop(task.pk, _by(request))
+        except ATPError as exc:
+            outcome.skip(task, f"changed meanwhile: {exc}")
+            return
+        if stopped in DID_NOTHING:
+            outcome.skip(task, str(stopped))
         else:
-            tracker.revoke_task(task.pk, f"Revoked {_by(request)}.")
-        outcome.done()
-    except ATPError as exc:
-        outcome.skip(task, f"changed meanwhile: {exc}")
+            outcome.done()
+
+    return stop_one
 
 
-def abort_one(task, request, outcome: Outcome) -> None:
-    """Ask one handler to stop (it polls ``is_aborted``); a task still waiting is revoked."""
-    try:
-        if task.status in TERMINAL:
-            outcome.skip(task, "already ended")
-        elif task.abort_requested_at is not None:
-            outcome.skip(task, "abort already requested")
-        elif task.status == Status.ACCEPTED:
-            tracker.revoke_task(task.pk, f"Aborted before it started, {_by(request)}.")
-            outcome.done()
-        else:
-            tracker.request_abort(task.pk, f"Abort requested {_by(request)}.")
-            outcome.done()
-    except ATPError as exc:
-        outcome.skip(task, f"changed meanwhile: {exc}")
+def _terminate(task_id, by):
+    return tracker.cancel_task(task_id, by, terminate=True, signum=TERMINATE_SIGNAL)
+
+
+#: Revoke: cancel a task that has not ended; a running handler is not interrupted.
+revoke_one = _stopper(tracker.cancel_task)
+#: Revoke + terminate: the daemon that owns a running task kills the handler and revokes it
+#: (``terminated=True``), so the task is REVOKED within one heartbeat, not at once.
+revoke_terminate_one = _stopper(_terminate)
+#: Abort: running handlers are asked to stop (they poll ``is_aborted``); others are revoked.
+abort_one = _stopper(tracker.abort_task)
 
 
 def delete_one(task, request, outcome: Outcome) -> None:
@@ -196,12 +179,12 @@ def revoke(modeladmin, request, queryset):
     description="Revoke selected tasks and terminate running handlers", permissions=["change"]
 )
 def revoke_terminate(modeladmin, request, queryset):
-    """Revoke tasks and kill running handlers (see ``revoke_terminate_one``)."""
+    """Revoke tasks; the daemons of running ones kill the handler and revoke the task."""
     outcome = Outcome("Revoked or asked to terminate")
     apply(revoke_terminate_one, queryset, request, outcome).report(modeladmin, request)
 
 
 @admin.action(description="Abort selected tasks", permissions=["change"])
 def abort(modeladmin, request, queryset):
-    """Ask handlers to stop (they poll ``is_aborted``); a task still waiting is revoked."""
+    """Ask running handlers to stop (they poll ``is_aborted``); a task not started is revoked."""
     apply(abort_one, queryset, request, Outcome("Aborted")).report(modeladmin, request)

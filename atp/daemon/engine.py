@@ -32,7 +32,10 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS = {"processes": ProcessPool, "threads": ThreadPool}
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+    "processes": ProcessPool,
+    "threads": ThreadPool,
+}
 MAX_BACKOFF = 5.0
 
 
@@ -68,7 +71,8 @@ class Daemon:
     def __init__(self, options: WorkerOptions):
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
-        self.pool = None
+        # Made by run() before the loop uses it; None only between __init__ and run().
+        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.pending: list = []  # pool reports not yet recorded
@@ -158,7 +162,7 @@ class Daemon:
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
             return True
-        return bool(self.pending) and (hungry or self.stopping or self.queue_empty)
+        return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
 
     # --- signals ------------------------------------------------------------------------
 
@@ -381,7 +385,7 @@ class Daemon:
             ):
                 # SIGUSR1 makes the child raise SoftTimeLimitExceeded inside the handler.
                 self.soft_signalled.add(attempt.task_id)
-                os.kill(slot.process.pid, signal.SIGUSR1)
+                os.kill(slot.process.pid, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float:
         running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]

@@ -11,6 +11,7 @@ goes through the ORM path, so every rule keeps exactly one implementation that d
 
 import json
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -104,7 +105,7 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
     statement passed over due tasks it may not judge (expired, rate-limited).
     """
-    params = {
+    params: dict[str, Any] = {
         "accepted": Status.ACCEPTED,
         "running": Status.RUNNING,
         "server_id": server_id,
@@ -150,7 +151,7 @@ def finish(successes, now: datetime) -> dict[int, str]:
     Returns ``{task_id: "finished"}`` for the tasks written; the others are untouched.
     """
     results = {success[0]: success[2] for success in successes}
-    params = {
+    params: dict[str, Any] = {
         "ids": [success[0] for success in successes],
         "attempts": [success[1] for success in successes],
         "results": [success[3] for success in successes],
