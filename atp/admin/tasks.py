@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from atp import tracker
-from atp.admin import actions, display
+from atp.admin import actions, columns, display
 from atp.admin import search as task_search
 from atp.admin import workflows as workflow_admin
 from atp.admin.console import console_urls
@@ -47,9 +47,9 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         "server_id",
         "attempts",
         "progress_bar",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
+        columns.enqueued,
+        columns.started,
+        columns.finished,
         "runtime",
     )
     list_display_links = ("id", "identifier")
