@@ -57,7 +57,7 @@ def settings_problems() -> list[checks.CheckMessage]:
             )
         ]
     values = {name: user.get(name, getattr(Defaults, name)) for name in RULES}
-    found = []
+    found: list[checks.CheckMessage] = []
     for name, rule in RULES.items():
         if rule is None:  # declared without setting(default, rule): tests/unit catches it
             continue

@@ -102,7 +102,7 @@ def relations(values: dict, max_backoff: float) -> list[tuple[str, str]]:
     ``max_backoff`` is the longest pause of a daemon retrying an unreachable database: a
     daemon may miss heartbeats for that long plus one interval during a short outage.
     """
-    found = []
+    found: list[tuple[str, str]] = []
     beat, timeout = values["HEARTBEAT_INTERVAL"], values["WORKER_TIMEOUT"]
     if positive_number(beat) or positive_number(timeout):
         return found  # already reported on their own

@@ -36,7 +36,7 @@ def export_settings() -> str | None:
 
     if not settings.configured:  # nothing set up yet: the children find the same module
         return None
-    held = settings._wrapped
+    held = settings._wrapped  # type: ignore[misc]  # the LazySettings' holder
     if isinstance(held, Settings):
         # --settings and DJANGO_SETTINGS_MODULE both end up here; say which one won.
         os.environ["DJANGO_SETTINGS_MODULE"] = held.SETTINGS_MODULE
