@@ -27,11 +27,23 @@ def finished(task):
     return display.timestamp(task.finished_at)
 
 
+@admin.display(description="tries", ordering="attempts")
+def attempts(task):
+    """Attempts so far (a short header keeps the list within 1400 px)."""
+    return task.attempts
+
+
+@admin.display(description="server", ordering="server_id")
+def server(task):
+    """The daemon that owns (or last owned) the task."""
+    return task.server_id or "-"
+
+
 #: The cells of a task row that change while it runs: name → function of the task.
 LIVE_CELLS = {
     "status_badge": lambda task: display.status_badge(task.status),
-    "attempts": lambda task: str(task.attempts),
-    "server_id": lambda task: task.server_id,
+    "attempts": lambda task: str(attempts(task)),
+    "server": server,
     "progress_bar": lambda task: display.progress_bar(task.progress),
     "started": started,
     "finished": finished,

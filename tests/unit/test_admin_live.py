@@ -50,7 +50,7 @@ def test_tasks_json_gives_the_row_cells(viewer_client, running):
     assert list(rows) == [str(task_id)]
     cells = rows[str(task_id)]
     assert "atp-status-running" in cells["status_badge"] and 'title="25%"' in cells["progress_bar"]
-    assert cells["server_id"] == "server-1" and cells["finished"] == "—"
+    assert cells["server"] == "server-1" and cells["finished"] == "—"
     assert re.search(r">\d\d:\d\d:\d\d<", cells["started"])  # to the second
 
 
