@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from atp import tracker
 from atp.admin import charts, display, stats
-from atp.models import Status
+from atp.models import Status, TaskInstance
 from tests.support.admin_fixtures import DASHBOARD, TASKS
 from tests.support.factories import TaskInstanceFactory, WorkerFactory
 
@@ -143,3 +143,11 @@ def test_task_page_buttons_return_to_the_filtered_list(superuser_client, running
     )
     assert response.status_code == 302
     assert response["Location"] == f"{TASKS}?status__exact={Status.RUNNING}&q=busy"
+
+
+def test_task_page_times_show_seconds(viewer_client, running):
+    task_id, _ = running("busy")
+    page = viewer_client.get(f"{TASKS}{task_id}/change/").content.decode()
+    started = TaskInstance.objects.get(pk=task_id).started_at
+    assert timezone.localtime(started).strftime("%Y-%m-%d %H:%M:%S") in page
+    assert "s ago)</small>" in page
