@@ -325,11 +325,9 @@ def queue_svg(depths, now) -> str:
 def _seconds_label(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:g} ms"
-    if seconds < 60:
+    if seconds <= 10_000:
         return f"{seconds:g} s"
-    if seconds < 3600:
-        return f"{seconds / 60:g} min"
-    return f"{seconds / 3600:g} h"
+    return f"{seconds / 3600:.3g} h"
 
 
 def runtime_svg(runtimes) -> str:
