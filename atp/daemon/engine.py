@@ -13,27 +13,34 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
 
 from atp import events, schedules, tracker
-from atp.conf import settings
+from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
-from atp.daemon.broker import BrokerLinks
 from atp.daemon.db import drop_all, use_persistent_connections
-from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import record_all
 from atp.daemon.schedules import ScheduleClock
+from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
+
+if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
+    from atp.daemon.broker import BrokerLinks
 
 logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS = {"processes": ProcessPool, "threads": ThreadPool}
-MAX_BACKOFF = 5.0
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+    "processes": ProcessPool,
+    "threads": ThreadPool,
+}
+MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
 
 
 def new_server_id() -> str:
@@ -68,7 +75,8 @@ class Daemon:
     def __init__(self, options: WorkerOptions):
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
-        self.pool = None
+        # Made by run() before the loop uses it; None only between __init__ and run().
+        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.pending: list = []  # pool reports not yet recorded
@@ -83,7 +91,8 @@ class Daemon:
         self.db_retry_at = 0.0
         self.db_up_since = now
         self._wake_reader, self._wake_writer = os.pipe()
-        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
+        # Event relay + remote control, if a broker is configured (atp.daemon.broker).
+        self.broker: BrokerLinks | None = None
         self.paused: list[str] = []  # the paused queues as last read (atp.tracker.pausing)
         self.paused_read_at = float("-inf")
         self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
@@ -103,7 +112,11 @@ class Daemon:
             while not self._db(self._sync_schedules):
                 self._sleep_until(self.db_retry_at)
             self.listener.connect()
-            self.broker = BrokerLinks.start(self, events.node_name())
+            if settings.EVENTS_BROKER_URL:
+                # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
+                from atp.daemon.broker import BrokerLinks
+
+                self.broker = BrokerLinks.start(self, events.node_name())
             self.log.info(
                 "atpd started: %s pool of %d, queues %s, pid %d",
                 self.options.pool,
@@ -160,7 +173,7 @@ class Daemon:
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
             return True
-        return bool(self.pending) and (hungry or self.stopping or self.queue_empty)
+        return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
 
     # --- signals ------------------------------------------------------------------------
 
@@ -397,7 +410,7 @@ class Daemon:
             ):
                 # SIGUSR1 makes the child raise SoftTimeLimitExceeded inside the handler.
                 self.soft_signalled.add(attempt.task_id)
-                os.kill(slot.process.pid, signal.SIGUSR1)
+                os.kill(slot.process.pid, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float:
         running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
@@ -479,6 +492,8 @@ class Daemon:
     # --- waiting ------------------------------------------------------------------------
 
     def _wait(self) -> None:
+        if self.db_down_since is None and self.listener.ensure():
+            self.queue_empty = False  # what was notified while it was down is lost: look
         now = time.monotonic()
         can_claim = self.pool.free() and not self.stopping and not self._quota_used()
         if self.db_down_since is None and self._db_step_due():
@@ -493,6 +508,8 @@ class Daemon:
             wake_at = min(wake_at, self.next_heartbeat, self.schedules.due_at)
             if can_claim:
                 wake_at = min(wake_at, self.next_poll)
+            # A LISTEN connection that died is opened again (atp.daemon.wakeup).
+            wake_at = min(wake_at, self.listener.reconnect_at())
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
         ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
         if self._wake_reader in ready:
