@@ -31,17 +31,23 @@ class Status(models.IntegerChoices):
     FAILED = 6, "FAILED"  # terminal: failure
     REVOKED = 7, "REVOKED"  # terminal: cancelled, aborted or expired
     WAITING = 8, "WAITING"  # the handler returned; the task waits for its subtasks
+    BLOCKED = 9, "BLOCKED"  # enqueued, waits for the tasks it depends on (never claimed)
 
 
 #: Statuses a task never leaves.
 TERMINAL = frozenset({Status.FINISHED, Status.FAILED, Status.REVOKED})
 #: Statuses of a task owned by a daemon (server_id set); the zombie sweep watches these.
+#: They are also the places of a concurrency key (``TaskType.concurrency_limit``).
 ACTIVE = frozenset({Status.SCHEDULED, Status.RUNNING, Status.PAUSED})
+#: Statuses in which a task holds its ``unique_key``: every status before it ends.
+UNIQUE_HELD = frozenset(Status) - TERMINAL - {Status.UNDEFINED}
 
 #: The status graph: which status may follow which. Anything else is InvalidTransition.
 #: ACCEPTED as a target is a (re-)enqueue: a restart, a retry or a claim given back.
 TRANSITIONS: dict[int, frozenset[int]] = {
-    Status.UNDEFINED: frozenset({Status.ACCEPTED}),
+    Status.UNDEFINED: frozenset({Status.ACCEPTED, Status.BLOCKED}),
+    # Released when its dependencies finished, or revoked when one failed.
+    Status.BLOCKED: frozenset({Status.ACCEPTED, Status.REVOKED}),
     Status.ACCEPTED: frozenset({Status.SCHEDULED, Status.REVOKED}),
     Status.SCHEDULED: frozenset({Status.RUNNING, Status.ACCEPTED, Status.FAILED, Status.REVOKED}),
     Status.RUNNING: frozenset(
@@ -120,6 +126,16 @@ class TaskType(models.Model):
     soft_time_limit = models.FloatField(null=True, blank=True)
     hard_time_limit = models.FloatField(null=True, blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="Handler-specific options.")
+    concurrency_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most tasks of one concurrency key SCHEDULED/RUNNING/PAUSED at once, across "
+        "all daemons; empty = no limit.",
+    )
+    # db_default: raw INSERTs (benchmarks, fixtures) that do not name the column still work.
+    paused = models.BooleanField(
+        default=False, db_default=False, help_text="No daemon claims this type's tasks."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -162,6 +178,10 @@ class TaskType(models.Model):
                 & (Q(max_queue_size__isnull=True) | Q(max_queue_size__lte=MAX_COUNT)),
                 name="atp_tasktype_counts",
             ),
+            models.CheckConstraint(
+                condition=Q(concurrency_limit__isnull=True) | Q(concurrency_limit__gte=1),
+                name="atp_tasktype_concurrency_limit_gte_1",
+            ),
         ]
 
     def __str__(self):
@@ -171,6 +191,12 @@ class TaskType(models.Model):
     def maxstart(self) -> int:
         """Attempts a task of this type may make: the first run plus ``maxrestart`` restarts."""
         return 1 + self.maxrestart
+
+
+#: The claim order, written once: higher priority first, then the earliest due, then the
+#: oldest. ``TaskInstanceQuerySet.ready``, the ready index (``atp_task_ready``) and the claim
+#: statement of ``atp.tracker.batch_sql`` (through ``atp.sql.order_by``) all use it.
+CLAIM_ORDER = ("-priority", "run_after", "id")
 
 
 class TaskInstanceQuerySet(models.QuerySet):
@@ -183,9 +209,7 @@ class TaskInstanceQuerySet(models.QuerySet):
     def ready(self, now=None):
         """Waiting tasks that are due, in claim order: priority, then run_after, then id."""
         now = now or timezone.now()
-        return self.filter(status=Status.ACCEPTED, run_after__lte=now).order_by(
-            "-priority", "run_after", "id"
-        )
+        return self.filter(status=Status.ACCEPTED, run_after__lte=now).order_by(*CLAIM_ORDER)
 
     def active(self):
         """Tasks a daemon owns: SCHEDULED, RUNNING or PAUSED."""
@@ -263,6 +287,28 @@ class TaskInstance(models.Model):
         db_index=False,  # see the partial index atp_task_parent
     )
     progress = models.JSONField(null=True, blank=True)
+    # Flow control (atp.tracker.unique, atp.tracker.concurrency); NULL = no key, which keeps
+    # key-less tasks out of the partial unique index and lets raw INSERTs that do not name
+    # the columns (the benchmarks') work. An empty key is refused at enqueue.
+    unique_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    concurrency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # The handler's return value when it is JSON (dependent tasks read it); a return value
+    # that is not JSON leaves it null and only its repr is kept, in the task-succeeded event.
+    result = models.JSONField(
+        null=True, blank=True, help_text="The handler's return value, when it is JSON."
+    )
+    # Set (under the row lock) when a task is enqueued that depends on this one, so that
+    # ending this task takes the path that releases its dependents (atp.tracker.dependencies).
+    # db_default: the one-statement enqueue (atp.sql) names only the columns it sets.
+    has_dependents = models.BooleanField(default=False, db_default=False)
+    workflow = models.ForeignKey(
+        "Workflow",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
+        db_index=False,  # see the partial index atp_task_workflow
+    )
     # Requests from control (abort, revoke with terminate) that the owning daemon acts on.
     abort_requested_at = models.DateTimeField(null=True, blank=True)
     kill_signal = models.PositiveSmallIntegerField(
@@ -280,6 +326,14 @@ class TaskInstance(models.Model):
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["type", "identifier"], name="atp_task_type_identifier"),
+            # At most one task per type and unique key that has not ended: the database's
+            # guarantee behind the enqueue's key lock (atp.tracker.unique). Partial, so
+            # tasks without a key and ended tasks cost it nothing.
+            models.UniqueConstraint(
+                fields=["type", "unique_key"],
+                condition=Q(unique_key__isnull=False, status__in=sorted(UNIQUE_HELD)),
+                name="atp_task_unique_active",
+            ),
             # The bounds of atp.validation: a run_after past year 9999 in UTC could not be
             # read back into Python, and would break every page that lists the task.
             models.CheckConstraint(
@@ -296,7 +350,7 @@ class TaskInstance(models.Model):
             # The claim query: waiting rows in claim order. Partial, so it holds only the
             # queue, not the history, and stays small however many tasks have run.
             models.Index(
-                fields=["-priority", "run_after", "id"],
+                fields=list(CLAIM_ORDER),
                 condition=Q(status=Status.ACCEPTED),
                 name="atp_task_ready",
             ),
@@ -323,6 +377,18 @@ class TaskInstance(models.Model):
             models.Index(
                 fields=["parent"], condition=Q(parent__isnull=False), name="atp_task_parent"
             ),
+            # unique_for: the newest tasks of a type and unique key, ended or not.
+            models.Index(
+                fields=["type", "unique_key", "enqueued_at"],
+                condition=Q(unique_key__isnull=False),
+                name="atp_task_unique_recent",
+            ),
+            # A workflow's tasks; partial, as most tasks belong to none.
+            models.Index(
+                fields=["workflow"],
+                condition=Q(workflow__isnull=False),
+                name="atp_task_workflow",
+            ),
             # The retention sweep: ended rows by type and end time.
             models.Index(
                 fields=["type", "finished_at"],
@@ -343,6 +409,55 @@ class TaskInstance(models.Model):
     def is_terminal(self) -> bool:
         """Whether the task has ended and will never change status again."""
         return self.status in TERMINAL
+
+
+class Workflow(models.Model):
+    """Tasks enqueued together by ``atp.workflows`` (a chain, group or chord), seen as one."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255, blank=True, help_text="What the canvas was.")
+    end_task = models.ForeignKey(
+        TaskInstance,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The task whose end is the workflow's end (none for a bare group).",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"workflow {self.pk} ({self.name})" if self.name else f"workflow {self.pk}"
+
+
+class Dependency(models.Model):
+    """An edge of a workflow: ``task`` is claimed only once ``depends_on`` has ended.
+
+    ``depends_on`` becomes null when that task is deleted before its dependent was
+    released; the edge then counts as a revoked dependency.
+    """
+
+    task = models.ForeignKey(TaskInstance, on_delete=models.CASCADE, related_name="dependencies")
+    depends_on = models.ForeignKey(
+        TaskInstance, null=True, on_delete=models.SET_NULL, related_name="dependent_edges"
+    )
+    position = models.PositiveIntegerField(help_text="Order given at enqueue (results order).")
+    run_on_failure = models.BooleanField(
+        default=False, help_text='on_dependency_failure="run": run even if this one failed.'
+    )
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "position"], name="atp_dependency_position"),
+        ]
+        indexes = [models.Index(fields=["depends_on"], name="atp_dependency_depends_on")]
+
+    def __str__(self):
+        return f"{self.task_id} after {self.depends_on_id}"
 
 
 class Response(models.Model):
@@ -418,6 +533,23 @@ class Worker(models.Model):
         return f"{self.hostname} ({self.server_id})"
 
 
+class QueuePause(models.Model):
+    """A paused queue: no daemon claims its tasks while the row exists (atp.tracker.pausing).
+
+    A queue has no table of its own (it is a name tasks carry), so a pause is a row: it can
+    exist before the queue's first task, and resuming deletes it.
+    """
+
+    queue = models.CharField(max_length=64, unique=True)
+    paused_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["queue"]
+
+    def __str__(self):
+        return f"queue {self.queue} (paused)"
+
+
 class EventCursor(models.Model):
     """How far the relay has published the stored events to the broker (one row per relay).
 
@@ -431,3 +563,90 @@ class EventCursor(models.Model):
 
     def __str__(self):
         return f"{self.name} at {self.position}"
+
+
+class ScheduleQuerySet(models.QuerySet):
+    """Schedules by what the ticking daemons and the settings sync ask."""
+
+    def upcoming(self, until):
+        """Enabled schedules whose next slot is at or before ``until`` (the due index)."""
+        return self.filter(enabled=True, next_slot__lte=until)
+
+    def declared(self):
+        """Schedules that came from ``ATP["SCHEDULES"]``."""
+        return self.filter(source=Schedule.Source.SETTINGS)
+
+
+class Schedule(models.Model):
+    """A periodic task: a cron (in a time zone) or an interval, and the task type it runs.
+
+    Each slot's run is an ordinary task named ``<name>@<slot>`` (see ``atp.schedules``).
+    """
+
+    class CatchUp(models.TextChoices):
+        """Which missed slots (no daemon ran, or the schedule was disabled) still run."""
+
+        ONE = "one"  # the latest missed slot, once
+        ALL = "all"  # every missed slot (at most ATP["SCHEDULE_CATCH_UP_MAX"])
+        SKIP = "skip"  # none
+
+    class Source(models.TextChoices):
+        """Where the schedule was declared; the settings sync removes only its own."""
+
+        CODE = "code"  # register_schedule or the admin
+        SETTINGS = "settings"  # ATP["SCHEDULES"]
+
+    name = models.CharField(max_length=40, unique=True)
+    task_type = models.ForeignKey(TaskType, on_delete=models.CASCADE, related_name="schedules")
+    cron = models.CharField(
+        max_length=128, blank=True, help_text='Five cron fields, or an alias such as "@daily".'
+    )
+    every = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds between slots, aligned to the Unix epoch."
+    )
+    input = models.JSONField(null=True, blank=True, help_text="Each run's input.")
+    enabled = models.BooleanField(default=True)
+    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONE)
+    options = models.JSONField(
+        default=dict, blank=True, help_text='enqueue_task options of the runs: {"priority": 5}.'
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CODE)
+    checked_until = models.DateTimeField(
+        default=timezone.now,
+        help_text="Slots up to here are handled: run, skipped, or older than the schedule.",
+    )
+    next_slot = models.DateTimeField(null=True, blank=True)
+    # The id of the latest run, not a foreign key: deleting tasks (retention, by the
+    # thousand) must not pay for a look at the schedules.
+    last_task_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Last: in the class body, the name hides django.utils.timezone from the fields above.
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="IANA time zone the cron is read in."
+    )
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(every__gte=1)) | (~Q(cron="") & Q(every__isnull=True)),
+                name="atp_schedule_cron_xor_every",
+                violation_error_message="give exactly one of cron and every",
+            ),
+        ]
+        indexes = [
+            # The ticks' query: enabled schedules by next slot.
+            models.Index(fields=["next_slot"], condition=Q(enabled=True), name="atp_schedule_due"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def describe(self) -> str:
+        """The timing in words: ``cron '30 2 * * *' in Europe/Berlin`` or ``every 60 s``."""
+        if self.every is not None:
+            return f"every {self.every} s"
+        return f"cron {self.cron!r} in {self.timezone}"

@@ -2,6 +2,8 @@
 
 from django.urls import path, re_path
 
+from atp.http import flow, metrics
+from atp.http import schedules as schedule_api
 from atp.http import views as api
 from atp.http.errors import not_found
 from atp.http.openapi import openapi_json
@@ -21,6 +23,15 @@ urlpatterns = [
     path("api/task/rate-limit/<path:name>", api.rate_limit, name="api-task-rate-limit"),
     path("api/task/timeout/<path:name>", api.timeout, name="api-task-timeout"),
     path("api/workers", api.workers, name="api-workers"),
+    path("api/queue/pause/<path:name>", flow.pause_queue, name="api-queue-pause"),
+    path("api/queue/resume/<path:name>", flow.resume_queue, name="api-queue-resume"),
+    path("api/task-type/pause/<path:name>", flow.pause_task_type, name="api-task-type-pause"),
+    path("api/task-type/resume/<path:name>", flow.resume_task_type, name="api-task-type-resume"),
+    # Periodic tasks (atp.schedules)
+    path("api/schedules", schedule_api.schedule_list, name="api-schedules"),
+    path("api/schedule/pause/<str:name>", schedule_api.pause, name="api-schedule-pause"),
+    path("api/schedule/resume/<str:name>", schedule_api.resume, name="api-schedule-resume"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/openapi.json", openapi_json, name="api-openapi"),
     # Last: any other path under api/ answers a JSON 404 too, not Django's HTML page.
     re_path(r"^api/", not_found, name="api-not-found"),

@@ -1,11 +1,9 @@
 """List filters of the task admin that stay cheap on a big table."""
 
-import uuid
-
 from django.contrib import admin
-from django.db.models import Q
 
 from atp.models import Worker
+from atp.query import waiting
 
 
 class ServerFilter(admin.SimpleListFilter):
@@ -32,13 +30,18 @@ class ServerFilter(admin.SimpleListFilter):
         return queryset.filter(server_id="" if value == "-" else value)
 
 
-def search_condition(term: str) -> Q:
-    """The condition one search word matches: uuid or id exactly, identifier or input text."""
-    condition = Q(identifier__icontains=term) | Q(input__icontains=term)
-    try:
-        condition |= Q(uuid=uuid.UUID(term))
-    except ValueError:
-        pass
-    if term.isdigit():
-        condition |= Q(pk=int(term))
-    return condition
+class WaitingFilter(admin.SimpleListFilter):
+    """Waiting tasks by what holds them back (``atp.query.waiting``)."""
+
+    title = "waiting because"
+    parameter_name = "waiting"
+
+    def lookups(self, request, model_admin):
+        """The reasons a task waits."""
+        return waiting.REASONS
+
+    def queryset(self, request, queryset):
+        """The waiting tasks the chosen reason holds back."""
+        if self.value() not in dict(waiting.REASONS):
+            return queryset
+        return waiting.filter_tasks(queryset, self.value())

@@ -11,10 +11,14 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from atp import tracker
-from atp.admin import actions, display
-from atp.admin.filters import ServerFilter, search_condition
+from atp.admin import actions, columns, display
+from atp.admin import search as task_search
+from atp.admin import workflows as workflow_admin
+from atp.admin.console import console_urls
+from atp.admin.filters import ServerFilter, WaitingFilter
 from atp.admin.paginator import EstimatedCountPaginator
-from atp.models import TERMINAL, Response, TaskInstance
+from atp.models import TERMINAL, Response, Status, TaskInstance
+from atp.query import waiting
 
 #: Log records shown on a task's page (newest kept); a task with more links to the rest.
 TIMELINE_LIMIT = 200
@@ -32,7 +36,7 @@ def is_text(mime_type: str) -> bool:
 
 
 @admin.register(TaskInstance)
-class TaskInstanceAdmin(admin.ModelAdmin):
+class TaskInstanceAdmin(columns.DetailTimes, admin.ModelAdmin):
     """Tasks: what is queued, running, stuck or failing, why, and where."""
 
     list_display = (
@@ -40,20 +44,26 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         "status_badge",
         "type",
         "identifier",
-        "server_id",
-        "attempts",
+        columns.server,
+        columns.attempts,
         "progress_bar",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
+        columns.enqueued,
+        columns.started,
+        columns.finished,
         "runtime",
     )
     list_display_links = ("id", "identifier")
     list_select_related = ("type",)
-    list_filter = ("status", "type", ServerFilter, ("enqueued_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        "type",
+        ServerFilter,
+        WaitingFilter,
+        ("enqueued_at", admin.DateFieldListFilter),
+    )
     list_per_page = 50
     search_fields = ("identifier",)  # shows the box; get_search_results does the real work
-    search_help_text = "Identifier or input text (contains), uuid or id (exact)."
+    search_help_text = task_search.HELP_TEXT
     # Big tables: no full-table COUNT on every page load, no per-filter counts.
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -73,8 +83,11 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                     ("type_link", "identifier"),
                     ("uuid", "status_badge"),
                     ("parent_link", "subtasks"),
+                    ("workflow_link", "dependencies", "dependents"),
                     ("queue", "priority"),
                     ("run_after", "expires"),
+                    ("unique_key", "concurrency_key"),
+                    "waiting_because",
                 )
             },
         ),
@@ -84,10 +97,10 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                 "fields": (
                     ("server_link", "attempts", "retries"),
                     ("progress_bar", "runtime"),
-                    ("enqueued_at", "received_at"),
-                    ("started_at", "finished_at"),
-                    "updated_at",
-                    ("abort_requested_at", "kill_signal"),
+                    ("enqueued_time", "received_time"),
+                    ("started_time", "finished_time"),
+                    "updated_time",
+                    ("abort_requested_time", "kill_signal"),
                 )
             },
         ),
@@ -110,8 +123,12 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         computed = [
             "type_link",
             "status_badge",
+            "waiting_because",
             "parent_link",
             "subtasks",
+            "workflow_link",
+            "dependencies",
+            "dependents",
             "server_link",
             "progress_bar",
             "runtime",
@@ -125,13 +142,11 @@ class TaskInstanceAdmin(admin.ModelAdmin):
             for field in TaskInstance._meta.concrete_fields
             if obj is None or obj.status in TERMINAL or field.name not in self.editable_fields
         ]
-        return computed + owned
+        return computed + list(columns.DetailTimes.names) + owned
 
     def get_search_results(self, request, queryset, search_term):
-        """Match every word against identifier/input (contains) or uuid/id (exact)."""
-        for word in search_term.split():
-            queryset = queryset.filter(search_condition(word))
-        return queryset, False
+        """ATP's search language (atp.query.search); a bare id or uuid matches exactly."""
+        return task_search.search_tasks(request, queryset, search_term)
 
     def delete_queryset(self, request, queryset):
         """Delete through the tracker (the built-in "delete selected" action ends here)."""
@@ -161,6 +176,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
 
         wrap = self.admin_site.admin_view
         return [
+            *console_urls(self, wrap),
             path(
                 "dashboard/",
                 wrap(lambda request: dashboard_view(self, request)),
@@ -191,6 +207,14 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         return reply
 
     # --- columns and detail fields --------------------------------------------------------
+
+    @admin.display(description="waiting because")
+    def waiting_because(self, task):
+        """Why a waiting task has not started (paused, key full, …); '—' if it does not wait."""
+        if task.pk is None or task.status not in (Status.ACCEPTED, Status.BLOCKED):
+            return "—"
+        found = waiting.reasons(task)
+        return "; ".join(found) if found else "nothing: it is next in line"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, task):
@@ -242,6 +266,21 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         all_url = reverse("admin:atp_taskinstance_changelist") + f"?parent__id__exact={task.pk}"
         more = "more…" if len(children) > CHILDREN_LIMIT else "list"
         return format_html('{} <a href="{}">({})</a>', items, all_url, more)
+
+    @admin.display(description="workflow")
+    def workflow_link(self, task):
+        """The workflow the task belongs to, linked to its graph."""
+        return workflow_admin.workflow_link(task)
+
+    @admin.display(description="waits for")
+    def dependencies(self, task):
+        """The tasks this one depends on, with their statuses."""
+        return workflow_admin.dependencies_of(task)
+
+    @admin.display(description="dependents")
+    def dependents(self, task):
+        """The tasks that depend on this one, with their statuses."""
+        return workflow_admin.dependents_of(task)
 
     @admin.display(description="server")
     def server_link(self, task):

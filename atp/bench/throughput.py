@@ -52,14 +52,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from atp import tracker
+from atp.bench import workflow
 from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
-from atp.models import LogRecord, Response, Status, TaskInstance, TaskType, Worker
+from atp.models import (
+    Dependency,
+    LogRecord,
+    Response,
+    Status,
+    TaskInstance,
+    TaskType,
+    Worker,
+    Workflow,
+)
 
 logger = logging.getLogger("atp.bench")
 
@@ -72,7 +83,9 @@ BENCH_TYPES = {
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000
-SECTIONS = ("enqueue", "drain", "latency", "backlog")
+SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench")
+#: No-op tasks in the workflow section's chord (plus its callback).
+CHORD_TASKS = 1000
 DRAIN_VARIANTS = (("processes", 1), ("processes", 2), ("processes", 4), ("threads", 4))
 BACKLOG_DAEMON = ("processes", 2)  # the configuration the issue's targets are stated for
 BACKLOGS = (1_000, 1_000_000)
@@ -145,7 +158,16 @@ def fill_history(count: int = HISTORY_ROWS) -> None:
         return
     statement = _FILL.format(table=_TASKS, uuid=_NEW_UUID[vendor], series=_SERIES[vendor])
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [history.pk, 0, int(Status.FINISHED), PRIORITY, history.queue, now, now, now]
+    params: list[Any] = [
+        history.pk,
+        0,
+        int(Status.FINISHED),
+        PRIORITY,
+        history.queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(statement, [*params, count])
 
@@ -164,6 +186,14 @@ def reset(types=tuple(BENCH_TYPES)) -> None:
         for model in (LogRecord, Response):
             table = model._meta.db_table
             cursor.execute(f"DELETE FROM {table} WHERE instance_id IN ({tasks})", type_ids)  # noqa: S608
+        # The workflow section's rows that point at these tasks.
+        edges, flows = Dependency._meta.db_table, Workflow._meta.db_table
+        cursor.execute(
+            f"DELETE FROM {edges} WHERE task_id IN ({tasks}) OR depends_on_id IN ({tasks})",  # noqa: S608
+            type_ids * 2,
+        )
+        unlink = f"UPDATE {flows} SET end_task_id = NULL WHERE end_task_id IN ({tasks})"  # noqa: S608
+        cursor.execute(unlink, type_ids)
         cursor.execute(f"DELETE FROM {_TASKS} WHERE type_id IN ({marks})", type_ids)  # noqa: S608
 
 
@@ -193,7 +223,16 @@ def fill_backlog(count: int) -> int:
     # Numbered after every filler row so far, so identifiers stay unique per type.
     offset = TaskInstance.objects.filter(type=filler).count()
     queue = TaskType.objects.get(identifier=MEASURED).queue
-    params = [filler.pk, offset, int(Status.ACCEPTED), FILLER_PRIORITY, queue, now, now, now]
+    params: list[Any] = [
+        filler.pk,
+        offset,
+        int(Status.ACCEPTED),
+        FILLER_PRIORITY,
+        queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         if vendor == "postgresql":
             # The trigram index of the search is two thirds of the insert's cost row by
@@ -296,7 +335,7 @@ def _drain_run(count: int, concurrency: int, pool: str, *extra: str) -> dict:
         "steady_per_s": steady_rate([moment.timestamp() for moment in finishes]),
         "startup_s": first_claim.timestamp() - launched,
         "exit_s": exited - launched,
-        "commits_per_task": None if before is None else (after - before) / count,
+        "commits_per_task": None if before is None else (after - before) / count,  # type: ignore[operator]
     }
 
 
@@ -475,6 +514,8 @@ def run(
     backlog_tasks=5000,
     sections=SECTIONS,
     out=None,
+    chord_tasks=CHORD_TASKS,
+    pgbench_seconds=5,
 ) -> dict:
     """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
 
@@ -485,7 +526,17 @@ def run(
     setup()
     settle()  # statistics that count the history (not here in setup: see fill_history)
     try:
-        report = _run_sections(tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections)
+        report = _run_sections(
+            tasks,
+            runs,
+            drain,
+            latency_tasks,
+            backlog,
+            backlog_tasks,
+            sections,
+            chord_tasks,
+            pgbench_seconds,
+        )
     finally:
         reset([HISTORY])
     report["seconds"] = time.perf_counter() - begin
@@ -495,7 +546,17 @@ def run(
     return report
 
 
-def _run_sections(tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections) -> dict:
+def _run_sections(
+    tasks,
+    runs,
+    drain,
+    latency_tasks,
+    backlog,
+    backlog_tasks,
+    sections,
+    chord_tasks=CHORD_TASKS,
+    pgbench_seconds=5,
+) -> dict:
     report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
     if "enqueue" in sections:
         report["enqueue"] = median_of([measure_enqueue(max(1, tasks // 5)) for _ in range(runs)])
@@ -506,6 +567,18 @@ def _run_sections(tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sec
         }
     if "latency" in sections:
         report["latency"] = median_of([measure_latency(latency_tasks) for _ in range(runs)])
+    if "workflow" in sections:
+        report["workflow"] = median_of(
+            [workflow.measure_chord(chord_tasks, MEASURED, reset, _drain_run) for _ in range(runs)]
+        )
+    if "pgbench" in sections:
+        from atp.bench import pgbench
+
+        report["pgbench"] = (
+            median_of([pgbench.measure(pgbench_seconds) for _ in range(runs)])
+            if connection.vendor == "postgresql"
+            else {"skipped": "PostgreSQL only"}
+        )
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
@@ -562,6 +635,19 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
         variant = f"idle -n 2, {latency['tasks']:,} tasks 20 ms apart"
         for q in (50, 95, 99):
             add("latency", variant, f"p{q} enqueue->start", latency[f"p{q}_ms"], "ms", 1)
+    if "workflow" in report:
+        chord = report["workflow"]
+        variant = f"chord of {chord['tasks']:,} no-op tasks + callback, processes -n 4"
+        add("workflow", variant, "enqueue", chord["enqueue_s"], "s", 2)
+        add("workflow", variant, "end to end", chord["end_to_end_s"], "s", 2)
+        add("workflow", variant, "steady rate", chord["drain_per_s"], "tasks/s")
+    raw = report.get("pgbench", {})
+    if "skipped" in raw:
+        rows.append(("pgbench", "skipped", raw["skipped"], "", ""))
+    for clients in (1, 4):
+        if f"c{clients}_tps" in raw:
+            variant = f"raw commits: 1-row UPDATE per transaction, {clients} client(s)"
+            add("pgbench", variant, "rate", raw[f"c{clients}_tps"], "commits/s")
     backlog = report.get("backlog", {})
     if "skipped" in backlog:
         rows.append(("backlog", "skipped", backlog["skipped"], "", ""))

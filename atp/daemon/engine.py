@@ -13,26 +13,34 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
 
-from atp import events, tracker
-from atp.conf import settings
+from atp import events, schedules, tracker
+from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
-from atp.daemon.broker import BrokerLinks
 from atp.daemon.db import drop_all, use_persistent_connections
-from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import record_all
+from atp.daemon.schedules import ScheduleClock
+from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
+
+if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
+    from atp.daemon.broker import BrokerLinks
 
 logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS = {"processes": ProcessPool, "threads": ThreadPool}
-MAX_BACKOFF = 5.0
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+    "processes": ProcessPool,
+    "threads": ThreadPool,
+}
+MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
 
 
 def new_server_id() -> str:
@@ -67,7 +75,8 @@ class Daemon:
     def __init__(self, options: WorkerOptions):
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
-        self.pool = None
+        # Made by run() before the loop uses it; None only between __init__ and run().
+        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.pending: list = []  # pool reports not yet recorded
@@ -82,7 +91,11 @@ class Daemon:
         self.db_retry_at = 0.0
         self.db_up_since = now
         self._wake_reader, self._wake_writer = os.pipe()
-        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
+        # Event relay + remote control, if a broker is configured (atp.daemon.broker).
+        self.broker: BrokerLinks | None = None
+        self.paused: list[str] = []  # the paused queues as last read (atp.tracker.pausing)
+        self.paused_read_at = float("-inf")
+        self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -96,8 +109,14 @@ class Daemon:
         try:
             while not self._db(lambda: workers.register_worker(self.options.server_id)):
                 self._sleep_until(self.db_retry_at)
+            while not self._db(self._sync_schedules):
+                self._sleep_until(self.db_retry_at)
             self.listener.connect()
-            self.broker = BrokerLinks.start(self, events.node_name())
+            if settings.EVENTS_BROKER_URL:
+                # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
+                from atp.daemon.broker import BrokerLinks
+
+                self.broker = BrokerLinks.start(self, events.node_name())
             self.log.info(
                 "atpd started: %s pool of %d, queues %s, pid %d",
                 self.options.pool,
@@ -137,6 +156,8 @@ class Daemon:
         # tasks a second the sweeps would otherwise run several times a second for nothing.
         if self.since_cleanup >= settings.CLEANUP_EVERY and now >= self.next_sweep:
             self._db(self._cleanup)
+        if now >= self.schedules.due_at:
+            self._db(self._tick_schedules)
         if self._db_step_due():
             self._db(self._record_and_claim)
         self._wait()
@@ -152,7 +173,7 @@ class Daemon:
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
             return True
-        return bool(self.pending) and (hungry or self.stopping or self.queue_empty)
+        return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
 
     # --- signals ------------------------------------------------------------------------
 
@@ -245,6 +266,19 @@ class Daemon:
 
     # --- claiming and starting ----------------------------------------------------------
 
+    def _paused_queues(self) -> list[str]:
+        """The paused queues, read again at every poll interval or when a pause notifies.
+
+        Kept here so the one-statement claim needs no other table; a pause reaches this
+        daemon within one poll interval, at once on PostgreSQL (``Listener.pauses_changed``).
+        Call inside the claim's transaction.
+        """
+        now = time.monotonic()
+        if self.listener.pauses_changed or now >= self.paused_read_at + self.options.poll_interval:
+            self.listener.pauses_changed = False
+            self.paused, self.paused_read_at = tracker.paused_queues(), now
+        return self.paused
+
     def _claim_size(self) -> int:
         """How many tasks to claim now: the free slots, within ``--max-tasks``."""
         if self.stopping or self.queue_empty:
@@ -266,7 +300,13 @@ class Daemon:
         with transaction.atomic():
             lines = self._record(batch) if batch else []
             attempts = (
-                tracker.claim_tasks(self.options.server_id, limit=claim, queues=self.options.queues)
+                tracker.claim_tasks(
+                    self.options.server_id,
+                    limit=claim,
+                    queues=self.options.queues,
+                    limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
+                    paused_queues=self._paused_queues(),
+                )
                 if claim
                 else []
             )
@@ -280,6 +320,9 @@ class Daemon:
             self._idle_cleanup()
         self.claimed_total += len(attempts)
         self.since_cleanup += len(attempts)
+        # Limited attempts first, so they take the idle slots they were claimed for instead
+        # of queueing behind other work while holding a place of their concurrency key.
+        attempts.sort(key=lambda attempt: not attempt.limited)
         self.pool.submit_many(attempts)  # only now: the children must see the committed rows
         for attempt in attempts:
             self.log.info(
@@ -367,7 +410,7 @@ class Daemon:
             ):
                 # SIGUSR1 makes the child raise SoftTimeLimitExceeded inside the handler.
                 self.soft_signalled.add(attempt.task_id)
-                os.kill(slot.process.pid, signal.SIGUSR1)
+                os.kill(slot.process.pid, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float:
         running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
@@ -426,11 +469,31 @@ class Daemon:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
         for entry in tracker.delete_retired_tasks():
             self.log.info("Deleted retired task %s", entry.name)
-        return len(zombies)
+        released = tracker.decide_orphaned_dependents()
+        if released:
+            self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)
+        return len(zombies) + released
+
+    # --- periodic tasks ------------------------------------------------------------------
+
+    def _sync_schedules(self) -> None:
+        """Make the schedules match ``ATP["SCHEDULES"]`` (a bad entry stops the start)."""
+        saved, removed = schedules.sync_declared_schedules()
+        if saved or removed:
+            self.log.info(
+                "Schedules from settings: %d synced, %d removed", len(saved), len(removed)
+            )
+
+    def _tick_schedules(self) -> None:
+        """Enqueue the runs of due schedule slots (every daemon ticks; none leads)."""
+        if self.schedules.tick():
+            self.queue_empty = False  # a run waits: claim it now rather than at the next poll
 
     # --- waiting ------------------------------------------------------------------------
 
     def _wait(self) -> None:
+        if self.db_down_since is None and self.listener.ensure():
+            self.queue_empty = False  # what was notified while it was down is lost: look
         now = time.monotonic()
         can_claim = self.pool.free() and not self.stopping and not self._quota_used()
         if self.db_down_since is None and self._db_step_due():
@@ -442,9 +505,11 @@ class Daemon:
             # Timers that need the database wait for the next retry, or the loop would spin.
             wake_at = min(wake_at, self.db_retry_at)
         else:
-            wake_at = min(wake_at, self.next_heartbeat)
+            wake_at = min(wake_at, self.next_heartbeat, self.schedules.due_at)
             if can_claim:
                 wake_at = min(wake_at, self.next_poll)
+            # A LISTEN connection that died is opened again (atp.daemon.wakeup).
+            wake_at = min(wake_at, self.listener.reconnect_at())
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
         ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
         if self._wake_reader in ready:

@@ -1,4 +1,5 @@
-"""Where handlers run: a pre-forked pool of child processes, or a pool of threads.
+"""Where handlers run: a pre-forked pool of child processes (``ProcessPool``, here), or a
+pool of threads (``atp.daemon.thread_pool.ThreadPool``), on the base they share.
 
 Both pools have the same small interface, so the daemon's loop does not care which runs:
 ``free``, ``submit``, ``wait_handles``, ``collect``, ``kill``, ``in_flight``, ``busy``,
@@ -20,18 +21,20 @@ about ``PREFETCH_HORIZON`` before its handler is called.
 import collections
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
-import queue
 import signal
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from atp.conf import settings
-from atp.daemon.runner import Outcome, execute
+from atp.daemon import child_setup
+from atp.daemon.runner import Outcome
 from atp.tracker import Attempt
 
 logger = logging.getLogger("atp.daemon")
@@ -48,6 +51,14 @@ REPORT_HEADER = struct.Struct("!I")
 RUNTIME_WEIGHT = 0.2
 
 
+#: Seconds the children of a new pool have to report that they set Django up.
+START_TIMEOUT = 60.0
+
+
+class PoolStartError(RuntimeError):
+    """The pool's child processes cannot start (their message says why)."""
+
+
 @dataclass
 class Slot:
     """One place a handler runs: its running attempt (the head of ``queue``) and those behind."""
@@ -58,7 +69,7 @@ class Slot:
     kill_signal: int = 0
     kill_target: int | None = None  # the task the kill was meant for
     process: multiprocessing.Process | None = None
-    pipe: object = None  # attempts, daemon → child (a multiprocessing Connection)
+    pipe: multiprocessing.connection.Connection | None = None  # attempts, daemon → child
     results: socket.socket | None = None  # outcomes, child → daemon (see ProcessPool)
     received: bytearray = field(default_factory=bytearray)  # outcome bytes not yet parsed
     sizes: collections.deque = field(default_factory=collections.deque)  # pickled, per attempt
@@ -130,7 +141,15 @@ class _SlotPool:
 
     def submit(self, attempt: Attempt) -> None:
         """Take one attempt (see the pool's ``submit_many``)."""
-        self.submit_many([attempt])
+        self.submit_many([attempt])  # type: ignore[attr-defined]
+
+    def idle(self) -> int:
+        """Slots with nothing to run: what a task of a concurrency-limited type may take.
+
+        Such a task holds a place of its key from its claim, so it is never prefetched
+        behind other work (``claim_tasks(limited=...)``, ``Attempt.limited``).
+        """
+        return max(0, self.size - self.held)
 
     def hungry(self) -> bool:
         """Whether the pool runs low: a slot is (about to be) idle, or half its room is free."""
@@ -172,24 +191,75 @@ class ProcessPool(_SlotPool):
         # end closes and they exit (see atp.daemon.child._die_with_daemon).
         self._alive_reader, self._alive_writer = self.context.Pipe(duplex=False)
         self.waiting: collections.deque = collections.deque()  # (attempt, pickled), not sent
-        self.slots = [self._start(Slot()) for _ in range(size)]
+        self._starting: dict[int, Connection] = {}  # id(slot) → its child's start report pipe
+        self._started = False  # every first child reported ready (replacements are not awaited)
+        # Before the forkserver starts: it and the children read the daemon's settings.
+        settings_file = child_setup.export_settings()
+        try:
+            self.slots = [self._start(Slot()) for _ in range(size)]
+            self._await_started()
+            self._started = True
+        finally:
+            # Read by the forkserver once, at its start (done now); it may hold secrets.
+            if settings_file:
+                os.unlink(settings_file)
+
+    def _await_started(self) -> None:
+        """Wait until every child reports that it set Django up; else raise PoolStartError.
+
+        A child that cannot start would fail every attempt sent to it (and the daemon
+        would burn each task's restarts on it): better to stop before claiming any.
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        starting, self._starting = self._starting, {}
+        problems = []
+        for slot in self.slots:
+            ready = starting.pop(id(slot))
+            problem = None
+            if not ready.poll(max(0.0, deadline - time.monotonic())):
+                problem = f"no report from a child within {START_TIMEOUT:g} s"
+            else:
+                try:
+                    problem = ready.recv()
+                except (EOFError, OSError):
+                    slot.process.join(1.0)
+                    problem = f"a child {describe_exit(slot.process.exitcode)} before it was ready"
+            ready.close()
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            for slot in self.slots:
+                if slot.process.is_alive():
+                    slot.process.kill()
+                slot.process.join()
+                slot.results.close()
+            raise PoolStartError(
+                f"the pool's child processes cannot start ({len(problems)} of "
+                f"{len(self.slots)} failed): {problems[0]}"
+            )
 
     def _start(self, slot: Slot) -> Slot:
         from atp.daemon import child
 
         ours, theirs = self.context.Pipe()
         results, their_results = socket.socketpair()
+        ready, their_ready = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=child.main,
-            args=(theirs, their_results, self._alive_reader),
+            args=(theirs, their_results, self._alive_reader, their_ready),
             name="atpd-child",
             daemon=True,
         )
         process.start()
         theirs.close()
         their_results.close()
+        their_ready.close()
+        if self._started:
+            ready.close()  # a replacement: nobody waits for its report
+        else:
+            self._starting[id(slot)] = ready
         results.setblocking(False)
-        slot.process, slot.pipe, slot.results, slot.received = process, ours, results, bytearray()
+        slot.process, slot.pipe, slot.results, slot.received = process, ours, results, bytearray()  # type: ignore[assignment]
         slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
         slot.broken = False
         return slot
@@ -250,9 +320,8 @@ class ProcessPool(_SlotPool):
 
     def wait_handles(self) -> list:
         """What to pass to ``multiprocessing.connection.wait``: result sockets, death sentinels."""
-        return [slot.results for slot in self.slots] + [
-            slot.process.sentinel for slot in self.slots
-        ]
+        handles: list = [slot.results for slot in self.slots]
+        return handles + [slot.process.sentinel for slot in self.slots]
 
     def collect(self) -> list:
         """Reports of handlers that ended since the last call; dead children are replaced."""
@@ -339,7 +408,7 @@ class ProcessPool(_SlotPool):
             if slot.attempt is not None and slot.attempt.task_id == task_id:
                 slot.kill_reason, slot.kill_signal, slot.kill_target = reason, signum, task_id
                 try:
-                    os.kill(slot.process.pid, signum)
+                    os.kill(slot.process.pid, signum)  # type: ignore[arg-type]
                 except ProcessLookupError:
                     pass
                 return True
@@ -378,144 +447,3 @@ class ProcessPool(_SlotPool):
                 slot.process.kill()
                 slot.process.join()
             slot.results.close()
-
-
-class ThreadPool(_SlotPool):
-    """Handlers in threads of the daemon's process, for I/O-bound work.
-
-    The threads take attempts from one shared queue, so a slow handler holds up nothing
-    behind it. A thread cannot be killed: a handler past its hard limit is abandoned (its
-    task is restarted elsewhere, and fencing refuses its late writes) and its slot gets a
-    new thread.
-    """
-
-    def __init__(self, size: int):
-        super().__init__(size)
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._reports: list[tuple[Attempt, Outcome]] = []
-        self._report_lock = threading.Lock()
-        self._woken = False
-        self._abandoned: list[Crashed] = []
-        self._written_off: set[tuple[int, int]] = set()  # (task id, attempt) reported crashed
-        self._wake_reader, self._wake_writer = os.pipe()
-        os.set_blocking(self._wake_reader, False)
-        os.set_blocking(self._wake_writer, False)
-        self.slots = [self._start(Slot()) for _ in range(size)]
-
-    def _start(self, slot: Slot) -> Slot:
-        slot.thread = threading.Thread(
-            target=self._serve, args=(slot,), name="atpd-thread", daemon=True
-        )
-        slot.thread.start()
-        return slot
-
-    def _serve(self, slot: Slot) -> None:
-        from django.db import connection
-
-        from atp.daemon.db import heal
-
-        while (attempt := self._work.get()) is not None:
-            # The slot's lock makes "take the next attempt" and "abandon this thread"
-            # exclusive: an abandoned thread never starts another attempt.
-            with slot.lock:
-                if slot.abandoned:
-                    self._work.put(attempt)
-                    break
-                slot.started = time.monotonic()
-                slot.queue.append(attempt)
-            heal()
-            outcome = execute(attempt)
-            with slot.lock:
-                slot.queue.clear()
-            self._report(attempt, outcome)
-        connection.close()
-
-    def _report(self, attempt: Attempt, outcome: Outcome) -> None:
-        """Hand an outcome to the daemon; wake it only if it has not been woken already.
-
-        One wake-up per batch of reports, not per report: under load the daemon collects
-        dozens at a time. The lock pairs with ``collect``: a report put after the daemon
-        took the last batch always writes a new wake-up, so none is missed.
-        """
-        with self._report_lock:
-            self._reports.append((attempt, outcome))
-            wake, self._woken = not self._woken, True
-        if wake:
-            self._poke()
-
-    def _poke(self) -> None:
-        try:
-            os.write(self._wake_writer, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
-
-    def submit_many(self, attempts) -> None:
-        """Put attempts in the threads' shared queue, in order."""
-        for attempt in attempts:
-            self.held += 1
-            self._work.put(attempt)
-
-    def wait_handles(self) -> list:
-        """The wake-up pipe the threads write to when they finish."""
-        return [self._wake_reader]
-
-    def collect(self) -> list:
-        """Reports of handlers that ended since the last call."""
-        try:
-            os.read(self._wake_reader, 4096)
-        except BlockingIOError:
-            pass
-        reports, self._abandoned = list(self._abandoned), []
-        with self._report_lock:
-            finished, self._reports, self._woken = self._reports, [], False
-        for attempt, outcome in finished:
-            key = (attempt.task_id, attempt.number)
-            if key in self._written_off:  # an abandoned handler that returned after all
-                self._written_off.discard(key)
-                continue
-            self._reported(outcome)
-            reports.append(Finished(attempt, outcome))
-        return reports
-
-    def kill(self, task_id: int, signum: int, reason: str) -> bool:
-        """Abandon the thread running ``task_id`` (threads cannot be killed)."""
-        for index, slot in enumerate(self.slots):
-            with slot.lock:
-                attempt = slot.attempt
-                if attempt is None or attempt.task_id != task_id:
-                    continue
-                slot.abandoned = True
-            self.held -= 1
-            self._written_off.add((attempt.task_id, attempt.number))
-            self.slots[index] = self._start(Slot())
-            self._abandoned.append(
-                Crashed(attempt, "abandoned (a thread cannot be killed)", reason, signum)
-            )
-            self._poke()  # the daemon's next wait returns at once
-            return True
-        return False
-
-    def withdraw(self, reason: str) -> list[Attempt]:
-        """Take back every attempt no thread has started yet (``reason``: for the log)."""
-        withdrawn = []
-        while True:
-            try:
-                attempt = self._work.get_nowait()
-            except queue.Empty:
-                break
-            if attempt is None:  # a stop request: leave it for the threads
-                self._work.put(None)
-                break
-            withdrawn.append(attempt)
-        self.held -= len(withdrawn)
-        if withdrawn:
-            logger.info("Withdrew %d attempt(s) not yet started: %s", len(withdrawn), reason)
-        return withdrawn
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the threads to exit once their handlers return."""
-        for _ in range(len(self.slots) + len(self._written_off)):  # abandoned threads too
-            self._work.put(None)
-        deadline = time.monotonic() + timeout
-        for slot in self.slots:
-            slot.thread.join(max(0.0, deadline - time.monotonic()))

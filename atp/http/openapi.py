@@ -271,6 +271,42 @@ SCHEMA = {
                 },
             }
         },
+        **{
+            f"/api/{kind}/{verb}/{{name}}": {
+                "post": {
+                    "summary": f"{verb.capitalize()} a {what} for every daemon.",
+                    "parameters": [_path("name", f"The {what}'s name (may contain '/').")],
+                    "responses": {
+                        "200": _reply(
+                            "Done: message, whether it is now paused, whether that changed.",
+                            {"type": "object"},
+                        ),
+                        **_errors(404),
+                    },
+                }
+            }
+            for kind, what in (("queue", "queue"), ("task-type", "task type"))
+            for verb in ("pause", "resume")
+        },
+        "/api/schedules": {
+            "get": {
+                "summary": "Periodic tasks (README, 'Periodic tasks').",
+                "responses": {"200": _reply("The schedules.", {"type": "object"}), **_errors()},
+            }
+        },
+        **{
+            f"/api/schedule/{verb}/{{name}}": {
+                "post": {
+                    "summary": f"{verb.capitalize()} a schedule.",
+                    "parameters": [_path("name", "The schedule's name.")],
+                    "responses": {
+                        "200": _reply("Done.", {"type": "object"}),
+                        **_errors(404),
+                    },
+                }
+            }
+            for verb in ("pause", "resume")
+        },
         "/api/workers": {
             "get": {
                 "summary": "ATP's daemons: server id -> daemon (or -> alive with status=true).",

@@ -420,9 +420,9 @@ def _json_candidates(text: str) -> list:
     if text.lower() in literals:
         candidates.append(literals[text.lower()])
     elif _INTEGER.fullmatch(text):
-        number = int(text)
-        if -(2**63) <= number < 2**63:
-            candidates.append(number)
+        whole = int(text)
+        if -(2**63) <= whole < 2**63:
+            candidates.append(whole)
     else:
         try:
             number = float(text)

@@ -4,23 +4,26 @@
 time. Through the ORM each costs a locking SELECT, an UPDATE, a bulk INSERT of log
 records and a model instance per row; here each is one ``UPDATE … RETURNING`` plus one
 multi-row INSERT, with plain tuples in between. Only the common case takes this path; a
-row that needs the tracker's judgement (an expired task, a rate-limited type, a subtask,
-an abort request, a stale attempt) is left untouched by the statement and goes through
-the ORM path, so every rule keeps exactly one implementation that decides it.
+row that needs the tracker's judgement (an expired task, a rate- or concurrency-limited
+type, a subtask, an abort request, a stale attempt) is left untouched by the statement and
+goes through the ORM path, so every rule keeps exactly one implementation that decides it.
 """
 
 import json
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
 from atp import events
-from atp.models import Status
+from atp.models import CLAIM_ORDER, Status
+from atp.sql import order_by
 from atp.tracker.core import Attempt
 
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
 #: candidates are locked first (FOR UPDATE SKIP LOCKED in the CTE); the UPDATE then takes
-#: only those without a rate limit and not expired. The others stay locked by this
+#: only those without a rate or concurrency limit (counted rules: they need a lock and a
+#: count, atp.tracker.concurrency), not expired and not paused. The others stay locked by this
 #: transaction and ACCEPTED, for the ORM path to judge in the same transaction. The last
 #: column counts the candidates, so the caller knows whether any was left to judge; the
 #: LEFT JOIN returns that count (with NULLs) even when nothing was claimed.
@@ -28,7 +31,7 @@ CLAIM = """
 WITH picked AS (
     SELECT id FROM atp_taskinstance
     WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter}
-    ORDER BY priority DESC, run_after, id
+    ORDER BY {claim_order}
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
@@ -38,7 +41,12 @@ claimed AS (
         started_at = %(now)s, updated_at = %(now)s, attempts = t.attempts + 1
     FROM picked, atp_tasktype AS tt
     WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
-        AND (t.expires IS NULL OR t.expires > %(now)s)
+        AND tt.concurrency_limit IS NULL AND (t.expires IS NULL OR t.expires > %(now)s)
+        -- Paused types and queues (atp.tracker.pausing) are left to the ORM path too. Here,
+        -- not in "picked": there the planner cannot estimate such a filter and would give
+        -- up the claim index for a scan; here it only checks the picked rows. The paused
+        -- queues come as constants, and only when there are any: no other table to read.
+        AND NOT tt.paused {pause_filter}
     RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
         t.run_after, t.expires, t.queue, t.parent_id,
         tt.identifier AS type_name, tt.handler, tt.soft_time_limit, tt.hard_time_limit,
@@ -51,24 +59,29 @@ LEFT JOIN claimed ON true
 #: End running attempts as FINISHED. Rows are locked in id order first, the order every
 #: batch uses, so two batches can never wait on each other in a cycle. Only the plain
 #: case is written: the attempt is current, the task runs or is paused, nobody asked to
-#: abort it and it is not a subtask (whose end counts into its parent). The conditions
+#: abort it, it is not a subtask (whose end counts into its parent) and no task depends on
+#: it (its end releases them: ``atp.tracker.dependencies``). The conditions
 #: are checked on the locked rows (the CTE), never on the table: that keeps the planner
 #: on primary-key lookups, where a stale estimate could otherwise send it scanning the
 #: partial indexes that the conditions happen to match.
 FINISH = """
 WITH locked AS (
-    SELECT id, attempts, status, abort_requested_at, parent_id FROM atp_taskinstance
+    SELECT id, attempts, status, abort_requested_at, parent_id, has_dependents
+    FROM atp_taskinstance
     WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 ),
 plain AS (
-    SELECT locked.id FROM locked
-    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS outcome(id, attempt)
+    SELECT locked.id, outcome.result FROM locked
+    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(results)s::text[])
+        AS outcome(id, attempt, result)
         ON outcome.id = locked.id AND outcome.attempt = locked.attempts
     WHERE locked.status IN (%(running)s, %(paused)s)
         AND locked.abort_requested_at IS NULL AND locked.parent_id IS NULL
+        AND NOT locked.has_dependents
 )
 UPDATE atp_taskinstance AS t
-SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s
+SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s,
+    result = plain.result::jsonb
 FROM plain
 WHERE t.id = plain.id
 RETURNING t.id, t.uuid, t.started_at
@@ -87,13 +100,14 @@ RETURNING id
 """
 
 
-def claim(server_id: str, message: str, limit: int, queues, now: datetime):
-    """Claim and start up to ``limit`` plain due tasks.
+def claim(server_id: str, message: str, limit: int, queues, now: datetime, paused_queues=()):
+    """Claim and start up to ``limit`` plain due tasks, none of the ``paused_queues``.
 
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
-    statement passed over due tasks it may not judge (expired, rate-limited).
+    statement passed over due tasks it may not judge (expired, rate- or concurrency-limited,
+    paused).
     """
-    params = {
+    params: dict[str, Any] = {
         "accepted": Status.ACCEPTED,
         "running": Status.RUNNING,
         "server_id": server_id,
@@ -103,8 +117,17 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     queue_filter = ""
     if queues:
         queue_filter, params["queues"] = "AND queue = ANY(%(queues)s)", list(queues)
+    pause_filter = ""
+    if paused_queues:
+        pause_filter = "AND t.queue <> ALL (%(paused_queues)s)"
+        params["paused_queues"] = list(paused_queues)
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM.format(queue_filter=queue_filter), params)
+        statement = CLAIM.format(
+            queue_filter=queue_filter,
+            claim_order=order_by(CLAIM_ORDER),
+            pause_filter=pause_filter,
+        )
+        cursor.execute(statement, params)
         rows = cursor.fetchall()
     picked = rows[0][-1]
     rows = [row[:-1] for row in rows if row[0] is not None]
@@ -134,14 +157,15 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
 
 
 def finish(successes, now: datetime) -> dict[int, str]:
-    """End the plain ones of ``(task_id, attempt, result_repr)`` as FINISHED.
+    """End the plain ones of ``(task_id, attempt, result_repr, result_json)`` as FINISHED.
 
     Returns ``{task_id: "finished"}`` for the tasks written; the others are untouched.
     """
-    results = {task_id: result for task_id, _, result in successes}
-    params = {
-        "ids": [task_id for task_id, _, _ in successes],
-        "attempts": [attempt for _, attempt, _ in successes],
+    results = {success[0]: success[2] for success in successes}
+    params: dict[str, Any] = {
+        "ids": [success[0] for success in successes],
+        "attempts": [success[1] for success in successes],
+        "results": [success[3] for success in successes],
         "finished": Status.FINISHED,
         "running": Status.RUNNING,
         "paused": Status.PAUSED,

@@ -1,4 +1,4 @@
-"""Migration 0006 repairs rows older versions let in, so the task list and admin work again.
+"""Migrations 0009 and 0010 repair rows older versions let in: the task list works again.
 
 A far-future eta (``9999-12-31T23:59-12:00``, year 10000 in UTC) was committed on
 PostgreSQL, and then ``GET api/tasks`` and the admin's task list answered 500 for everyone:
@@ -15,13 +15,13 @@ from django.test import Client
 from atp import tracker, validation
 from atp.models import TaskInstance, TaskType
 
-BEFORE = ("atp", "0005_write_path_indexes")
-THIS = ("atp", "0007_value_bounds")
+BEFORE = ("atp", "0008_flow_control")
+THIS = ("atp", "0010_value_bounds")
 
 
 @pytest.fixture
 def at_0005(transactional_db):
-    """The schema as migration 0005 left it; migrated forward again afterwards."""
+    """The schema before the bounds; migrated forward again afterwards."""
     executor = MigrationExecutor(connection)
     executor.migrate([BEFORE])
     yield
