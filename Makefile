@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/atp
 
-.PHONY: run test test-sqlite test-postgres lint services bench clean
+.PHONY: run test test-sqlite test-postgres test-examples lint services bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,12 @@ run: $(VENV)/.installed
 	$(PY) manage.py atpd --burst
 	$(PY) manage.py atp_status
 
-test: $(VENV)/.installed services lint test-sqlite test-postgres
+test: $(VENV)/.installed services lint test-sqlite test-postgres test-examples
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) manage.py makemigrations --check --dry-run -v0
 
 test-sqlite: $(VENV)/.installed
@@ -33,6 +34,11 @@ test-sqlite: $(VENV)/.installed
 
 test-postgres: $(VENV)/.installed services
 	DATABASE_URL=$(PG_URL) $(VENV)/bin/pytest -p no:cacheprovider
+
+# The shop example's own tests (eager mode, drain(), one atpd run), on SQLite and PostgreSQL.
+test-examples: $(VENV)/.installed services
+	cd examples/shop && ../../$(VENV)/bin/pytest -p no:cacheprovider
+	cd examples/shop && DATABASE_URL=$(PG_URL)_shop ../../$(VENV)/bin/pytest -p no:cacheprovider
 
 services:
 	scripts/ensure-services

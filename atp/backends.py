@@ -346,9 +346,14 @@ def _exception_path(exception: str) -> str:
 
 
 def _return_value(instance):
-    """A finished task's return value: its JSON response (None if it stored none)."""
+    """A finished task's return value: its ``result``, else its JSON response (or None).
+
+    The response is read for tasks that finished before ``result`` existed.
+    """
     from atp.models import Response
 
+    if instance.result is not None:
+        return instance.result
     try:
         response = instance.response
     except Response.DoesNotExist:

@@ -33,6 +33,14 @@ class Defaults:
     PREFETCH: int = 32
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = 500
+    #: Run every enqueued task in the enqueuing process when its transaction commits
+    #: (atp.testing); for tests and development, never for production.
+    EAGER: bool = False
+    #: In eager mode, raise a failed task's error from the enqueue (else it is only stored).
+    EAGER_PROPAGATE: bool = False
+    #: Database threads (so connections) the async handlers of one asyncio pool share
+    #: (atp.daemon.asyncrun).
+    ASYNC_DB_THREADS: int = 4
 
 
 _NAMES = {f.name for f in fields(Defaults)}

@@ -221,6 +221,9 @@ class TaskInstance(models.Model):
         db_index=False,  # see the partial index atp_task_parent
     )
     progress = models.JSONField(null=True, blank=True)
+    # The handler's return value when JSON can hold it (a @task function's result), set
+    # when the task FINISHES; the task-succeeded event keeps its repr as Celery does.
+    result = models.JSONField(null=True, blank=True)
     # Requests from control (abort, revoke with terminate) that the owning daemon acts on.
     abort_requested_at = models.DateTimeField(null=True, blank=True)
     kill_signal = models.PositiveSmallIntegerField(

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
 
-from atp import events, tracker
+from atp import discovery, events, tracker
 from atp.conf import settings
 from atp.daemon import workers
+from atp.daemon.asyncio_pool import AsyncioPool
 from atp.daemon.broker import BrokerLinks
 from atp.daemon.db import drop_all, use_persistent_connections
 from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
@@ -31,7 +32,7 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS = {"processes": ProcessPool, "threads": ThreadPool}
+POOLS = {"processes": ProcessPool, "threads": ThreadPool, "asyncio": AsyncioPool}
 MAX_BACKOFF = 5.0
 
 
@@ -96,6 +97,7 @@ class Daemon:
         try:
             while not self._db(lambda: workers.register_worker(self.options.server_id)):
                 self._sleep_until(self.db_retry_at)
+            self._db(self._sync_task_types)  # if the database fails here, enqueues do it
             self.listener.connect()
             self.broker = BrokerLinks.start(self, events.node_name())
             self.log.info(
@@ -111,6 +113,18 @@ class Daemon:
             self._shut_down(previous)
         self.log.info("atpd stopped after %d task(s)", self.processed)
         return 0
+
+    def _sync_task_types(self) -> None:
+        """Create or update the types of the installed apps' ``@task`` functions; log stale ones."""
+        for line in discovery.sync_task_types():
+            self.log.info("%s", line.capitalize())
+        for identifier, handler, why in discovery.stale_task_types():
+            self.log.warning(
+                "Task type %s: its handler %s does not import (%s); its tasks cannot run",
+                identifier,
+                handler,
+                why,
+            )
 
     def _finished(self) -> bool:
         busy = self.pool.busy() or self.pending

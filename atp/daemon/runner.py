@@ -5,6 +5,9 @@ reports; ``record`` writes the outcome through the tracker. Keeping them apart l
 daemon record outcomes of children that died, and retry a record while the database is away.
 """
 
+import asyncio
+import inspect
+import json
 import logging
 import time
 import traceback as traceback_module
@@ -13,8 +16,16 @@ from dataclasses import dataclass
 from django.utils.module_loading import import_string
 
 from atp import tracker
+from atp.daemon import asyncrun
 from atp.daemon.db import CONNECTION_ERRORS
-from atp.exceptions import InvalidTransition, Retry, StaleAttempt, TaskNotFound
+from atp.decorators import Task
+from atp.exceptions import (
+    InvalidTransition,
+    Retry,
+    StaleAttempt,
+    SyncHandlerRefused,
+    TaskNotFound,
+)
 from atp.taskstatus import TaskStatus
 from atp.tracker import retries
 
@@ -36,27 +47,95 @@ class Outcome:
     lost: bool = False  # the handler learnt (StaleAttempt) that its task was taken away
     handled: bool = False  # the handler already re-enqueued (retry) or failed its task
     transient: bool = False  # it failed because the database went away: worth a restart
+    result_json: str | None = None  # the return value as JSON text, when JSON can hold it
 
 
-def execute(attempt: tracker.Attempt) -> Outcome:
-    """Call the attempt's handler ``handler(task_status, input)`` and report how it ended."""
+def execute(attempt: tracker.Attempt, errors: list | None = None) -> Outcome:
+    """Call the attempt's handler ``handler(task_status, input)`` and report how it ended.
+
+    A handler that returns a coroutine (an ``async def`` handler or task) is run to its end
+    on this thread's event loop (``atp.daemon.asyncrun``). ``errors``, when given, receives
+    the exception a failing handler raised (eager mode re-raises it).
+    """
     status = TaskStatus(attempt.task_id, attempt.number, soft_time_limit=attempt.soft_time_limit)
     begin = time.monotonic()
     try:
         handler = import_string(attempt.handler)
-        result = handler(status, attempt.input)
-    except StaleAttempt as exc:
+        result = _call(handler, status, attempt.input)
+        if inspect.isawaitable(result):
+            result = asyncrun.run(lambda: result, attempt.soft_time_limit)
+    except BaseException as exc:
+        return _failed(attempt, exc, begin, errors)
+    return _succeeded(attempt, result, begin)
+
+
+async def execute_async(attempt: tracker.Attempt, executor=None) -> Outcome:
+    """``execute`` for the asyncio pool: await an async handler on the running loop.
+
+    A sync handler is refused (``SyncHandlerRefused``): it would block every handler on
+    the loop. ``executor`` runs the handler's ORM calls (``asyncrun.db_call``).
+    """
+    status = TaskStatus(attempt.task_id, attempt.number, soft_time_limit=attempt.soft_time_limit)
+    begin = time.monotonic()
+    try:
+        handler = import_string(attempt.handler)
+        if not is_async_handler(handler):
+            raise SyncHandlerRefused(
+                f"handler {attempt.handler} of task type {attempt.type} is not async; the "
+                "asyncio pool runs only async def handlers: serve this type with "
+                "--pool processes or --pool threads (atpd --queues keeps them apart)"
+            )
+        result = await asyncrun.supervise(
+            lambda: _call(handler, status, attempt.input), executor, attempt.soft_time_limit
+        )
+    except asyncio.CancelledError:
+        raise  # killed (time limit, revoke with terminate): the pool reports it
+    except BaseException as exc:
+        return _failed(attempt, exc, begin, None)
+    return _succeeded(attempt, result, begin)
+
+
+def is_async_handler(handler) -> bool:
+    """Whether calling ``handler`` gives a coroutine: an ``async def`` handler or task."""
+    if isinstance(handler, Task):
+        return handler.is_async
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an async __call__ of an object
+    )
+
+
+def _call(handler, status, task_input):
+    """Call a handler: a @task with its stored arguments, else ``handler(status, input)``."""
+    if isinstance(handler, Task):
+        return handler.run(status, task_input)
+    return handler(status, task_input)
+
+
+def _succeeded(attempt, result, begin) -> Outcome:
+    return Outcome(
+        attempt.task_id,
+        attempt.number,
+        True,
+        result=_safe_repr(result),
+        runtime=time.monotonic() - begin,
+        result_json=_json_or_none(result),
+    )
+
+
+def _failed(attempt, exc: BaseException, begin: float, errors) -> Outcome:
+    """The outcome of a handler that raised ``exc`` (re-raised if it is not the handler's)."""
+    if isinstance(exc, StaleAttempt):
         return Outcome(attempt.task_id, attempt.number, False, message=str(exc), lost=True)
-    except Retry as signal:  # task_status.retry() already wrote the task's new status
+    if isinstance(exc, Retry):  # task_status.retry() already wrote the task's new status
         return Outcome(
             attempt.task_id,
             attempt.number,
             False,
-            message=str(signal),
+            message=str(exc),
             handled=True,
             runtime=time.monotonic() - begin,
         )
-    except CONNECTION_ERRORS as exc:
+    if isinstance(exc, CONNECTION_ERRORS):
         return Outcome(
             attempt.task_id,
             attempt.number,
@@ -65,23 +144,29 @@ def execute(attempt: tracker.Attempt) -> Outcome:
             exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
             transient=True,
         )
-    except (Exception, SystemExit) as exc:  # a handler's sys.exit() fails its task only
-        return Outcome(
-            attempt.task_id,
-            attempt.number,
-            False,
-            message=str(exc) or type(exc).__name__,
-            exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
-            traceback="".join(traceback_module.format_exception(exc)),
-            runtime=time.monotonic() - begin,
-        )
+    if not isinstance(exc, (Exception, SystemExit)):  # a handler's sys.exit() fails its task only
+        raise exc
+    if errors is not None:
+        errors.append(exc)
     return Outcome(
         attempt.task_id,
         attempt.number,
-        True,
-        result=_safe_repr(result),
+        False,
+        message=str(exc) or type(exc).__name__,
+        exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
+        traceback="".join(traceback_module.format_exception(exc)),
         runtime=time.monotonic() - begin,
     )
+
+
+def _json_or_none(value) -> str | None:
+    """The return value as JSON text, or None when JSON cannot hold it (only its repr stays)."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
 
 
 def _safe_repr(value) -> str:
@@ -114,7 +199,10 @@ def record(outcome: Outcome) -> str:
             )
         if outcome.succeeded:
             changed = tracker.stop_task_success_if_not_finished(
-                outcome.task_id, attempt=outcome.attempt, result_repr=outcome.result
+                outcome.task_id,
+                attempt=outcome.attempt,
+                result_repr=outcome.result,
+                result_json=outcome.result_json,
             )
             return "finished" if changed else "unchanged"
         # A type with max_retries > 0 retries a handler that raised (with its backoff);
@@ -145,7 +233,9 @@ def record_all(outcomes) -> list[str]:
         for outcome in outcomes
         if outcome.succeeded and not (outcome.lost or outcome.handled or outcome.transient)
     ]
-    successes = [(outcome.task_id, outcome.attempt, outcome.result) for outcome in plain]
+    successes = [
+        (outcome.task_id, outcome.attempt, outcome.result, outcome.result_json) for outcome in plain
+    ]
     finished = tracker.finish_tasks(successes) if successes else {}
     return [finished.get(outcome.task_id) or record(outcome) for outcome in outcomes]
 

@@ -61,14 +61,16 @@ WITH locked AS (
     WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 ),
 plain AS (
-    SELECT locked.id FROM locked
-    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS outcome(id, attempt)
+    SELECT locked.id, outcome.result FROM locked
+    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(results)s::text[])
+        AS outcome(id, attempt, result)
         ON outcome.id = locked.id AND outcome.attempt = locked.attempts
     WHERE locked.status IN (%(running)s, %(paused)s)
         AND locked.abort_requested_at IS NULL AND locked.parent_id IS NULL
 )
 UPDATE atp_taskinstance AS t
-SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s
+SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s,
+    result = plain.result::jsonb
 FROM plain
 WHERE t.id = plain.id
 RETURNING t.id, t.uuid, t.started_at
@@ -134,14 +136,16 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
 
 
 def finish(successes, now: datetime) -> dict[int, str]:
-    """End the plain ones of ``(task_id, attempt, result_repr)`` as FINISHED.
+    """End the plain ones of ``(task_id, attempt, result_repr, result_json)`` as FINISHED.
 
-    Returns ``{task_id: "finished"}`` for the tasks written; the others are untouched.
+    ``result_json`` (JSON text or None) becomes the task's ``result``. Returns
+    ``{task_id: "finished"}`` for the tasks written; the others are untouched.
     """
-    results = {task_id: result for task_id, _, result in successes}
+    results = {task_id: result for task_id, _, result, _ in successes}
     params = {
-        "ids": [task_id for task_id, _, _ in successes],
-        "attempts": [attempt for _, attempt, _ in successes],
+        "ids": [task_id for task_id, *_ in successes],
+        "attempts": [attempt for _, attempt, *_ in successes],
+        "results": [result_json for *_, result_json in successes],
         "finished": Status.FINISHED,
         "running": Status.RUNNING,
         "paused": Status.PAUSED,
@@ -157,7 +161,7 @@ def finish(successes, now: datetime) -> dict[int, str]:
         fields = {"uuid": str(uuid), **stamp, "result": results[task_id], "runtime": runtime}
         records.append((task_id, now, Status.FINISHED, "", events.TASK_SUCCEEDED, fields))
     insert_log(records)
-    return {task_id: "finished" for task_id, _, _ in rows}
+    return {task_id: "finished" for task_id, *_ in rows}
 
 
 def insert_log(records) -> None:

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from atp import events, sql, validation
+from atp.conf import settings
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
@@ -51,6 +52,7 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
             ) from exc
         raise
     logger.debug("Enqueued %s (id %d)", where, task_id)
+    _eager()
     return task_id
 
 
@@ -89,7 +91,16 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
             "nothing was enqueued"
         ) from exc
     logger.debug("Enqueued %d task(s) of %s", len(ids), task_type.identifier)
+    _eager()
     return ids
+
+
+def _eager() -> None:
+    """In eager mode (``ATP["EAGER"]``), run the queue in this process on commit (atp.testing)."""
+    if settings.EAGER:
+        from atp.testing import after_enqueue
+
+        after_enqueue()
 
 
 def _valid_json(value, where: str) -> bool:

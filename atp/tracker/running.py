@@ -1,5 +1,7 @@
 """An attempt's transitions: start, pause, resume, wait for subtasks, finish, fail, revoke."""
 
+import json
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,27 +34,30 @@ def start_task(task_id, message="", *, server_id=None):
     return begin_attempt(task_id, message, server_id=server_id).input
 
 
-def stop_task_success(task_id, message="", *, attempt=None, result=None, result_repr=None):
+def stop_task_success(
+    task_id, message="", *, attempt=None, result=None, result_repr=None, result_json=None
+):
     """End a task as FINISHED.
 
     ``result`` is the handler's return value; the event stores its repr (Celery's
     ``result``). A worker that has only the repr (it crossed a process pipe) passes
-    ``result_repr`` instead.
+    ``result_repr`` instead. ``result_json`` (JSON text) becomes the task's ``result``.
     """
-    _finish(task_id, message, attempt, _repr_of(result, result_repr))
+    _finish(task_id, message, attempt, _repr_of(result, result_repr), result_json=result_json)
 
 
 def _repr_of(result, result_repr) -> str:
     return result_repr if result_repr is not None else repr(result)
 
 
-def _finish(task_id, message, attempt, result_repr, sources=None) -> None:
+def _finish(task_id, message, attempt, result_repr, sources=None, result_json=None) -> None:
     _transition(
         task_id,
         Status.FINISHED,
         message,
         attempt=attempt,
         sources=sources,
+        changes=lambda task: _result_change(result_json),
         fields=lambda task, moment: {
             "result": result_repr,
             "runtime": events.runtime_of(task, moment),
@@ -60,8 +65,13 @@ def _finish(task_id, message, attempt, result_repr, sources=None) -> None:
     )
 
 
+def _result_change(result_json) -> dict:
+    """The ``result`` field's new value (the handler's JSON return value), if there is one."""
+    return {} if result_json is None else {"result": json.loads(result_json)}
+
+
 def stop_task_success_if_not_finished(
-    task_id, message="", *, attempt=None, result=None, result_repr=None
+    task_id, message="", *, attempt=None, result=None, result_repr=None, result_json=None
 ) -> bool:
     """End a RUNNING or PAUSED task as FINISHED; leave any other status alone.
 
@@ -77,6 +87,7 @@ def stop_task_success_if_not_finished(
             attempt,
             _repr_of(result, result_repr),
             sources={Status.RUNNING, Status.PAUSED},
+            result_json=result_json,
         )
     except InvalidTransition:
         return False
@@ -86,12 +97,13 @@ def stop_task_success_if_not_finished(
 def finish_tasks(successes) -> dict[int, str]:
     """End many tasks whose handlers returned, as FINISHED, in one transaction.
 
-    ``successes`` are ``(task_id, attempt, result_repr)`` triples. Each gets the rules of
+    ``successes`` are ``(task_id, attempt, result_repr)`` triples, or with a fourth item, the
+    return value as JSON text (the task's ``result``; None for none). Each gets the rules of
     ``stop_task_success_if_not_finished``; the batch costs three statements (lock, update,
     log) instead of three per task. Returns ``{task_id: "finished" | "revoked" |
     "unchanged" | "lost"}`` ("lost": the attempt is stale; nothing written for it).
     """
-    successes = list(successes)
+    successes = [(*success, None)[:4] for success in successes]  # (id, attempt, repr, json)
     outcome: dict[int, str] = {}
     if not successes:
         return outcome
@@ -103,12 +115,12 @@ def finish_tasks(successes) -> dict[int, str]:
         locked = (
             TaskInstance.objects.select_for_update(of=("self",))
             .select_related("type")
-            .filter(pk__in=[task_id for task_id, _, _ in successes])
+            .filter(pk__in=[task_id for task_id, *_ in successes])
             .order_by("pk")  # one lock order for every batch: no deadlock between batches
         )
         tasks = {task.pk: task for task in locked}
         done = []
-        for task_id, attempt, result_repr in successes:
+        for task_id, attempt, result_repr, result_json in successes:
             task = tasks.get(task_id)
             try:
                 if task is not None:
@@ -122,14 +134,17 @@ def finish_tasks(successes) -> dict[int, str]:
                 _finish(task_id, "", attempt, result_repr, sources={task.status})
                 outcome[task_id] = "revoked"
             else:
-                done.append((task, result_repr))
+                done.append((task, result_repr, result_json))
         if done:
             now = timezone.now()
-            TaskInstance.objects.filter(pk__in=[task.pk for task, _ in done]).update(
+            TaskInstance.objects.filter(pk__in=[task.pk for task, *_ in done]).update(
                 status=Status.FINISHED, finished_at=now, updated_at=now
             )
+            for task, _, result_json in done:
+                if result_json is not None:  # one UPDATE per result: the ORM path is the rare one
+                    TaskInstance.objects.filter(pk=task.pk).update(result=json.loads(result_json))
             records = []
-            for task, result_repr in done:
+            for task, result_repr, _ in done:
                 runtime = events.runtime_of(task, now)
                 task.status, task.finished_at, task.updated_at = Status.FINISHED, now, now
                 records.append(
@@ -145,7 +160,7 @@ def finish_tasks(successes) -> dict[int, str]:
                 )
                 outcome[task.pk] = "finished"
             LogRecord.objects.bulk_create(records)
-            for task, _ in done:
+            for task, *_ in done:
                 _ended(task)
     return outcome
 
