@@ -61,6 +61,7 @@ _STATUS = {
     6: TaskResultStatus.FAILED,  # FAILED
     7: TaskResultStatus.FAILED,  # REVOKED
     8: TaskResultStatus.RUNNING,  # WAITING: for its subtasks
+    9: TaskResultStatus.READY,  # BLOCKED: for the tasks it depends on
 }
 
 
@@ -346,10 +347,7 @@ def _exception_path(exception: str) -> str:
 
 
 def _return_value(instance):
-    """A finished task's return value: its ``result``, else its JSON response (or None).
-
-    The response is read for tasks that finished before ``result`` existed.
-    """
+    """A finished task's return value: its JSON result, else its JSON response, else None."""
     from atp.models import Response
 
     if instance.result is not None:

@@ -30,9 +30,8 @@ MAX_LITERAL_LENGTH = 1_000_000
 class TaskResult:
     """A task's state and, once it ended, its outcome (like Celery's ``AsyncResult``).
 
-    ``result`` is the handler's return value: the task's JSON ``result`` when it has one,
-    else, when the recorded repr is a plain literal (a number, string, list, dict…), its
-    value, else the repr text (Celery events carry reprs).
+    ``result`` is the handler's return value when it is a plain literal (a number, string,
+    list, dict…), else the repr text the tracker recorded (Celery events carry reprs).
     """
 
     id: int
@@ -144,8 +143,8 @@ def _result(task: TaskInstance) -> TaskResult:
 
 
 def _result_value(task: TaskInstance, outcome: dict):
-    """The task's stored JSON ``result``, else the value its event's result repr spells."""
-    if task.status == Status.FINISHED and task.result is not None:
+    """A task's result: its stored JSON result, else what the event's repr spells."""
+    if task.result is not None:
         return task.result
     return _value(outcome["result"]) if "result" in outcome else None
 

@@ -440,7 +440,10 @@ class Daemon:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
         for entry in tracker.delete_retired_tasks():
             self.log.info("Deleted retired task %s", entry.name)
-        return len(zombies)
+        released = tracker.decide_orphaned_dependents()
+        if released:
+            self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)
+        return len(zombies) + released
 
     # --- waiting ------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ daemon record outcomes of children that died, and retry a record while the datab
 
 import asyncio
 import inspect
-import json
 import logging
 import time
 import traceback as traceback_module
@@ -28,6 +27,7 @@ from atp.exceptions import (
 )
 from atp.taskstatus import TaskStatus
 from atp.tracker import retries
+from atp.tracker.results import json_text
 
 logger = logging.getLogger("atp.runner")
 
@@ -40,6 +40,7 @@ class Outcome:
     attempt: int
     succeeded: bool
     result: str = ""  # repr of the return value
+    result_json: str | None = None  # the return value as JSON text, when it is JSON
     message: str = ""
     exception: str = ""  # "module.Class: message"
     traceback: str = ""
@@ -47,7 +48,6 @@ class Outcome:
     lost: bool = False  # the handler learnt (StaleAttempt) that its task was taken away
     handled: bool = False  # the handler already re-enqueued (retry) or failed its task
     transient: bool = False  # it failed because the database went away: worth a restart
-    result_json: str | None = None  # the return value as JSON text, when JSON can hold it
 
 
 def execute(attempt: tracker.Attempt, errors: list | None = None) -> Outcome:
@@ -118,7 +118,7 @@ def _succeeded(attempt, result, begin) -> Outcome:
         True,
         result=_safe_repr(result),
         runtime=time.monotonic() - begin,
-        result_json=_json_or_none(result),
+        result_json=json_text(result),
     )
 
 
@@ -157,16 +157,6 @@ def _failed(attempt, exc: BaseException, begin: float, errors) -> Outcome:
         traceback="".join(traceback_module.format_exception(exc)),
         runtime=time.monotonic() - begin,
     )
-
-
-def _json_or_none(value) -> str | None:
-    """The return value as JSON text, or None when JSON cannot hold it (only its repr stays)."""
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return None
 
 
 def _safe_repr(value) -> str:

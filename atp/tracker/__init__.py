@@ -48,6 +48,7 @@ from atp.tracker.core import (
     _get_task,
     _get_type,
 )
+from atp.tracker.dependencies import decide_orphaned_dependents, results_of
 from atp.tracker.queueing import ENQUEUE_OPTIONS, enqueue_task, enqueue_tasks, reenqueue_task
 from atp.tracker.reading import (
     count_by_status,
@@ -135,6 +136,8 @@ __all__ = [
     "stop_task_success",
     "stop_task_success_if_not_finished",
     "wait_for_subtasks",
+    # dependencies
+    "results_of",
     # reporting
     "heartbeat",
     "set_task_progress",
@@ -143,6 +146,7 @@ __all__ = [
     "request_abort",
     "request_kill",
     # sweeps
+    "decide_orphaned_dependents",
     "delete_retired_tasks",
     "recover_lost_workers",
     "reenqueue_zombie_tasks",
