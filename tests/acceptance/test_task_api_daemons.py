@@ -136,3 +136,18 @@ def test_a_hundred_async_handlers_share_a_few_connections(daemons):
     # The daemon's connection, its LISTEN connection and 3 database threads: far fewer
     # than one per running handler.
     assert 0 < peak_connections <= 6, peak_connections
+
+
+def test_the_async_benchmark_section_runs_its_tasks_on_the_asyncio_pool():
+    from atp import tracker
+    from atp.bench import throughput as bench
+
+    tracker.register_task_type(
+        bench.ASYNC_SLEEP, bench.BENCH_TYPES[bench.ASYNC_SLEEP], max_queue_size=None
+    )
+    figures = bench.measure_async(count=30, seconds=0.05, concurrency=10)
+    assert (figures["tasks"], figures["concurrency"]) == (30, 10)
+    assert 0 < figures["startup_s"] < figures["wall_s"]
+    assert not TaskInstance.objects.exists()  # the section removes its tasks
+    rows = bench.table({"async": figures})
+    assert [row[2] for row in rows] == ["wall time", "start-up", "first start->last end"]
