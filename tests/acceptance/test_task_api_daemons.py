@@ -112,7 +112,8 @@ def test_the_asyncio_pool_refuses_sync_handlers_with_a_clear_message(daemons):
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="counts connections in pg_stat_activity")
-def test_a_hundred_async_handlers_share_a_few_connections(daemons):
+def test_a_hundred_async_handlers_share_a_few_connections(daemons, settings):
+    settings.ATP = {"MAX_QUEUE_SIZE": None}
     handles = [tasks.async_progress.enqueue(5) for _ in range(100)]
     slow = [tasks.async_sleep.enqueue(3) for _ in range(100)]
     proc = daemons.start(
