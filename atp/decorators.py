@@ -156,14 +156,33 @@ class Task(Generic[P, R]):
         expires=None,
         parent: int | None = None,
         identifier: str | None = None,
+        unique_key: str | None = None,
         message: str | None = None,
+        **options: Any,
     ) -> Task[P, R]:
         """This task with enqueue options for the calls made through it (not the type's).
 
         ``priority``, ``queue``, ``run_after``/``eta`` (datetime) or ``countdown``
-        (seconds), ``expires`` (datetime or seconds), ``parent`` (task id), ``identifier``
-        (unique per type; a UUID by default) and the log ``message``: as ``enqueue_task``.
+        (seconds), ``expires`` (datetime or seconds), ``parent`` (task id), the log
+        ``message``, any other ``enqueue_task`` option (``depends_on`` — ids or handles —,
+        ``on_dependency_failure``, ``workflow``…), and ``identifier``, unique per type (a
+        UUID by default), also spelt ``unique_key``: a second enqueue with the same key
+        raises ``DuplicateTask``. Unknown options raise InvalidInput now.
         """
+        from atp.tracker import ENQUEUE_OPTIONS
+
+        unknown = set(options) - set(ENQUEUE_OPTIONS)
+        if unknown:
+            raise InvalidInput(
+                f"unknown enqueue option(s) {sorted(unknown)} for task {self.name!r}; valid: "
+                f"{sorted({*ENQUEUE_OPTIONS, 'identifier', 'unique_key', 'message'})}"
+            )
+        if identifier is not None and unique_key is not None and identifier != unique_key:
+            raise InvalidInput("identifier and unique_key are one option; give one of them")
+        if isinstance(options.get("depends_on"), list | tuple):
+            options["depends_on"] = [
+                getattr(item, "id", item) for item in options["depends_on"]
+            ]  # handles or ids
         given = {
             "priority": priority,
             "queue": queue,
@@ -172,13 +191,14 @@ class Task(Generic[P, R]):
             "countdown": countdown,
             "expires": expires,
             "parent": parent,
-            "identifier": identifier,
+            "identifier": identifier if identifier is not None else unique_key,
             "message": message,
+            **options,
         }
-        options = {**self.call_options, **{k: v for k, v in given.items() if v is not None}}
+        merged = {**self.call_options, **{k: v for k, v in given.items() if v is not None}}
         copy = type(self).__new__(type(self))
         copy.__dict__.update(self.__dict__)
-        copy.call_options = options
+        copy.call_options = merged
         return copy
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:

@@ -195,3 +195,17 @@ def test_a_task_stored_with_a_plain_json_object_gets_it_as_keyword_arguments():
     task_id = tracker.enqueue_task("example.add", None, {"a": 2, "b": 20})  # as before @task
     assert drain() == [task_id]
     assert TaskInstance.objects.get(pk=task_id).result == 22
+
+
+def test_using_takes_a_unique_key_dependencies_and_refuses_unknown_options():
+    from atp.exceptions import DuplicateTask
+
+    first = tasks.add.using(unique_key="order-1").enqueue(1, b=1)
+    with pytest.raises(DuplicateTask):
+        tasks.add.using(unique_key="order-1").enqueue(2)
+    with pytest.raises(InvalidInput, match="unknown enqueue option"):
+        tasks.add.using(colour="blue")
+    after = tasks.add.using(depends_on=[first]).enqueue(first.id)  # a handle or an id
+    assert TaskInstance.objects.get(pk=after.id).status == Status.BLOCKED  # waits for first
+    assert drain() == [first.id, after.id]
+    assert after.result == first.id
