@@ -54,13 +54,16 @@ async def db_call(function, *args, **kwargs):
 
     from atp.daemon.db import heal
 
+    executor = _db_executor.get()
+    if executor is None:
+        # The caller's own thread and connection: left as they are (no heal()), as the
+        # caller's transaction may be open on it.
+        return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+
     def call():
         heal()  # a connection that broke while idle is replaced, as pool threads do
         return function(*args, **kwargs)
 
-    executor = _db_executor.get()
-    if executor is None:
-        return await sync_to_async(call, thread_sensitive=True)()
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     return await loop.run_in_executor(executor, context.run, call)
