@@ -156,18 +156,18 @@ class Task(Generic[P, R]):
         expires=None,
         parent: int | None = None,
         identifier: str | None = None,
-        unique_key: str | None = None,
         message: str | None = None,
         **options: Any,
     ) -> Task[P, R]:
         """This task with enqueue options for the calls made through it (not the type's).
 
         ``priority``, ``queue``, ``run_after``/``eta`` (datetime) or ``countdown``
-        (seconds), ``expires`` (datetime or seconds), ``parent`` (task id), the log
-        ``message``, any other ``enqueue_task`` option (``depends_on`` — ids or handles —,
-        ``on_dependency_failure``, ``workflow``…), and ``identifier``, unique per type (a
-        UUID by default), also spelt ``unique_key``: a second enqueue with the same key
-        raises ``DuplicateTask``. Unknown options raise InvalidInput now.
+        (seconds), ``expires`` (datetime or seconds), ``parent`` (task id), ``identifier``
+        (unique per type; a UUID by default), the log ``message``, and any other
+        ``enqueue_task`` option: ``unique_key``/``unique_for`` (while a task holds the key,
+        ``enqueue`` returns that task's handle and creates nothing), ``concurrency_key``,
+        ``depends_on`` (ids or handles), ``on_dependency_failure``, ``workflow``… Unknown
+        options raise InvalidInput now.
         """
         from atp.tracker import ENQUEUE_OPTIONS
 
@@ -175,10 +175,8 @@ class Task(Generic[P, R]):
         if unknown:
             raise InvalidInput(
                 f"unknown enqueue option(s) {sorted(unknown)} for task {self.name!r}; valid: "
-                f"{sorted({*ENQUEUE_OPTIONS, 'identifier', 'unique_key', 'message'})}"
+                f"{sorted({*ENQUEUE_OPTIONS, 'identifier', 'message'})}"
             )
-        if identifier is not None and unique_key is not None and identifier != unique_key:
-            raise InvalidInput("identifier and unique_key are one option; give one of them")
         if isinstance(options.get("depends_on"), list | tuple):
             options["depends_on"] = [
                 getattr(item, "id", item) for item in options["depends_on"]
@@ -191,7 +189,7 @@ class Task(Generic[P, R]):
             "countdown": countdown,
             "expires": expires,
             "parent": parent,
-            "identifier": identifier if identifier is not None else unique_key,
+            "identifier": identifier,
             "message": message,
             **options,
         }

@@ -45,6 +45,7 @@ class AsyncioPool(_SlotPool):
         self._lock = threading.Lock()  # guards _waiting, _reports and the slots' queues
         self._reports: list = []
         self._written_off: set[tuple[int, int]] = set()
+        self._running: dict[int, asyncio.Task] = {}  # id(slot) -> the asyncio task running in it
         self._wake_reader, self._wake_writer = os.pipe()
         os.set_blocking(self._wake_reader, False)
         os.set_blocking(self._wake_writer, False)
@@ -122,7 +123,7 @@ class AsyncioPool(_SlotPool):
                 self._reports.append(
                     Crashed(attempt, "cancelled (asyncio task.cancel())", reason, signum)
                 )
-                handle = slot.thread  # the asyncio task, kept in the slot's thread field
+                handle = self._running.pop(id(slot), None)
                 break
             else:
                 return False
@@ -167,7 +168,7 @@ class AsyncioPool(_SlotPool):
                 attempt = self._waiting.popleft()
                 slot.queue.append(attempt)
                 slot.started = time.monotonic()
-                slot.thread = self._loop.create_task(self._run(slot, attempt))
+                self._running[id(slot)] = self._loop.create_task(self._run(slot, attempt))
 
     async def _run(self, slot: Slot, attempt: Attempt) -> None:
         try:
@@ -176,7 +177,7 @@ class AsyncioPool(_SlotPool):
             return  # killed: kill() reported it already
         with self._lock:
             slot.queue.clear()
-            slot.thread = None
+            self._running.pop(id(slot), None)
             key = (attempt.task_id, attempt.number)
             if key in self._written_off:  # a cancelled handler that finished after all
                 self._written_off.discard(key)

@@ -33,7 +33,11 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS = {"processes": ProcessPool, "threads": ThreadPool, "asyncio": AsyncioPool}
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool] | type[AsyncioPool]] = {
+    "processes": ProcessPool,
+    "threads": ThreadPool,
+    "asyncio": AsyncioPool,
+}
 MAX_BACKOFF = 5.0
 
 
@@ -69,7 +73,8 @@ class Daemon:
     def __init__(self, options: WorkerOptions):
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
-        self.pool = None
+        # Made by run() before the loop uses it; None only between __init__ and run().
+        self.pool: ProcessPool | ThreadPool | AsyncioPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.pending: list = []  # pool reports not yet recorded
@@ -172,7 +177,7 @@ class Daemon:
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
             return True
-        return bool(self.pending) and (hungry or self.stopping or self.queue_empty)
+        return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
 
     # --- signals ------------------------------------------------------------------------
 
@@ -286,7 +291,12 @@ class Daemon:
         with transaction.atomic():
             lines = self._record(batch) if batch else []
             attempts = (
-                tracker.claim_tasks(self.options.server_id, limit=claim, queues=self.options.queues)
+                tracker.claim_tasks(
+                    self.options.server_id,
+                    limit=claim,
+                    queues=self.options.queues,
+                    limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
+                )
                 if claim
                 else []
             )
@@ -300,6 +310,9 @@ class Daemon:
             self._idle_cleanup()
         self.claimed_total += len(attempts)
         self.since_cleanup += len(attempts)
+        # Limited attempts first, so they take the idle slots they were claimed for instead
+        # of queueing behind other work while holding a place of their concurrency key.
+        attempts.sort(key=lambda attempt: not attempt.limited)
         self.pool.submit_many(attempts)  # only now: the children must see the committed rows
         for attempt in attempts:
             self.log.info(
@@ -387,7 +400,7 @@ class Daemon:
             ):
                 # SIGUSR1 makes the child raise SoftTimeLimitExceeded inside the handler.
                 self.soft_signalled.add(attempt.task_id)
-                os.kill(slot.process.pid, signal.SIGUSR1)
+                os.kill(slot.process.pid, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float:
         running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
