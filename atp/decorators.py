@@ -44,6 +44,7 @@ from typing import (
     overload,
 )
 
+from atp.calls import call_input, is_call_input, split_input  # noqa: F401 - re-exported
 from atp.exceptions import (
     InvalidInput,
     ReturnValueNotJSON,
@@ -62,39 +63,6 @@ R = TypeVar("R")
 CALL_OPTIONS = ("priority", "queue", "run_after", "eta", "countdown", "expires", "parent")
 #: Polling of ``TaskHandle.wait``: first delay, growth factor and cap, in seconds.
 POLL_FIRST, POLL_FACTOR, POLL_MAX = 0.02, 1.5, 0.5
-
-
-def call_input(args, kwargs) -> dict:
-    """The stored input of a call: ``{"args": [...], "kwargs": {...}}`` (Celery's shape)."""
-    return {"args": list(args), "kwargs": dict(kwargs)}
-
-
-def split_input(task_input) -> tuple[list, dict]:
-    """The ``(args, kwargs)`` a task's input stands for.
-
-    The call shape ``{"args": [...], "kwargs": {...}}`` gives both; any other JSON object
-    is keyword arguments, a list positional ones, None none, any other value one positional
-    argument (so tasks enqueued with ``tracker.enqueue_task`` and a plain input still run).
-    """
-    if is_call_input(task_input):
-        return list(task_input["args"]), dict(task_input["kwargs"])
-    if isinstance(task_input, dict):
-        return [], dict(task_input)
-    if isinstance(task_input, list):
-        return list(task_input), {}
-    if task_input is None:
-        return [], {}
-    return [task_input], {}
-
-
-def is_call_input(task_input) -> bool:
-    """Whether an input has exactly the call shape ``{"args": list, "kwargs": dict}``."""
-    return (
-        isinstance(task_input, dict)
-        and task_input.keys() == {"args", "kwargs"}
-        and isinstance(task_input["args"], list)
-        and isinstance(task_input["kwargs"], dict)
-    )
 
 
 class Task(Generic[P, R]):

@@ -14,7 +14,7 @@ from datetime import datetime
 from django.db import transaction
 from django.dispatch import Signal
 
-from atp.decorators import is_call_input
+from atp.calls import is_call_input
 from atp.models import LogRecord, Status
 
 TASK_SENT = "task-sent"

@@ -5,6 +5,7 @@ import traceback as traceback_module
 from django.db.models import Q
 
 from atp import tracker
+from atp.asyncdb import db_call
 from atp.exceptions import Retry
 from atp.models import Status, TaskInstance
 from atp.tracker import retries, subtasks
@@ -135,7 +136,7 @@ class TaskStatus:
     # --- for async handlers: the same calls, awaited --------------------------------------
     # Django refuses ORM calls from a thread that runs an event loop, so an ``async def``
     # handler awaits these instead; each runs its sync twin on the loop's database threads
-    # (atp.daemon.asyncrun.db_call), so handlers share a few connections.
+    # (atp.asyncdb.db_call), so handlers share a few connections.
 
     async def aget_info(self) -> tracker.TaskInfo:
         """``get_info``, for async handlers."""
@@ -191,6 +192,4 @@ class TaskStatus:
 
 
 async def _db_call(function, *args):
-    from atp.daemon.asyncrun import db_call
-
     return await db_call(function, *args)

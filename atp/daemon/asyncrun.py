@@ -25,48 +25,20 @@ on (it may clean up in ``except``/``finally``) and the attempt ends with
 
 import asyncio
 import contextlib
-import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from atp import asyncdb
 from atp.conf import settings
 from atp.exceptions import SoftTimeLimitExceeded
 
 _local = threading.local()
-#: The executor of database calls of the loop the current handler runs on.
-_db_executor: contextvars.ContextVar = contextvars.ContextVar("atp_db_executor", default=None)
 
 
 def db_executor(threads: int | None = None) -> ThreadPoolExecutor:
     """A thread pool for the ORM calls of async handlers (see the module doc)."""
     size = threads or max(1, settings.ASYNC_DB_THREADS)
     return ThreadPoolExecutor(max_workers=size, thread_name_prefix="atp-async-db")
-
-
-async def db_call(function, *args, **kwargs):
-    """Run the sync (ORM) ``function`` on the database threads of the running handler's loop.
-
-    Without such threads (a handler run in-process by ``atp.testing``), the call goes
-    through ``sync_to_async(thread_sensitive=True)``: back to the thread that is waiting for
-    the handler, with that thread's connection (and a test's open transaction).
-    """
-    from asgiref.sync import sync_to_async
-
-    from atp.daemon.db import heal
-
-    executor = _db_executor.get()
-    if executor is None:
-        # The caller's own thread and connection: left as they are (no heal()), as the
-        # caller's transaction may be open on it.
-        return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
-
-    def call():
-        heal()  # a connection that broke while idle is replaced, as pool threads do
-        return function(*args, **kwargs)
-
-    loop = asyncio.get_running_loop()
-    context = contextvars.copy_context()
-    return await loop.run_in_executor(executor, context.run, call)
 
 
 def run(make_coroutine, soft_time_limit=None):
@@ -118,7 +90,7 @@ def calling_thread_db():
 
 async def supervise(make_coroutine, executor, soft_time_limit=None):
     """Await the handler with its database executor set, cancelling it at the soft limit."""
-    _db_executor.set(executor)
+    asyncdb.db_executor.set(executor)
     handler = asyncio.ensure_future(make_coroutine())
     timer = None
     hit = []

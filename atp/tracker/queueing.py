@@ -170,12 +170,15 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
     return ids
 
 
+#: Called after every enqueue in eager mode: ``atp.testing.after_enqueue``, set by the app's
+#: ready() (a hook, not an import: atp.testing runs the daemon's runner, a layer above).
+eager_hook = None
+
+
 def _eager() -> None:
     """In eager mode (``ATP["EAGER"]``), run the queue in this process on commit (atp.testing)."""
-    if settings.EAGER:
-        from atp.testing import after_enqueue
-
-        after_enqueue()
+    if settings.EAGER and eager_hook is not None:
+        eager_hook()
 
 
 def _flow_options(options: dict) -> tuple[dict, float | None]:

@@ -203,12 +203,12 @@ def test_using_takes_a_unique_key_dependencies_and_refuses_unknown_options():
     first = tasks.add.using(unique_key="order-1").enqueue(1, b=1)
     assert tasks.add.using(unique_key="order-1").enqueue(2) == first  # the key's holder
     assert TaskInstance.objects.count() == 1
-    tasks.add.using(identifier="mine").enqueue(3)
+    mine = tasks.add.using(identifier="mine").enqueue(3)
     with pytest.raises(DuplicateTask):
         tasks.add.using(identifier="mine").enqueue(4)
     with pytest.raises(InvalidInput, match="unknown enqueue option"):
         tasks.add.using(colour="blue")
     after = tasks.add.using(depends_on=[first]).enqueue(first.id)  # a handle or an id
     assert TaskInstance.objects.get(pk=after.id).status == Status.BLOCKED  # waits for first
-    assert drain() == [first.id, after.id]
+    assert drain() == [first.id, mine.id, after.id]
     assert after.result == first.id
