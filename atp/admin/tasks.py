@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from atp import tracker
-from atp.admin import actions, display
+from atp.admin import actions, columns, display
 from atp.admin import search as task_search
 from atp.admin import workflows as workflow_admin
 from atp.admin.console import console_urls
@@ -36,7 +36,7 @@ def is_text(mime_type: str) -> bool:
 
 
 @admin.register(TaskInstance)
-class TaskInstanceAdmin(admin.ModelAdmin):
+class TaskInstanceAdmin(columns.DetailTimes, admin.ModelAdmin):
     """Tasks: what is queued, running, stuck or failing, why, and where."""
 
     list_display = (
@@ -44,12 +44,12 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         "status_badge",
         "type",
         "identifier",
-        "server_id",
-        "attempts",
+        columns.server,
+        columns.attempts,
         "progress_bar",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
+        columns.enqueued,
+        columns.started,
+        columns.finished,
         "runtime",
     )
     list_display_links = ("id", "identifier")
@@ -97,10 +97,10 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                 "fields": (
                     ("server_link", "attempts", "retries"),
                     ("progress_bar", "runtime"),
-                    ("enqueued_at", "received_at"),
-                    ("started_at", "finished_at"),
-                    "updated_at",
-                    ("abort_requested_at", "kill_signal"),
+                    ("enqueued_time", "received_time"),
+                    ("started_time", "finished_time"),
+                    "updated_time",
+                    ("abort_requested_time", "kill_signal"),
                 )
             },
         ),
@@ -142,7 +142,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
             for field in TaskInstance._meta.concrete_fields
             if obj is None or obj.status in TERMINAL or field.name not in self.editable_fields
         ]
-        return computed + owned
+        return computed + list(columns.DetailTimes.names) + owned
 
     def get_search_results(self, request, queryset, search_term):
         """ATP's search language (atp.query.search); a bare id or uuid matches exactly."""
