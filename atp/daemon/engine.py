@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError, transaction
 
 from atp import discovery, events, schedules, tracker
-from atp.conf import settings
+from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
 from atp.daemon.asyncio_pool import AsyncioPool
 from atp.daemon.db import drop_all, use_persistent_connections
-from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import record_all
 from atp.daemon.schedules import ScheduleClock
+from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
@@ -41,7 +42,7 @@ POOLS: dict[str, type[ProcessPool] | type[ThreadPool] | type[AsyncioPool]] = {
     "threads": ThreadPool,
     "asyncio": AsyncioPool,
 }
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
 
 
 def new_server_id() -> str:
