@@ -41,8 +41,8 @@ class TaskStatus:
         """``(type, identifier, status, status name)`` of the task."""
         return tracker.get_task_info(self.task_id)
 
-    def get_identifier(self) -> str:
-        """The task's identifier."""
+    def get_identifier(self) -> tracker.TaskIdentifier:
+        """``(type identifier, task identifier)`` of the task, as the seed's getIdentifier."""
         return tracker.get_task_identifier(self.task_id)
 
     def get_status(self) -> tracker.StatusInfo:

@@ -13,14 +13,17 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from atp import events, tracker
 from atp.conf import settings
 from atp.daemon import workers
 from atp.daemon.broker import BrokerLinks
 from atp.daemon.db import drop_all, use_persistent_connections
+from atp.daemon.limits import SILENT, silence_reason, silent_slots
 from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
 from atp.daemon.runner import record_all
 from atp.daemon.wakeup import Listener
@@ -33,6 +36,13 @@ logger = logging.getLogger("atp.daemon")
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
 POOLS = {"processes": ProcessPool, "threads": ThreadPool}
 MAX_BACKOFF = 5.0
+
+
+def _exception_of(kill_reason: str) -> str:
+    """The exception a crashed attempt is recorded with: why its handler stopped."""
+    if not kill_reason:
+        return "WorkerLostError"
+    return "TimeoutError" if kill_reason.startswith(SILENT) else "TimeLimitExceeded"
 
 
 def new_server_id() -> str:
@@ -339,7 +349,7 @@ class Daemon:
                 attempt.task_id,
                 f"Attempt {attempt.number} ended: {cause}.",
                 attempt=attempt.number,
-                exception="TimeLimitExceeded" if crash.kill_reason else "WorkerLostError",
+                exception=_exception_of(crash.kill_reason),
             )
             return logging.WARNING, "%s %s: %s", (name, action, cause)
         except TASK_GONE as exc:
@@ -348,16 +358,17 @@ class Daemon:
     # --- time limits --------------------------------------------------------------------
 
     def _enforce_time_limits(self) -> None:
+        """The wall-clock limits: soft (SIGUSR1), hard (SIGKILL). Timeout: ``_kill_silent``."""
         now = time.monotonic()
         for slot in self.pool.in_flight():
             attempt, elapsed = slot.attempt, now - slot.started
             if slot.kill_reason:
                 continue
-            if elapsed > attempt.time_limit:
+            if attempt.hard_time_limit and elapsed > attempt.hard_time_limit:
                 self.pool.kill(
                     attempt.task_id,
                     signal.SIGKILL,
-                    f"killed after exceeding its time limit of {attempt.time_limit:g} s",
+                    f"killed after exceeding its hard time limit of {attempt.hard_time_limit:g} s",
                 )
             elif (
                 attempt.soft_time_limit
@@ -371,7 +382,11 @@ class Daemon:
 
     def _next_deadline(self) -> float:
         running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
-        deadlines = [slot.started + slot.attempt.time_limit for slot in running]
+        deadlines = [
+            slot.started + slot.attempt.hard_time_limit
+            for slot in running
+            if slot.attempt.hard_time_limit
+        ]
         deadlines += [
             slot.started + slot.attempt.soft_time_limit
             for slot in running
@@ -382,7 +397,7 @@ class Daemon:
     # --- heartbeats, liveness, sweeps ---------------------------------------------------
 
     def _heartbeat(self) -> None:
-        """Beat, vouch for our tasks, act on kill requests, recover daemons that died."""
+        """Beat, kill silent handlers, act on kill requests, recover daemons that died."""
         self.next_heartbeat = time.monotonic() + settings.HEARTBEAT_INTERVAL
         server_id = self.options.server_id
         if not workers.beat(server_id):
@@ -390,7 +405,7 @@ class Daemon:
             # Its tasks, started or not, now belong to other daemons: run none of them.
             self._kill_running("declared lost")
             workers.register_worker(server_id)
-        tracker.touch_active_tasks(server_id)
+        self._kill_silent()
         self._act_on_kill_requests()
         # After an outage every heartbeat is old; wait one WORKER_TIMEOUT of our own
         # uptime before judging others, so their heartbeats have had time to resume.
@@ -399,6 +414,14 @@ class Daemon:
                 self.log.warning("Recovered %s from a lost daemon: %s", entry.name, entry.action)
         if self.broker is not None:
             self.broker.beat(active=len(self.pool.in_flight()), processed=self.processed)
+
+    def _kill_silent(self) -> None:
+        """Kill handlers silent for longer than their type's timeout (``atp.daemon.limits``)."""
+        quiet_from = timezone.now() - timedelta(seconds=time.monotonic() - self.db_up_since)
+        for slot, quiet in silent_slots(self.pool.in_flight(), quiet_from):
+            reason = silence_reason(slot.attempt.timeout, quiet)
+            self.log.warning("Killing task %d: %s", slot.attempt.task_id, reason)
+            self.pool.kill(slot.attempt.task_id, signal.SIGKILL, reason)
 
     def _act_on_kill_requests(self) -> None:
         """Terminate handlers whose tasks were revoked with ``terminate`` (atp.control)."""

@@ -16,6 +16,7 @@ from atp import tracker
 from atp.daemon.db import CONNECTION_ERRORS
 from atp.exceptions import InvalidTransition, Retry, StaleAttempt, TaskNotFound
 from atp.taskstatus import TaskStatus
+from atp.text import storable
 from atp.tracker import retries
 
 logger = logging.getLogger("atp.runner")
@@ -66,13 +67,14 @@ def execute(attempt: tracker.Attempt) -> Outcome:
             transient=True,
         )
     except (Exception, SystemExit) as exc:  # a handler's sys.exit() fails its task only
+        # Storable (atp.text) already here: the daemon logs these texts too.
         return Outcome(
             attempt.task_id,
             attempt.number,
             False,
-            message=str(exc) or type(exc).__name__,
-            exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
-            traceback="".join(traceback_module.format_exception(exc)),
+            message=storable(str(exc) or type(exc).__name__),
+            exception=storable(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"),
+            traceback=storable("".join(traceback_module.format_exception(exc))),
             runtime=time.monotonic() - begin,
         )
     return Outcome(
@@ -86,7 +88,7 @@ def execute(attempt: tracker.Attempt) -> Outcome:
 
 def _safe_repr(value) -> str:
     try:
-        return repr(value)
+        return storable(repr(value))
     except Exception as exc:  # a broken __repr__ must not turn a success into a crash
         return f"<unrepresentable {type(value).__name__}: {exc}>"
 

@@ -43,6 +43,7 @@ from atp.tracker.core import (
     LogEntry,
     StatusInfo,
     SweepEntry,
+    TaskIdentifier,
     TaskInfo,
     _check_owner,
     _get_task,
@@ -81,7 +82,6 @@ from atp.tracker.sweeps import (
     recover_lost_workers,
     reenqueue_zombie_tasks,
     restart_or_fail,
-    touch_active_tasks,
 )
 from atp.tracker.tasktypes import (
     TYPE_OPTIONS,
@@ -97,6 +97,7 @@ __all__ = [
     "LogEntry",
     "StatusInfo",
     "SweepEntry",
+    "TaskIdentifier",
     "TaskInfo",
     # task types
     "TYPE_OPTIONS",
@@ -147,7 +148,6 @@ __all__ = [
     "recover_lost_workers",
     "reenqueue_zombie_tasks",
     "restart_or_fail",
-    "touch_active_tasks",
     # private helpers other atp modules use (subtasks, retries, jobs)
     "_check_owner",
     "_get_task",

@@ -11,6 +11,7 @@ from django.utils import timezone
 from atp import events, sql, validation
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
+from atp.text import storable
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
 
@@ -136,6 +137,7 @@ def _enqueue(task_type, batch, message, options, where, check_limit, fields=None
 
     Raises QueueFull, or IntegrityError (a clash) for the caller to name.
     """
+    message = storable(message)  # for both paths below (atp.text)
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)

@@ -8,6 +8,7 @@ from atp.models import Response, Status, TaskInstance
 from atp.tracker.core import (
     LogEntry,
     StatusInfo,
+    TaskIdentifier,
     TaskInfo,
     _get_task,
     _get_task_by_identifier,
@@ -42,9 +43,10 @@ def get_task_info(task_id) -> TaskInfo:
     return TaskInfo(task.type.identifier, task.identifier, task.status, task.status_name)
 
 
-def get_task_identifier(task_id) -> str:
-    """Return a task's identifier."""
-    return _get_task(task_id).identifier
+def get_task_identifier(task_id) -> TaskIdentifier:
+    """Return ``(type identifier, task identifier)`` of a task, as the seed's getTaskIdentifier."""
+    task = _get_task(task_id)
+    return TaskIdentifier(task.type.identifier, task.identifier)
 
 
 def get_task_status(task_id) -> StatusInfo:

@@ -20,8 +20,11 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
     Two passes, each in short transactions that skip rows another sweeper holds:
     claims not started within ``ATP['CLAIM_TIMEOUT']`` go back to the queue without using
     up a restart; SCHEDULED/RUNNING/PAUSED tasks not updated for their type's ``timeout``
-    (and not owned by a live daemon, which enforces its own time limits) are re-enqueued,
-    or FAILED once they have used ``maxrestart`` restarts.
+    (and not owned by a live daemon, which applies the timeout to its own handlers) are
+    re-enqueued, or FAILED once they have used ``maxrestart`` restarts.
+
+    Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``), each
+    with ``action`` "reenqueued" or "failed".
     """
     now = timezone.now()
 
@@ -101,15 +104,6 @@ def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") 
         return "reenqueued"
 
 
-def touch_active_tasks(server_id) -> int:
-    """Refresh ``updated_at`` of the tasks daemon ``server_id`` owns (its heartbeat).
-
-    A live daemon vouches for its tasks, so the timeout-based zombie sweep only catches
-    tasks whose daemon stopped beating (the seed re-enqueued long handlers while they ran).
-    """
-    return TaskInstance.objects.claimed_by(server_id).update(updated_at=timezone.now())
-
-
 def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
     """Re-enqueue (or fail) the tasks of daemons whose heartbeat is older than ``worker_timeout``.
 
@@ -150,7 +144,11 @@ def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
 
 
 def delete_retired_tasks() -> list[SweepEntry]:
-    """Delete ended tasks older than their type's ``timeret``, in batches; return them."""
+    """Delete ended tasks older than their type's ``timeret``, in batches.
+
+    Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``, ``action``
+    "deleted").
+    """
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
     while True:

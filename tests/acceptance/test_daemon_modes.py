@@ -186,16 +186,18 @@ def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
 def test_atp_cleanup_is_safe_beside_running_daemons(daemons, capsys):
     """A cron cleanup never touches tasks a live daemon runs, even past their timeout.
 
-    The handlers run 1.5 s against a 1 s timeout, and the daemon heartbeats only every 3 s,
-    so their last update is older than the timeout: only the live-owner rule protects them.
+    The handlers run 1.5 s against a 1 s timeout, so their last update is older than the
+    timeout: only the live-owner rule keeps cron away. The daemon applies the timeout to
+    its own handlers at its heartbeats (issue 14.12), here every 6 s, so both tasks end
+    before its first check (two tasks, not four: they must all run at once).
     """
     tracker.register_task_type(
         "acc.sleep", "tests.support.handlers.sleep", timeout=1, hard_time_limit=30
     )
-    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(4)]
-    daemons.start("-n", "2", settings={"HEARTBEAT_INTERVAL": 3, "WORKER_TIMEOUT": 10})
+    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(2)]
+    daemons.start("-n", "2", settings={"HEARTBEAT_INTERVAL": 6, "WORKER_TIMEOUT": 20})
     runs = 0
-    while TaskInstance.objects.filter(status=Status.FINISHED).count() < 4:
+    while TaskInstance.objects.filter(status=Status.FINISHED).count() < 2:
         call_command("atp_cleanup")
         assert capsys.readouterr().out.endswith("0 task(s) handled.\n")
         runs += 1
