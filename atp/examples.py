@@ -11,6 +11,10 @@ EXAMPLE_TYPES = {
     "example.count": ("atp.examples.count", {}),
     "example.fail": ("atp.examples.fail", {}),
 }
+#: Example types whose tasks fail on purpose, and why (``atp_status`` says so).
+INTENDED_FAILURES = {
+    "example.fail": "its handler always raises, to show how a failure is recorded",
+}
 
 
 def add(task_status, input):

@@ -15,6 +15,7 @@ from atp.admin import actions, display
 from atp.admin.filters import ServerFilter, search_condition
 from atp.admin.paginator import EstimatedCountPaginator
 from atp.models import TERMINAL, Response, TaskInstance
+from atp.tracker.subtasks import ITEM_COUNTERS
 
 #: Log records shown on a task's page (newest kept); a task with more links to the rest.
 TIMELINE_LIMIT = 200
@@ -84,6 +85,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                 "fields": (
                     ("server_link", "attempts", "retries"),
                     ("progress_bar", "runtime"),
+                    "item_counts",
                     ("enqueued_at", "received_at"),
                     ("started_at", "finished_at"),
                     "updated_at",
@@ -115,6 +117,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
             "server_link",
             "progress_bar",
             "runtime",
+            "item_counts",
             "input_json",
             "response_view",
             "traceback",
@@ -242,6 +245,14 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         all_url = reverse("admin:atp_taskinstance_changelist") + f"?parent__id__exact={task.pk}"
         more = "more…" if len(children) > CHILDREN_LIMIT else "list"
         return format_html('{} <a href="{}">({})</a>', items, all_url, more)
+
+    @admin.display(description="items")
+    def item_counts(self, task):
+        """Items the subtasks reported (``add_item_counts``): a parent's totals, a subtask's own."""
+        counts = display.item_counts_of(task)
+        if counts is None:
+            return "—"
+        return ", ".join(f"{counts[name]} {name}" for name in ITEM_COUNTERS)
 
     @admin.display(description="server")
     def server_link(self, task):

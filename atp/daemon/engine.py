@@ -29,6 +29,7 @@ from atp.daemon.runner import record_all
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
+from atp.tracker import subtasks
 
 logger = logging.getLogger("atp.daemon")
 
@@ -80,6 +81,7 @@ class Daemon:
         self.pool = None
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
+        self.stop_announced = ""  # the stop stage last logged (signal handlers cannot log)
         self.pending: list = []  # pool reports not yet recorded
         self.claimed_total = 0
         self.processed = 0
@@ -133,6 +135,8 @@ class Daemon:
         return self.options.max_tasks is not None and self.claimed_total >= self.options.max_tasks
 
     def _step(self) -> None:
+        if self.stopping != self.stop_announced:
+            self._announce_stop()
         if self.stopping == "cold":
             self._stop_cold()
         reports = self.pool.collect()
@@ -180,6 +184,31 @@ class Daemon:
             os.write(self._wake_writer, b"s")
         except BlockingIOError:
             pass
+
+    def _announce_stop(self) -> None:
+        """Log, once per stage, that a stop began and what it waits for."""
+        self.stop_announced = self.stopping
+        running = [slot.attempt for slot in self.pool.in_flight()]
+        names = ", ".join(f"{a.type}::{a.identifier} (id {a.task_id})" for a in running[:10])
+        names += " …" if len(running) > 10 else ""
+        queued = max(0, self.pool.held - len(running))
+        if self.stopping == "warm":
+            self.log.warning(
+                "Warm stop: claiming nothing more; waiting for %d running handler(s)%s, "
+                "%d prefetched attempt(s) and %d outcome(s) to record. Signal again for a "
+                "cold stop.",
+                len(running),
+                f" ({names})" if names else "",
+                queued,
+                len(self.pending),
+            )
+        else:
+            self.log.warning(
+                "Cold stop: killing %d running handler(s) and giving their tasks and %d "
+                "prefetched attempt(s) back to the queue",
+                len(running),
+                queued,
+            )
 
     def request_stop(self) -> None:
         """Warm stop asked from another thread (remote control's ``shutdown``)."""
@@ -449,6 +478,8 @@ class Daemon:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
         for entry in tracker.delete_retired_tasks():
             self.log.info("Deleted retired task %s", entry.name)
+        for entry in subtasks.settle_waiting_parents():
+            self.log.warning("Parent %s %s: its subtasks had all ended", entry.name, entry.action)
         return len(zombies)
 
     # --- waiting ------------------------------------------------------------------------

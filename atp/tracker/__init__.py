@@ -49,11 +49,10 @@ from atp.tracker.core import (
     _get_task,
     _get_type,
 )
+from atp.tracker.deleting import delete_task, delete_task_by_identifier, delete_tasks
 from atp.tracker.queueing import ENQUEUE_OPTIONS, enqueue_task, enqueue_tasks, reenqueue_task
 from atp.tracker.reading import (
     count_by_status,
-    delete_task,
-    delete_task_by_identifier,
     get_max_queue_size,
     get_queue_size,
     get_task_identifier,
@@ -109,6 +108,7 @@ __all__ = [
     "count_by_status",
     "delete_task",
     "delete_task_by_identifier",
+    "delete_tasks",
     "get_max_queue_size",
     "get_queue_size",
     "get_task_identifier",

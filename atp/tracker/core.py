@@ -147,6 +147,14 @@ def _transition(
     with transaction.atomic():
         task = _get_task(task_id, lock=True)
         _check_owner(task, attempt, server_id)
+        if attempt is not None and task.status == Status.WAITING:
+            # The handler handed its task to its subtasks: only their roll-up (or a revoke,
+            # which passes no attempt) ends it, or the parent could end FINISHED while its
+            # subtasks go on to fail.
+            raise InvalidTransition(
+                f"task {task} (id {task.pk}) is WAITING for its subtasks; only their roll-up "
+                "or a revoke ends it, not its handler"
+            )
         allowed = sources if sources is not None else sources_of(target)
         if task.status not in allowed:
             names = ", ".join(Status(source).label for source in sorted(allowed))

@@ -141,6 +141,7 @@ def _enqueue(task_type, batch, message, options, where, check_limit, fields=None
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)
+            _check_listed(fields.get("parent"), task_type, batch)
         if not sql.is_postgresql():
             return _insert_with_orm(task_type, fields, batch, message, check_limit)
         ids = _insert_with_sql(task_type, fields, batch, message, check_limit)
@@ -346,6 +347,24 @@ def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
     if options.get("parent") is not None:
         fields["parent"] = _get_task(options["parent"])
     return fields
+
+
+def _check_listed(parent, task_type: TaskType, batch) -> None:
+    """Refuse children a parent's subtask table does not list (``atp.tracker.subtasks``).
+
+    A parent that spawned subtasks waits for exactly those; an unlisted child would never
+    be counted (edX raises on one too). A parent without a table is lineage only.
+    """
+    from atp.tracker import subtasks  # atp.tracker.subtasks imports the tracker package
+
+    if parent is None:
+        return
+    for identifier, _, _ in batch:
+        if subtasks.is_listed(parent, task_type.identifier, identifier) is False:
+            raise InvalidInput(
+                f"parent: task {parent} (id {parent.pk}) waits only for the subtasks its table "
+                f"lists; {task_type.identifier}::{identifier} is not one of them"
+            )
 
 
 def _check_queue_limit(task_type: TaskType, adding: int = 1) -> None:

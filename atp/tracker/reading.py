@@ -1,4 +1,4 @@
-"""Reading tasks, their logs and responses and the queue sizes; deleting tasks."""
+"""Reading tasks, their logs and responses and the queue sizes."""
 
 from django.db.models import Count
 
@@ -86,18 +86,3 @@ def count_by_status() -> dict[str, int]:
     """Number of tasks per status name (all statuses present, zeros included)."""
     counts = dict(TaskInstance.objects.order_by().values_list("status").annotate(n=Count("id")))
     return {status.label: counts.get(status.value, 0) for status in Status}
-
-
-def delete_task(task_id) -> bool:
-    """Delete a task with its log and response; a missing task is a no-op (returns False)."""
-    try:
-        deleted, _ = TaskInstance.objects.filter(pk=task_id).delete()
-    except (ValueError, TypeError):  # not an id at all: no such task either
-        return False
-    return bool(deleted)
-
-
-def delete_task_by_identifier(type, identifier) -> bool:
-    """Delete the task ``identifier`` of ``type``; unknown type raises, missing task is a no-op."""
-    deleted, _ = TaskInstance.objects.filter(type=_get_type(type), identifier=identifier).delete()
-    return bool(deleted)

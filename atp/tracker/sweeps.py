@@ -14,7 +14,7 @@ from atp.tracker.core import SweepEntry, _check_owner, _get_task, _join, _transi
 logger = logging.getLogger("atp.tracker")
 
 
-def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
+def reenqueue_zombie_tasks(message="", *, progress=None) -> list[SweepEntry]:
     """Recover tasks whose daemon stopped caring for them; return what was done.
 
     Two passes, each in short transactions that skip rows another sweeper holds:
@@ -24,7 +24,8 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
     re-enqueued, or FAILED once they have used ``maxrestart`` restarts.
 
     Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``), each
-    with ``action`` "reenqueued" or "failed".
+    with ``action`` "reenqueued" or "failed". ``progress(count)``, if given, hears after
+    each batch how many tasks were handled so far (``atp_cleanup`` reports long runs).
     """
     now = timezone.now()
 
@@ -40,6 +41,7 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
         (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted, "claim timed out"),
         (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale, "TimeoutError"),
     ):
+        before = len(done)
         done += _sweep_batches(
             tasks,
             lambda task, reason=reason, exception=exception: SweepEntry(
@@ -47,11 +49,12 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
                 str(task),
                 restart_or_fail(task.pk, _join(message, reason(task)), exception=exception),
             ),
+            progress and (lambda count, before=before: progress(before + count)),
         )
     return done
 
 
-def _sweep_batches(queryset, act) -> list[SweepEntry]:
+def _sweep_batches(queryset, act, progress=None) -> list[SweepEntry]:
     """Run ``act(task)`` on locked rows of ``queryset``, a batch per transaction."""
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
@@ -63,6 +66,8 @@ def _sweep_batches(queryset, act) -> list[SweepEntry]:
                 .order_by("pk")[:batch_size]
             )
             done += [act(task) for task in batch]
+        if progress is not None:
+            progress(len(done))
         if len(batch) < batch_size:
             return done
 
@@ -104,11 +109,12 @@ def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") 
         return "reenqueued"
 
 
-def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
+def recover_lost_workers(worker_timeout, message="", *, progress=None) -> list[SweepEntry]:
     """Re-enqueue (or fail) the tasks of daemons whose heartbeat is older than ``worker_timeout``.
 
     Each lost daemon is handled by one recoverer: its Worker row is locked with SKIP LOCKED
-    and marked stopped in the same transaction as its tasks' transitions.
+    and marked stopped in the same transaction as its tasks' transitions. Returns
+    ``SweepEntry`` pairs; ``progress(count)`` hears the count so far after each daemon.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=worker_timeout)
@@ -140,14 +146,16 @@ def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
                 action = restart_or_fail(task.pk, reason, exception="WorkerLostError")
                 done.append(SweepEntry(task.pk, str(task), action))
         logger.warning("%s: recovered %d task(s)", reason, len(done))
+        if progress is not None:
+            progress(len(done))
     return done
 
 
-def delete_retired_tasks() -> list[SweepEntry]:
+def delete_retired_tasks(*, progress=None) -> list[SweepEntry]:
     """Delete ended tasks older than their type's ``timeret``, in batches.
 
     Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``, ``action``
-    "deleted").
+    "deleted"); ``progress(count)`` hears the count so far after each batch.
     """
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
@@ -161,6 +169,8 @@ def delete_retired_tasks() -> list[SweepEntry]:
             )
             TaskInstance.objects.filter(pk__in=[task.pk for task in batch]).delete()
         done += [SweepEntry(task.pk, str(task), "deleted") for task in batch]
+        if progress is not None:
+            progress(len(done))
         if len(batch) < batch_size:
             break
     if done:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.test import override_settings
 from django.utils import timezone
 
 from atp import tracker
@@ -76,7 +78,7 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
     lost = WorkerFactory(server_id="lost-daemon", heartbeat_at=long_ago)
     owned = TaskInstanceFactory(type=kind, status=Status.RUNNING, server_id=lost.server_id)
 
-    call_command("atp_cleanup", "--dry-run")
+    call_command("atp_cleanup", "--dry-run", verbosity=2)  # -v 2 lists every task (14.16)
     preview = capsys.readouterr().out
     assert f"would handle lost      cron::{owned.identifier}" in preview
     assert f"zombie    cron::{zombie.identifier}" in preview
@@ -84,7 +86,7 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
     assert TaskInstance.objects.filter(status=Status.RUNNING).count() == 2
     assert TaskInstance.objects.filter(pk=retired.pk).exists()
 
-    call_command("atp_cleanup")
+    call_command("atp_cleanup", verbosity=2)
     report = capsys.readouterr().out
     assert f"reenqueued cron::{owned.identifier}" in report
     assert f"reenqueued cron::{zombie.identifier}" in report
@@ -93,6 +95,27 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
     assert not TaskInstance.objects.filter(pk=retired.pk).exists()
     assert statuses([owned.pk, zombie.pk]) == {Status.ACCEPTED}
     assert Worker.objects.get(pk=lost.pk).stopped_at is not None
+
+
+@override_settings(ATP={"CLEANUP_BATCH_SIZE": 10})
+def test_atp_cleanup_shows_progress_and_a_summary_not_every_task(db, capsys, monkeypatch):
+    """Issue 14.16: long runs report progress; each task is listed only with -v 2."""
+    from atp.management.commands import atp_cleanup
+
+    monkeypatch.setattr(atp_cleanup, "PROGRESS_EVERY", 0.0)  # a line after every batch
+    kind = TaskTypeFactory(identifier="cron", timeout=60, timeret=10)
+    retired = TaskInstanceFactory.create_batch(35, type=kind, status=Status.FINISHED)
+    TaskInstance.objects.filter(pk__in=[task.pk for task in retired]).update(
+        finished_at=timezone.now() - timedelta(hours=1)
+    )
+    call_command("atp_cleanup")
+    lines = capsys.readouterr().out.splitlines()
+    progress = [re.match(r"retired: (\d+) task\(s\) so far \(", line) for line in lines]
+    assert [int(match[1]) for match in progress if match] == [10, 20, 30, 35]
+    assert any(line.startswith("retired ") and "35 deleted" in line for line in lines)
+    assert any(line.startswith("zombies ") and "nothing to do" in line for line in lines)
+    assert lines[-1] == "35 task(s) handled."
+    assert not any(line.startswith("deleted ") for line in lines)  # no per-task lines
 
 
 @pytest.mark.postgres

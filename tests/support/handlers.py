@@ -199,6 +199,20 @@ def item(task_status, input):
         raise RuntimeError(f"item {input.get('n')} failed on purpose")
 
 
+def fan_out_then_succeed(task_status, input):
+    """Spawn subtasks, then try to end the (now WAITING) task itself (issue 14.7)."""
+    task_status.spawn_subtasks(input["type"], input["items"])
+    task_status.set_success("the handler says it is done")
+
+
+def counting_item(task_status, input):
+    """A subtask reporting item counts ``input["counts"]`` (``add_item_counts``) in steps."""
+    for step in input["counts"]:
+        task_status.add_item_counts(**step)
+    if input.get("fail"):
+        raise RuntimeError("counting item failed on purpose")
+
+
 def wait_for_abort(task_status, input):
     """Run until aborted (checking ``is_aborted``), at most ``input["seconds"]`` seconds."""
     deadline = time.monotonic() + float((input or {}).get("seconds", 30))
