@@ -5,8 +5,9 @@ from django.conf import settings
 
 from atp import tracker
 
-# The admin tests' users and clients (superuser, view-only staff, anonymous).
-pytest_plugins = ["tests.support.admin_fixtures"]
+# The admin tests' users and clients (superuser, view-only staff, anonymous); a private
+# PostgreSQL cluster for tests that stop or restart the database server.
+pytest_plugins = ["tests.support.admin_fixtures", "tests.support.pg_cluster"]
 
 ON_POSTGRES = "postgresql" in settings.DATABASES["default"]["ENGINE"]
 

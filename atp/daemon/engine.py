@@ -480,7 +480,10 @@ class Daemon:
             self.log.info("Deleted retired task %s", entry.name)
         for entry in subtasks.settle_waiting_parents():
             self.log.warning("Parent %s %s: its subtasks had all ended", entry.name, entry.action)
-        return len(zombies)
+        released = tracker.decide_orphaned_dependents()
+        if released:
+            self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)
+        return len(zombies) + released
 
     # --- waiting ------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from atp import events, sql, validation
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
-from atp.models import LogRecord, Status, TaskInstance, TaskType
+from atp.models import LogRecord, Status, TaskInstance, TaskType, sources_of
 from atp.text import storable
+from atp.tracker import dependencies
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
 
@@ -19,7 +20,18 @@ logger = logging.getLogger("atp.tracker")
 
 
 #: Options ``enqueue_task`` accepts.
-ENQUEUE_OPTIONS = ("priority", "queue", "run_after", "eta", "countdown", "expires", "parent")
+ENQUEUE_OPTIONS = (
+    "priority",
+    "queue",
+    "run_after",
+    "eta",
+    "countdown",
+    "expires",
+    "parent",
+    "depends_on",
+    "on_dependency_failure",
+    "workflow",
+)
 
 
 def enqueue_task(type, identifier=None, input=None, message="", **options) -> int:
@@ -138,10 +150,20 @@ def _enqueue(task_type, batch, message, options, where, check_limit, fields=None
     Raises QueueFull, or IntegrityError (a clash) for the caller to name.
     """
     message = storable(message)  # for both paths below (atp.text)
+    after = dependencies.clean(
+        options.get("depends_on"), options.get("on_dependency_failure"), where
+    )
+    if after[0] or options.get("workflow") is not None:
+        # Dependencies and workflows take the portable path: their rules live there once.
+        # It reads the type's row (the cache may be stale; the SQL path checks, this does not).
+        task_type = _get_type(task_type.identifier)
+        fields = _enqueue_fields(task_type, options, where)
+        _check_listed(fields.get("parent"), task_type, batch)
+        return _insert_with_orm(task_type, fields, batch, message, check_limit, after, where)
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)
-            _check_listed(fields.get("parent"), task_type, batch)
+        _check_listed(fields.get("parent"), task_type, batch)
         if not sql.is_postgresql():
             return _insert_with_orm(task_type, fields, batch, message, check_limit)
         ids = _insert_with_sql(task_type, fields, batch, message, check_limit)
@@ -158,28 +180,64 @@ def _enqueue(task_type, batch, message, options, where, check_limit, fields=None
 _STALE_TYPE_RETRIES = 3
 
 
-def _insert_with_orm(task_type, fields, batch, message, check_limit) -> list[int]:
-    """The portable insert: the limit check, the tasks and their logs, one transaction."""
+def _insert_with_orm(
+    task_type, fields, batch, message, check_limit, after=([], "revoke"), where=""
+) -> list[int]:
+    """The portable insert: the limit check, the tasks and their logs, one transaction.
+
+    ``after`` is ``(dependency ids, policy)`` from ``dependencies.clean``: with dependencies
+    the tasks start BLOCKED (or ACCEPTED, or REVOKED, by what their dependencies did).
+    """
+    depends_on, policy = after
     with transaction.atomic():
         if check_limit:
             _check_queue_limit(task_type, adding=len(batch))
+        locked = dependencies.lock_dependencies(depends_on, where) if depends_on else {}
+        status, revoked_because = (
+            dependencies.initial_status(locked, policy) if depends_on else (Status.ACCEPTED, "")
+        )
         now = timezone.now()
         tasks = [_accepted_task(task_type, fields, item, now) for item in batch]
+        for task in tasks:
+            task.status = status
+            if status == Status.REVOKED:
+                task.finished_at = now
         TaskInstance.objects.bulk_create(tasks)
-        LogRecord.objects.bulk_create(
+        records = [
             _log(
                 task,
-                Status.ACCEPTED,
+                Status.ACCEPTED if status == Status.REVOKED else status,
                 message,
                 events.TASK_SENT,
                 now,
                 **events.call_fields(task),
-                **_lineage(task),
+                **_sent_lineage(task, locked, depends_on),
             )
             for task in tasks
-        )
-        sql.notify_enqueued(tasks[0].queue)
+        ]
+        if status == Status.REVOKED:
+            fields_revoked = events.revoked_fields(terminated=False, signum=None, expired=False)
+            records += [
+                _log(task, status, revoked_because, events.TASK_REVOKED, now, **fields_revoked)
+                for task in tasks
+            ]
+        LogRecord.objects.bulk_create(records)
+        if depends_on:
+            dependencies.attach(tasks, depends_on, locked, policy)
+        if status == Status.ACCEPTED:
+            sql.notify_enqueued(tasks[0].queue)
     return [task.pk for task in tasks]
+
+
+def _sent_lineage(task, locked, depends_on) -> dict:
+    """``task-sent``'s parent_id/root_id: by its parent task, or by what it depends on."""
+    if task.parent_id is not None or not depends_on:
+        lineage = _lineage(task)
+        if task.workflow_id is not None and task.parent_id is None:
+            lineage["root_id"] = str(getattr(task.workflow, "root_uuid", None) or task.uuid)
+        return lineage
+    root = getattr(task.workflow, "root_uuid", None) if task.workflow_id is not None else None
+    return dependencies.sent_lineage(locked, depends_on, root)
 
 
 def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int] | None:
@@ -346,6 +404,8 @@ def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
     fields["expires"] = validation.moment(options.get("expires"), "expires", now)
     if options.get("parent") is not None:
         fields["parent"] = _get_task(options["parent"])
+    if options.get("workflow") is not None:
+        fields["workflow"] = options["workflow"]  # atp.workflows passes its Workflow row
     return fields
 
 
@@ -411,6 +471,8 @@ def reenqueue_task(
         task_id,
         Status.ACCEPTED,
         message,
+        # Not BLOCKED: only its dependencies release a task that waits for them.
+        sources=sources_of(Status.ACCEPTED) - {Status.BLOCKED},
         attempt=attempt,
         event=events.TASK_RETRIED,
         changes=lambda task: {

@@ -3,12 +3,10 @@
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -119,7 +117,8 @@ def test_atp_cleanup_shows_progress_and_a_summary_not_every_task(db, capsys, mon
 
 
 @pytest.mark.postgres
-def test_the_daemon_survives_a_postgresql_restart(daemons):
+def test_the_daemon_survives_a_postgresql_restart(private_postgres, daemons):
+    """A restart of the database server, on a private cluster (never the shared one)."""
     tracker.register_task_type("acc.sleep", "tests.support.handlers.sleep", max_queue_size=1000)
     ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 0.02}) for n in range(300)]
     proc = daemons.start("-n", "2")
@@ -127,19 +126,13 @@ def test_the_daemon_survives_a_postgresql_restart(daemons):
         lambda: TaskInstance.objects.filter(status=Status.FINISHED).count() >= 40,
         what="the daemon to be under way",
     )
-    cluster = next(Path("/etc/postgresql").iterdir()).name
-    pg_ctlcluster = shutil.which("pg_ctlcluster")
-    subprocess.run(
-        [pg_ctlcluster, "--skip-systemctl-redirect", cluster, "main", "restart"], check=True
-    )
+    private_postgres.restart()
     wait_until(
         lambda: TaskInstance.objects.filter(status=Status.FINISHED).count() == 300,
         timeout=120,
         what="the queue to be finished after the restart",
     )
     assert statuses(ids) == {Status.FINISHED}
-    from atp.models import LogRecord
-
     assert LogRecord.objects.filter(event="task-succeeded").count() == 300
     assert "Database unavailable" in daemons.output(proc)
     assert "Database back after" in daemons.output(proc)
