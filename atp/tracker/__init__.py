@@ -11,7 +11,7 @@ overwriting the new attempt's state.
 
 One job per module: ``core`` (result types, lookups, ``_transition`` and the fencing check),
 ``tasktypes``, ``reading``, ``queueing``, ``claiming``, ``running``, ``reporting``,
-``requesting`` and ``sweeps``. Callers use the package (``tracker.enqueue_task``), never a
+``requesting``, ``sweeps`` and ``deleting``. Callers use the package (``tracker.enqueue_task``), never a
 module: the names below are the API, and patching one here (as tests do) reaches every
 caller that goes through the package.
 """
