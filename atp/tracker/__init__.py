@@ -11,9 +11,9 @@ overwriting the new attempt's state.
 
 One job per module: ``core`` (result types, lookups, ``_transition`` and the fencing check),
 ``tasktypes``, ``reading``, ``queueing``, ``claiming``, ``running``, ``reporting``,
-``requesting``, ``sweeps`` and ``deleting``. Callers use the package (``tracker.enqueue_task``), never a
-module: the names below are the API, and patching one here (as tests do) reaches every
-caller that goes through the package.
+``requesting``, ``sweeps`` and ``deleting``. Callers use the package
+(``tracker.enqueue_task``), never a module: the names below are the API, and patching one
+here (as tests do) reaches every caller that goes through the package.
 """
 
 # The exceptions and models callers reached as ``tracker.X`` when the tracker was one module.
