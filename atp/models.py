@@ -454,3 +454,90 @@ class EventCursor(models.Model):
 
     def __str__(self):
         return f"{self.name} at {self.position}"
+
+
+class ScheduleQuerySet(models.QuerySet):
+    """Schedules by what the ticking daemons and the settings sync ask."""
+
+    def upcoming(self, until):
+        """Enabled schedules whose next slot is at or before ``until`` (the due index)."""
+        return self.filter(enabled=True, next_slot__lte=until)
+
+    def declared(self):
+        """Schedules that came from ``ATP["SCHEDULES"]``."""
+        return self.filter(source=Schedule.Source.SETTINGS)
+
+
+class Schedule(models.Model):
+    """A periodic task: a cron (in a time zone) or an interval, and the task type it runs.
+
+    Each slot's run is an ordinary task named ``<name>@<slot>`` (see ``atp.schedules``).
+    """
+
+    class CatchUp(models.TextChoices):
+        """Which missed slots (no daemon ran, or the schedule was disabled) still run."""
+
+        ONE = "one"  # the latest missed slot, once
+        ALL = "all"  # every missed slot (at most ATP["SCHEDULE_CATCH_UP_MAX"])
+        SKIP = "skip"  # none
+
+    class Source(models.TextChoices):
+        """Where the schedule was declared; the settings sync removes only its own."""
+
+        CODE = "code"  # register_schedule or the admin
+        SETTINGS = "settings"  # ATP["SCHEDULES"]
+
+    name = models.CharField(max_length=40, unique=True)
+    task_type = models.ForeignKey(TaskType, on_delete=models.CASCADE, related_name="schedules")
+    cron = models.CharField(
+        max_length=128, blank=True, help_text='Five cron fields, or an alias such as "@daily".'
+    )
+    every = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds between slots, aligned to the Unix epoch."
+    )
+    input = models.JSONField(null=True, blank=True, help_text="Each run's input.")
+    enabled = models.BooleanField(default=True)
+    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONE)
+    options = models.JSONField(
+        default=dict, blank=True, help_text='enqueue_task options of the runs: {"priority": 5}.'
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CODE)
+    checked_until = models.DateTimeField(
+        default=timezone.now,
+        help_text="Slots up to here are handled: run, skipped, or older than the schedule.",
+    )
+    next_slot = models.DateTimeField(null=True, blank=True)
+    # The id of the latest run, not a foreign key: deleting tasks (retention, by the
+    # thousand) must not pay for a look at the schedules.
+    last_task_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Last: in the class body, the name hides django.utils.timezone from the fields above.
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="IANA time zone the cron is read in."
+    )
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(every__gte=1)) | (~Q(cron="") & Q(every__isnull=True)),
+                name="atp_schedule_cron_xor_every",
+                violation_error_message="give exactly one of cron and every",
+            ),
+        ]
+        indexes = [
+            # The ticks' query: enabled schedules by next slot.
+            models.Index(fields=["next_slot"], condition=Q(enabled=True), name="atp_schedule_due"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def describe(self) -> str:
+        """The timing in words: ``cron '30 2 * * *' in Europe/Berlin`` or ``every 60 s``."""
+        if self.every is not None:
+            return f"every {self.every} s"
+        return f"cron {self.cron!r} in {self.timezone}"

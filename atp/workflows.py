@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from django.db import transaction
-from django.db.models import Count
 
 from atp import tracker
 from atp.exceptions import InvalidInput
-from atp.models import TERMINAL, Status, TaskInstance, Workflow
+from atp.models import TaskInstance, Workflow
+from atp.query.workflows import workflow_state
 from atp.tracker import dependencies
 
 #: Options of ``task()`` that are not ``enqueue_task`` options.
@@ -144,37 +144,6 @@ def chord(header, callback=None) -> Chord:
     return Chord(header, _nodes([callback], "chord callback")[0])
 
 
-def workflow_state(workflow_id) -> dict:
-    """A workflow as one thing: ``state`` (running / succeeded / failed), counts, progress.
-
-    The workflow runs while any of its tasks has not ended; then it succeeded if its end
-    task(s) FINISHED, else it failed.
-    """
-    try:
-        workflow = Workflow.objects.get(pk=workflow_id)
-    except (Workflow.DoesNotExist, ValueError, TypeError):
-        raise tracker.TaskNotFound(f"no workflow with id {workflow_id!r}") from None
-    counts = {Status(status).label: count for status, count in _status_counts(workflow)}
-    total = sum(counts.values())
-    ended = sum(counts.get(Status(status).label, 0) for status in TERMINAL)
-    if ended < total:
-        state = "running"
-    else:
-        ends = _end_statuses(workflow)
-        state = "succeeded" if ends and all(s == Status.FINISHED for s in ends) else "failed"
-    return {
-        "id": workflow.pk,
-        "uuid": str(workflow.uuid),
-        "name": workflow.name,
-        "state": state,
-        "total": total,
-        "ended": ended,
-        "progress": ended / total if total else 1.0,
-        "counts": counts,
-        "end_task_id": workflow.end_task_id,
-    }
-
-
 # --- writing -------------------------------------------------------------------------------
 
 
@@ -249,24 +218,3 @@ def _write_signatures(signatures, after, workflow) -> list[int]:
     if workflow.root_uuid is None:
         workflow.root_uuid = TaskInstance.objects.values_list("uuid", flat=True).get(pk=ids[0])
     return ids
-
-
-def _status_counts(workflow):
-    return (
-        TaskInstance.objects.filter(workflow=workflow)
-        .order_by()
-        .values_list("status")
-        .annotate(count=Count("id"))
-    )
-
-
-def _end_statuses(workflow) -> list[int]:
-    if workflow.end_task_id is not None:
-        return list(
-            TaskInstance.objects.filter(pk=workflow.end_task_id).values_list("status", flat=True)
-        )
-    # A bare group ends with its members: those no other task of the workflow depends on.
-    tasks = TaskInstance.objects.filter(workflow=workflow)
-    return list(
-        tasks.exclude(dependent_edges__task__workflow=workflow).values_list("status", flat=True)
-    )

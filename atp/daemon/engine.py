@@ -18,7 +18,7 @@ from datetime import timedelta
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from atp import events, tracker
+from atp import events, schedules, tracker
 from atp.conf import settings
 from atp.daemon import workers
 from atp.daemon.broker import BrokerLinks
@@ -26,6 +26,7 @@ from atp.daemon.db import drop_all, use_persistent_connections
 from atp.daemon.limits import SILENT, silence_reason, silent_slots
 from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
 from atp.daemon.runner import record_all
+from atp.daemon.schedules import ScheduleClock
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
@@ -95,6 +96,7 @@ class Daemon:
         self.db_up_since = now
         self._wake_reader, self._wake_writer = os.pipe()
         self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
+        self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -107,6 +109,8 @@ class Daemon:
         previous = self._install_signal_handlers()
         try:
             while not self._db(lambda: workers.register_worker(self.options.server_id)):
+                self._sleep_until(self.db_retry_at)
+            while not self._db(self._sync_schedules):
                 self._sleep_until(self.db_retry_at)
             self.listener.connect()
             self.broker = BrokerLinks.start(self, events.node_name())
@@ -151,6 +155,8 @@ class Daemon:
         # tasks a second the sweeps would otherwise run several times a second for nothing.
         if self.since_cleanup >= settings.CLEANUP_EVERY and now >= self.next_sweep:
             self._db(self._cleanup)
+        if now >= self.schedules.due_at:
+            self._db(self._tick_schedules)
         if self._db_step_due():
             self._db(self._record_and_claim)
         self._wait()
@@ -485,6 +491,21 @@ class Daemon:
             self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)
         return len(zombies) + released
 
+    # --- periodic tasks ------------------------------------------------------------------
+
+    def _sync_schedules(self) -> None:
+        """Make the schedules match ``ATP["SCHEDULES"]`` (a bad entry stops the start)."""
+        saved, removed = schedules.sync_declared_schedules()
+        if saved or removed:
+            self.log.info(
+                "Schedules from settings: %d synced, %d removed", len(saved), len(removed)
+            )
+
+    def _tick_schedules(self) -> None:
+        """Enqueue the runs of due schedule slots (every daemon ticks; none leads)."""
+        if self.schedules.tick():
+            self.queue_empty = False  # a run waits: claim it now rather than at the next poll
+
     # --- waiting ------------------------------------------------------------------------
 
     def _wait(self) -> None:
@@ -499,7 +520,7 @@ class Daemon:
             # Timers that need the database wait for the next retry, or the loop would spin.
             wake_at = min(wake_at, self.db_retry_at)
         else:
-            wake_at = min(wake_at, self.next_heartbeat)
+            wake_at = min(wake_at, self.next_heartbeat, self.schedules.due_at)
             if can_claim:
                 wake_at = min(wake_at, self.next_poll)
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]

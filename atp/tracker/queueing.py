@@ -34,14 +34,17 @@ ENQUEUE_OPTIONS = (
 )
 
 
-def enqueue_task(type, identifier=None, input=None, message="", **options) -> int:
+def enqueue_task(
+    type, identifier=None, input=None, message="", *, event_fields=None, **options
+) -> int:
     """Put a new task in the queue (ACCEPTED) and return its id.
 
     Parameters: ``type`` (task type identifier), ``identifier`` (≤64 characters, unique per
     type; a UUID when None), ``input`` (JSON-serialisable), ``message`` (for the log), and
     options ``priority`` (higher first; default the type's), ``queue``, ``run_after``/``eta``
     (datetime) or ``countdown`` (seconds), ``expires`` (datetime or seconds from now; an
-    expired task is revoked, not run) and ``parent`` (task id).
+    expired task is revoked, not run) and ``parent`` (task id). ``event_fields`` (a dict)
+    are added to the task's ``task-sent`` event (a schedule's run names its schedule there).
 
     Raises UnknownTaskType, InvalidInput, DuplicateTask, or QueueFull when the type's queue
     already holds its limit of waiting tasks. The limit check and the insert are atomic.
@@ -53,7 +56,13 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
     validation.json_input(input, where)
     try:
         (task_id,) = _enqueue(
-            task_type, [(identifier, task_uuid, input)], message, options, where, check_limit=True
+            task_type,
+            [(identifier, task_uuid, input)],
+            message,
+            options,
+            where,
+            check_limit=True,
+            event_fields=event_fields,
         )
     except IntegrityError as exc:
         # By the type's identifier: ``task_type`` may be a stale copy ``_enqueue`` replaced.
@@ -144,8 +153,12 @@ def _reload_type(task_type: TaskType) -> TaskType:
     return _enqueue_type(task_type.identifier)
 
 
-def _enqueue(task_type, batch, message, options, where, check_limit, fields=None) -> list[int]:
+def _enqueue(
+    task_type, batch, message, options, where, check_limit, fields=None, event_fields=None
+) -> list[int]:
     """Insert ``batch`` (``(identifier, uuid, input)`` triples) as ACCEPTED tasks; their ids.
+
+    ``event_fields`` are added to every task's ``task-sent`` event.
 
     Raises QueueFull, or IntegrityError (a clash) for the caller to name.
     """
@@ -159,14 +172,18 @@ def _enqueue(task_type, batch, message, options, where, check_limit, fields=None
         task_type = _get_type(task_type.identifier)
         fields = _enqueue_fields(task_type, options, where)
         _check_listed(fields.get("parent"), task_type, batch)
-        return _insert_with_orm(task_type, fields, batch, message, check_limit, after, where)
+        return _insert_with_orm(
+            task_type, fields, batch, message, check_limit, after, where, event_fields
+        )
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)
         _check_listed(fields.get("parent"), task_type, batch)
         if not sql.is_postgresql():
-            return _insert_with_orm(task_type, fields, batch, message, check_limit)
-        ids = _insert_with_sql(task_type, fields, batch, message, check_limit)
+            return _insert_with_orm(
+                task_type, fields, batch, message, check_limit, event_fields=event_fields
+            )
+        ids = _insert_with_sql(task_type, fields, batch, message, check_limit, event_fields)
         if ids is not None:
             return ids
         task_type, fields = _reload_type(task_type), None
@@ -181,12 +198,20 @@ _STALE_TYPE_RETRIES = 3
 
 
 def _insert_with_orm(
-    task_type, fields, batch, message, check_limit, after=([], "revoke"), where=""
+    task_type,
+    fields,
+    batch,
+    message,
+    check_limit,
+    after=([], "revoke"),
+    where="",
+    event_fields=None,
 ) -> list[int]:
     """The portable insert: the limit check, the tasks and their logs, one transaction.
 
     ``after`` is ``(dependency ids, policy)`` from ``dependencies.clean``: with dependencies
     the tasks start BLOCKED (or ACCEPTED, or REVOKED, by what their dependencies did).
+    ``event_fields`` are added to each ``task-sent`` event.
     """
     depends_on, policy = after
     with transaction.atomic():
@@ -212,6 +237,7 @@ def _insert_with_orm(
                 now,
                 **events.call_fields(task),
                 **_sent_lineage(task, locked, depends_on),
+                **(event_fields or {}),
             )
             for task in tasks
         ]
@@ -240,7 +266,9 @@ def _sent_lineage(task, locked, depends_on) -> dict:
     return dependencies.sent_lineage(locked, depends_on, root)
 
 
-def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int] | None:
+def _insert_with_sql(
+    task_type, fields, batch, message, check_limit, event_fields
+) -> list[int] | None:
     """The PostgreSQL insert: one statement in one round trip (``sql.enqueue_rows``).
 
     Returns the ids, or None when ``task_type`` turned out stale and nothing was inserted.
@@ -251,6 +279,7 @@ def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int
         limit = sql.QueueLimit(size, task_type.pk if task_type.max_queue_size is not None else None)
     now = timezone.now()
     template, root_id = _sent_fields(task_type, fields, batch[0][1], now)
+    template.update(event_fields or {})
     params = {
         **_statement_values(task_type, fields, batch, message, now),
         "fields": json.dumps(template),

@@ -30,3 +30,11 @@ def fail(task_status, input):
 def not_json(task_status, input):
     """Return a value that is not JSON."""
     return {1, 2, 3}
+
+
+def square_slowly(task_status, input):
+    """Sleep ``input["sleep"]`` seconds, then return ``input["x"]`` squared."""
+    import time
+
+    time.sleep(input.get("sleep", 0))
+    return input["x"] ** 2

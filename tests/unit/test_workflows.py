@@ -15,7 +15,7 @@ H = "tests.support.workflow_handlers."
 @pytest.fixture
 def types(db):
     for name in ("add_one", "square", "total", "results", "fail", "not_json"):
-        tracker.register_task_type(f"wf.{name}", H + name, maxrestart=0)
+        tracker.register_task_type(f"wf.{name}", H + name, maxrestart=0, max_queue_size=10_000)
 
 
 def run_all(server_id="test-daemon") -> list[int]:
@@ -181,3 +181,65 @@ def test_task_sent_names_the_parent_and_root_like_a_celery_chain(types):
     assert sent["parent_id"] == sent["root_id"] == str(first.uuid)
     assert sent["depends_on"] == [str(first.uuid)]
     assert first.log.get(event="task-sent").fields["root_id"] == str(first.uuid)
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+def test_the_workflow_page_draws_every_task_and_edge_at_200_tasks(types, superuser_client):
+    from django.urls import reverse
+
+    header = [workflows.task("wf.square", {"x": x}) for x in range(199)]
+    handle = workflows.chord(header, workflows.task("wf.total")).enqueue()
+    page = superuser_client.get(reverse("admin:atp_workflow_change", args=[handle.workflow_id]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count('class="atp-node"') == 200
+    assert html.count('class="atp-edge"') == 199
+    assert "running" in html  # the state: nothing ran yet
+    # Wrapped columns: the graph stays within a few screens (40 boxes per sub-column).
+    from atp.admin.workflow_graph import MAX_ROWS, layout
+
+    tasks = list(TaskInstance.objects.filter(workflow_id=handle.workflow_id))
+    edges = list(
+        Dependency.objects.filter(task__workflow_id=handle.workflow_id).values_list(
+            "task_id", "depends_on_id"
+        )
+    )
+    places = layout(tasks, edges)
+    assert len({y for _, y in places.values()}) == MAX_ROWS
+    callback_x = places[handle.end_task_id][0]
+    assert all(
+        x < callback_x for task_id, (x, _) in places.items() if task_id != handle.end_task_id
+    )
+
+
+def test_a_task_page_lists_its_dependencies_and_dependents(types, superuser_client):
+    from django.urls import reverse
+
+    handle = workflows.chain(workflows.task("wf.add_one"), workflows.task("wf.add_one")).enqueue()
+    first, second = handle.task_ids
+    page = superuser_client.get(reverse("admin:atp_taskinstance_change", args=[second]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert reverse("admin:atp_taskinstance_change", args=[first]) in html
+    assert reverse("admin:atp_workflow_change", args=[handle.workflow_id]) in html
+    assert "BLOCKED" in html
+    page = superuser_client.get(reverse("admin:atp_taskinstance_change", args=[first]))
+    assert reverse("admin:atp_taskinstance_change", args=[second]) in page.content.decode()
+
+
+def test_the_query_api_shows_a_workflow_as_one_thing(types):
+    from atp import query
+
+    handle = workflows.group(workflows.task("wf.square", {"x": 2}), workflows.task("wf.fail"))
+    handle = handle.enqueue()
+    assert handle.end_task_id is None and handle.end_task_ids == handle.task_ids
+    before = query.get_workflow(handle.workflow_id)
+    assert (before["state"], before["total"], before["ended"]) == ("running", 2, 0)
+    run_all()
+    after = query.get_workflow(handle.workflow_id)
+    assert (after["state"], after["progress"]) == ("failed", 1.0)
+    assert after["counts"] == {"FINISHED": 1, "FAILED": 1}
+    with pytest.raises(tracker.TaskNotFound):
+        query.get_workflow(987654)
