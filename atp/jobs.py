@@ -184,7 +184,7 @@ def _write_json(path: Path, data) -> None:
 def run_job(task_status, input):
     """The handler of job types: run the program, record its files, store its response."""
     info = task_status.get_info()
-    task_type = tracker._get_type(info.type)
+    task_type = tracker.get_task_type(info.type)
     options = task_type.options or {}
     workdir = _make_job_dir(info.type, info.identifier)
     argv = _argv(options, input)

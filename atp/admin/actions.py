@@ -20,6 +20,12 @@ from atp.validation import IDENTIFIER_MAX_LENGTH
 #: The signal "revoke + terminate" sends (Celery's default for ``revoke(terminate=True)``).
 TERMINATE_SIGNAL = signal.SIGTERM
 _RETRY_SUFFIX = re.compile(r"-retry-\d+$")
+#: What the tracker's stop decision returns when it changed nothing: reported as skipped.
+DID_NOTHING = {
+    tracker.Stopped.ENDED,
+    tracker.Stopped.KILL_PENDING,
+    tracker.Stopped.ABORT_PENDING,
+}
 
 
 class Outcome:
@@ -116,20 +122,26 @@ def reenqueue(modeladmin, request, queryset):
     outcome.report(modeladmin, request)
 
 
+def _stop(modeladmin, request, queryset, verb, stop) -> None:
+    """Stop each task with ``stop(task_id, by)`` (the tracker's one decision); report it."""
+    outcome = Outcome(verb)
+    for task in _tasks(queryset):
+        try:
+            stopped = stop(task.pk, _by(request))
+        except ATPError as exc:
+            outcome.skip(task, f"changed meanwhile: {exc}")
+            continue
+        if stopped in DID_NOTHING:
+            outcome.skip(task, str(stopped))
+        else:
+            outcome.done()
+    outcome.report(modeladmin, request)
+
+
 @admin.action(description="Revoke selected tasks", permissions=["change"])
 def revoke(modeladmin, request, queryset):
     """Cancel tasks that have not ended; a running handler is not interrupted."""
-    outcome = Outcome("Revoked")
-    for task in _tasks(queryset):
-        if task.status in TERMINAL:
-            outcome.skip(task, "already ended")
-            continue
-        try:
-            tracker.revoke_task(task.pk, f"Revoked {_by(request)}.")
-            outcome.done()
-        except ATPError as exc:
-            outcome.skip(task, f"changed meanwhile: {exc}")
-    outcome.report(modeladmin, request)
+    _stop(modeladmin, request, queryset, "Revoked", tracker.cancel_task)
 
 
 @admin.action(
@@ -141,43 +153,14 @@ def revoke_terminate(modeladmin, request, queryset):
     The daemon that owns the task kills the handler and revokes it (``terminated=True``), so
     the task is REVOKED within one heartbeat, not at once.
     """
-    outcome = Outcome("Revoked or asked to terminate")
-    for task in _tasks(queryset):
-        if task.status in TERMINAL:
-            outcome.skip(task, "already ended")
-            continue
-        try:
-            if task.status in (Status.RUNNING, Status.PAUSED):
-                if task.kill_signal is not None:
-                    outcome.skip(task, "termination already requested")
-                    continue
-                tracker.request_kill(
-                    task.pk, TERMINATE_SIGNAL, f"Termination requested {_by(request)}."
-                )
-            else:
-                tracker.revoke_task(task.pk, f"Revoked {_by(request)}.")
-            outcome.done()
-        except ATPError as exc:
-            outcome.skip(task, f"changed meanwhile: {exc}")
-    outcome.report(modeladmin, request)
+
+    def terminate(task_id, by):
+        return tracker.cancel_task(task_id, by, terminate=True, signum=TERMINATE_SIGNAL)
+
+    _stop(modeladmin, request, queryset, "Revoked or asked to terminate", terminate)
 
 
 @admin.action(description="Abort selected tasks", permissions=["change"])
 def abort(modeladmin, request, queryset):
-    """Ask handlers to stop (they poll ``is_aborted``); a task still waiting is revoked."""
-    outcome = Outcome("Aborted")
-    for task in _tasks(queryset):
-        try:
-            if task.status in TERMINAL:
-                outcome.skip(task, "already ended")
-            elif task.abort_requested_at is not None:
-                outcome.skip(task, "abort already requested")
-            elif task.status == Status.ACCEPTED:
-                tracker.revoke_task(task.pk, f"Aborted before it started, {_by(request)}.")
-                outcome.done()
-            else:
-                tracker.request_abort(task.pk, f"Abort requested {_by(request)}.")
-                outcome.done()
-        except ATPError as exc:
-            outcome.skip(task, f"changed meanwhile: {exc}")
-    outcome.report(modeladmin, request)
+    """Ask running handlers to stop (they poll ``is_aborted``); a task not started is revoked."""
+    _stop(modeladmin, request, queryset, "Aborted", tracker.abort_task)

@@ -28,7 +28,7 @@ class Counts:
 
     def totals(self) -> dict[int, int]:
         """``{status: count}`` over all types, every status present."""
-        totals = {status: 0 for status in Status}
+        totals: dict[int, int] = {status: 0 for status in Status}
         for per_status in self.by_type.values():
             for status, n in per_status.items():
                 totals[status] += n

@@ -52,12 +52,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from atp import tracker
+from atp.bench import workflow
 from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
 from atp.models import (
     Dependency,
@@ -156,7 +158,16 @@ def fill_history(count: int = HISTORY_ROWS) -> None:
         return
     statement = _FILL.format(table=_TASKS, uuid=_NEW_UUID[vendor], series=_SERIES[vendor])
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [history.pk, 0, int(Status.FINISHED), PRIORITY, history.queue, now, now, now]
+    params: list[Any] = [
+        history.pk,
+        0,
+        int(Status.FINISHED),
+        PRIORITY,
+        history.queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(statement, [*params, count])
 
@@ -212,7 +223,16 @@ def fill_backlog(count: int) -> int:
     # Numbered after every filler row so far, so identifiers stay unique per type.
     offset = TaskInstance.objects.filter(type=filler).count()
     queue = TaskType.objects.get(identifier=MEASURED).queue
-    params = [filler.pk, offset, int(Status.ACCEPTED), FILLER_PRIORITY, queue, now, now, now]
+    params: list[Any] = [
+        filler.pk,
+        offset,
+        int(Status.ACCEPTED),
+        FILLER_PRIORITY,
+        queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         if vendor == "postgresql":
             # The trigram index of the search is two thirds of the insert's cost row by
@@ -315,7 +335,7 @@ def _drain_run(count: int, concurrency: int, pool: str, *extra: str) -> dict:
         "steady_per_s": steady_rate([moment.timestamp() for moment in finishes]),
         "startup_s": first_claim.timestamp() - launched,
         "exit_s": exited - launched,
-        "commits_per_task": None if before is None else (after - before) / count,
+        "commits_per_task": None if before is None else (after - before) / count,  # type: ignore[operator]
     }
 
 
@@ -531,9 +551,9 @@ def _run_sections(
     if "latency" in sections:
         report["latency"] = median_of([measure_latency(latency_tasks) for _ in range(runs)])
     if "workflow" in sections:
-        from atp.bench import workflow  # it imports this module
-
-        report["workflow"] = median_of([workflow.measure_chord(chord_tasks) for _ in range(runs)])
+        report["workflow"] = median_of(
+            [workflow.measure_chord(chord_tasks, MEASURED, reset, _drain_run) for _ in range(runs)]
+        )
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)

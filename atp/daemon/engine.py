@@ -36,7 +36,10 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS = {"processes": ProcessPool, "threads": ThreadPool}
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+    "processes": ProcessPool,
+    "threads": ThreadPool,
+}
 MAX_BACKOFF = 5.0
 
 
@@ -79,7 +82,8 @@ class Daemon:
     def __init__(self, options: WorkerOptions):
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
-        self.pool = None
+        # Made by run() before the loop uses it; None only between __init__ and run().
+        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.stop_announced = ""  # the stop stage last logged (signal handlers cannot log)
@@ -172,7 +176,7 @@ class Daemon:
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
             return True
-        return bool(self.pending) and (hungry or self.stopping or self.queue_empty)
+        return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
 
     # --- signals ------------------------------------------------------------------------
 
@@ -311,7 +315,12 @@ class Daemon:
         with transaction.atomic():
             lines = self._record(batch) if batch else []
             attempts = (
-                tracker.claim_tasks(self.options.server_id, limit=claim, queues=self.options.queues)
+                tracker.claim_tasks(
+                    self.options.server_id,
+                    limit=claim,
+                    queues=self.options.queues,
+                    limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
+                )
                 if claim
                 else []
             )
@@ -325,6 +334,9 @@ class Daemon:
             self._idle_cleanup()
         self.claimed_total += len(attempts)
         self.since_cleanup += len(attempts)
+        # Limited attempts first, so they take the idle slots they were claimed for instead
+        # of queueing behind other work while holding a place of their concurrency key.
+        attempts.sort(key=lambda attempt: not attempt.limited)
         self.pool.submit_many(attempts)  # only now: the children must see the committed rows
         for attempt in attempts:
             self.log.info(
@@ -413,7 +425,7 @@ class Daemon:
             ):
                 # SIGUSR1 makes the child raise SoftTimeLimitExceeded inside the handler.
                 self.soft_signalled.add(attempt.task_id)
-                os.kill(slot.process.pid, signal.SIGUSR1)
+                os.kill(slot.process.pid, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float:
         running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]

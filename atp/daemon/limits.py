@@ -17,30 +17,35 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from atp.daemon.pool import Slot
 from atp.models import TaskInstance
 
 #: How a kill for silence starts its reason (the daemon records it as ``TimeoutError``).
 SILENT = "silent"
 
 
-def silent_slots(slots, quiet_from: datetime) -> list[tuple[object, float]]:
+def silent_slots(slots: list[Slot], quiet_from: datetime) -> list[tuple[Slot, float]]:
     """The running ``slots`` whose task has had no update for longer than its timeout.
 
     Returns ``(slot, seconds of silence)`` pairs. Silence is counted from the task's last
     update, the handler's start, or ``quiet_from`` (when the daemon last regained the
     database: a handler cannot report while it is away), whichever is latest.
     """
-    running = {slot.attempt.task_id: slot for slot in slots if not slot.kill_reason}
+    running = {
+        slot.attempt.task_id: (slot, slot.attempt)
+        for slot in slots
+        if slot.attempt is not None and not slot.kill_reason
+    }
     if not running:
         return []
     now, monotonic = timezone.now(), time.monotonic()
     silent = []
     updates = TaskInstance.objects.filter(pk__in=running).values_list("pk", "updated_at")
     for task_id, updated_at in updates:
-        slot = running[task_id]
+        slot, attempt = running[task_id]
         started = now - timedelta(seconds=monotonic - slot.started)
         quiet = (now - max(updated_at, started, quiet_from)).total_seconds()
-        if quiet > slot.attempt.timeout:
+        if quiet > attempt.timeout:
             silent.append((slot, quiet))
     return silent
 

@@ -10,10 +10,11 @@ claimed again, restarted) the old attempt's writes raise ``StaleAttempt`` instea
 overwriting the new attempt's state.
 
 One job per module: ``core`` (result types, lookups, ``_transition`` and the fencing check),
-``tasktypes``, ``reading``, ``queueing``, ``claiming``, ``running``, ``reporting``,
-``requesting``, ``sweeps`` and ``deleting``. Callers use the package
-(``tracker.enqueue_task``), never a module: the names below are the API, and patching one
-here (as tests do) reaches every caller that goes through the package.
+``tasktypes``, ``reading``, ``queueing`` (with ``unique``), ``pausing``, ``claiming`` (with
+``ratelimit`` and ``concurrency``), ``running``, ``reporting``, ``requesting``, ``sweeps``
+and ``deleting``. Callers use the package (``tracker.enqueue_task``), never a module: the
+names below are the API, and patching one here (as tests do) reaches every caller that goes
+through the package.
 """
 
 # The exceptions and models callers reached as ``tracker.X`` when the tracker was one module.
@@ -37,6 +38,7 @@ from atp.models import (
     Worker,
     sources_of,
 )
+from atp.tracker import core, dependencies, subtasks
 from atp.tracker.claiming import claim_tasks, dequeue_task
 from atp.tracker.core import (
     Attempt,
@@ -45,13 +47,17 @@ from atp.tracker.core import (
     SweepEntry,
     TaskIdentifier,
     TaskInfo,
-    _check_owner,
-    _get_task,
-    _get_type,
 )
 from atp.tracker.deleting import delete_task, delete_task_by_identifier, delete_tasks
 from atp.tracker.dependencies import decide_orphaned_dependents, results_of
-from atp.tracker.queueing import ENQUEUE_OPTIONS, enqueue_task, enqueue_tasks, reenqueue_task
+from atp.tracker.pausing import pause_queue, pause_task_type, resume_queue, resume_task_type
+from atp.tracker.queueing import (
+    ENQUEUE_OPTIONS,
+    enqueue_task,
+    enqueue_tasks,
+    enqueue_unique,
+    reenqueue_task,
+)
 from atp.tracker.reading import (
     count_by_status,
     get_max_queue_size,
@@ -62,9 +68,10 @@ from atp.tracker.reading import (
     get_task_response,
     get_task_status,
     get_task_status_by_identifier,
+    get_task_type,
 )
 from atp.tracker.reporting import heartbeat, set_task_progress, set_task_response
-from atp.tracker.requesting import request_abort, request_kill
+from atp.tracker.requesting import Stopped, abort_task, cancel_task, request_abort, request_kill
 from atp.tracker.running import (
     begin_attempt,
     finish_tasks,
@@ -118,11 +125,18 @@ __all__ = [
     "get_task_response",
     "get_task_status",
     "get_task_status_by_identifier",
+    "get_task_type",
     # queueing
     "ENQUEUE_OPTIONS",
     "enqueue_task",
     "enqueue_tasks",
+    "enqueue_unique",
     "reenqueue_task",
+    # pausing
+    "pause_queue",
+    "pause_task_type",
+    "resume_queue",
+    "resume_task_type",
     # claiming
     "claim_tasks",
     "dequeue_task",
@@ -144,6 +158,9 @@ __all__ = [
     "set_task_progress",
     "set_task_response",
     # operator requests
+    "Stopped",
+    "abort_task",
+    "cancel_task",
     "request_abort",
     "request_kill",
     # sweeps
@@ -152,10 +169,6 @@ __all__ = [
     "recover_lost_workers",
     "reenqueue_zombie_tasks",
     "restart_or_fail",
-    # private helpers other atp modules use (subtasks, retries, jobs)
-    "_check_owner",
-    "_get_task",
-    "_get_type",
     # re-exported exceptions and models
     "DuplicateTask",
     "InvalidInput",
@@ -174,3 +187,9 @@ __all__ = [
     "Worker",
     "sources_of",
 ]
+
+# What a task's end triggers: the subtask roll-up ends parents and the release of dependents
+# revokes or releases tasks, both through the transitions above. core calls them when a task
+# ends (core.SUBTASK_ENDED_HOOKS, DEPENDENCY_ENDED_HOOKS), so it need not import them.
+core.SUBTASK_ENDED_HOOKS.append(subtasks.subtask_ended)
+core.DEPENDENCY_ENDED_HOOKS.append(dependencies.dependency_ended)

@@ -4,13 +4,14 @@
 time. Through the ORM each costs a locking SELECT, an UPDATE, a bulk INSERT of log
 records and a model instance per row; here each is one ``UPDATE … RETURNING`` plus one
 multi-row INSERT, with plain tuples in between. Only the common case takes this path; a
-row that needs the tracker's judgement (an expired task, a rate-limited type, a subtask,
-an abort request, a stale attempt) is left untouched by the statement and goes through
-the ORM path, so every rule keeps exactly one implementation that decides it.
+row that needs the tracker's judgement (an expired task, a rate- or concurrency-limited
+type, a subtask, an abort request, a stale attempt) is left untouched by the statement and
+goes through the ORM path, so every rule keeps exactly one implementation that decides it.
 """
 
 import json
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -21,7 +22,8 @@ from atp.tracker.core import Attempt
 
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
 #: candidates are locked first (FOR UPDATE SKIP LOCKED in the CTE); the UPDATE then takes
-#: only those without a rate limit and not expired. The others stay locked by this
+#: only those without a rate or concurrency limit (counted rules: they need a lock and a
+#: count, atp.tracker.concurrency), not expired and not paused. The others stay locked by this
 #: transaction and ACCEPTED, for the ORM path to judge in the same transaction. The last
 #: column counts the candidates, so the caller knows whether any was left to judge; the
 #: LEFT JOIN returns that count (with NULLs) even when nothing was claimed.
@@ -39,7 +41,12 @@ claimed AS (
         started_at = %(now)s, updated_at = %(now)s, attempts = t.attempts + 1
     FROM picked, atp_tasktype AS tt
     WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
-        AND (t.expires IS NULL OR t.expires > %(now)s)
+        AND tt.concurrency_limit IS NULL AND (t.expires IS NULL OR t.expires > %(now)s)
+        -- Paused types and queues (atp.tracker.pausing) are left to the ORM path too. Here,
+        -- not in "picked": there the planner cannot estimate the filter and would give up
+        -- the claim index for a scan; here it only checks the picked rows. The sub-select
+        -- runs once per statement over a tiny table.
+        AND NOT tt.paused AND t.queue <> ALL (ARRAY(SELECT queue FROM atp_queuepause))
     RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
         t.run_after, t.expires, t.queue, t.parent_id,
         tt.identifier AS type_name, tt.handler, tt.soft_time_limit, tt.hard_time_limit,
@@ -99,7 +106,7 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
     statement passed over due tasks it may not judge (expired, rate-limited).
     """
-    params = {
+    params: dict[str, Any] = {
         "accepted": Status.ACCEPTED,
         "running": Status.RUNNING,
         "server_id": server_id,
@@ -145,7 +152,7 @@ def finish(successes, now: datetime) -> dict[int, str]:
     Returns ``{task_id: "finished"}`` for the tasks written; the others are untouched.
     """
     results = {success[0]: success[2] for success in successes}
-    params = {
+    params: dict[str, Any] = {
         "ids": [success[0] for success in successes],
         "attempts": [success[1] for success in successes],
         "results": [success[3] for success in successes],

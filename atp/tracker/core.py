@@ -30,6 +30,8 @@ class SweepEntry(namedtuple("SweepPair", "task_id name")):
     what the sweep did ("reenqueued", "failed", "deleted") is the ``action`` attribute.
     """
 
+    action: str  # not a field: the entry stays a pair
+
     def __new__(cls, task_id, name, action=""):
         """The pair ``(task_id, name)``, carrying ``action``."""
         entry = super().__new__(cls, task_id, name)
@@ -59,6 +61,9 @@ class Attempt:
     #: Seconds without an update of the task after which the handler is killed as silent
     #: (``atp.daemon.limits``); ``hard_time_limit`` is the only wall-clock limit.
     timeout: float
+    #: Its type has a concurrency_limit: the daemon runs it in an idle slot, never queued
+    #: behind other work (it holds a place of its key from its claim).
+    limited: bool = False
 
 
 def _get_type(identifier) -> TaskType:
@@ -117,9 +122,9 @@ def _lineage(task: TaskInstance) -> dict:
     if task.parent_id is None:
         return {"root_id": str(task.uuid), "parent_id": None}
     parent, root = task.parent, task.parent
-    while root.parent_id is not None:
-        root = root.parent
-    return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}
+    while root.parent_id is not None:  # type: ignore[union-attr]
+        root = root.parent  # type: ignore[union-attr]
+    return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}  # type: ignore[union-attr]
 
 
 def _join(*parts) -> str:
@@ -218,21 +223,32 @@ def _check_owner(task, attempt, server_id) -> None:
         )
 
 
+#: What a task's end triggers, called by ``_ended``; ``atp.tracker``'s ``__init__`` adds the
+#: subtask roll-up (``subtasks.subtask_ended``) and the release of dependents
+#: (``dependencies.dependency_ended``). They end or release other tasks through the
+#: transitions built on this module, so this module cannot import them without a cycle.
+SUBTASK_ENDED_HOOKS: list = []
+DEPENDENCY_ENDED_HOOKS: list = []
+
+
 def _ended(task: TaskInstance) -> None:
     """The one hook every terminal transition calls, inside its transaction.
 
-    A subtask's end is counted into its parent here (``atp.tracker.subtasks``), so the count
+    A subtask's end is counted into its parent here (``_subtask_ended``), so the count
     commits with the status, exactly once; the tasks that depend on it are released or
-    revoked here too (``atp.tracker.dependencies``), in the same transaction.
+    revoked here too (``DEPENDENCY_ENDED_HOOKS``), in the same transaction.
     """
     if task.parent_id is not None:
-        from atp.tracker import subtasks  # atp.tracker.subtasks imports this module
-
-        subtasks.subtask_ended(task)
+        _subtask_ended(task)
     if task.has_dependents:
-        from atp.tracker import dependencies
+        for hook in DEPENDENCY_ENDED_HOOKS:
+            hook(task)
 
-        dependencies.dependency_ended(task)
+
+def _subtask_ended(task: TaskInstance) -> None:
+    """Count the subtask ``task``, which just ended, into its parent (``SUBTASK_ENDED_HOOKS``)."""
+    for hook in SUBTASK_ENDED_HOOKS:
+        hook(task)
 
 
 def _attempt_of(task: TaskInstance) -> Attempt:
@@ -247,4 +263,5 @@ def _attempt_of(task: TaskInstance) -> Attempt:
         soft_time_limit=task.type.soft_time_limit,
         hard_time_limit=task.type.hard_time_limit,
         timeout=task.type.timeout,
+        limited=task.type.concurrency_limit is not None,
     )

@@ -5,6 +5,7 @@ import logging
 from django.db import transaction
 
 from atp.models import TERMINAL, TaskInstance
+from atp.tracker import subtasks
 from atp.tracker.core import _get_type
 
 logger = logging.getLogger("atp.tracker")
@@ -36,8 +37,6 @@ def delete_tasks(tasks) -> int:
     them that had not ended is counted into its parent as REVOKED (``atp.tracker.
     subtasks.subtask_deleted``), unless the parent goes too.
     """
-    from atp.tracker import subtasks  # atp.tracker.subtasks imports the tracker package
-
     with transaction.atomic():
         doomed = list(tasks.select_for_update(of=("self",)).select_related("type").order_by("pk"))
         ids = {task.pk for task in doomed}

@@ -41,11 +41,13 @@ import uuid
 
 from django.db import transaction
 
-from atp import tracker, validation
+from atp import validation
 from atp.exceptions import InvalidInput, InvalidTransition
 from atp.models import TERMINAL, Status, TaskInstance
 from atp.text import storable
-from atp.tracker.core import SweepEntry
+from atp.tracker.core import SweepEntry, _check_owner, _get_task, _get_type
+from atp.tracker.queueing import enqueue_tasks, has_table, is_listed
+from atp.tracker.running import stop_task_failure, stop_task_success, wait_for_subtasks
 
 logger = logging.getLogger("atp.subtasks")
 
@@ -69,13 +71,13 @@ def spawn_subtasks(task_id, type, inputs, *, attempt=None, action_name="") -> li
     inputs = list(inputs)
     if not inputs:
         raise InvalidInput("spawn_subtasks needs at least one input")
-    task_type = tracker._get_type(type)
+    task_type = _get_type(type)
     identifiers = [str(uuid.uuid4()) for _ in inputs]
     for identifier, item in zip(identifiers, inputs, strict=True):
         validation.json_input(item, f"subtask {task_type.identifier}::{identifier}")
     with transaction.atomic():
-        parent = tracker._get_task(task_id, lock=True)
-        tracker._check_owner(parent, attempt, None)
+        parent = _get_task(task_id, lock=True)
+        _check_owner(parent, attempt, None)
         if parent.status != Status.RUNNING:
             # Checked before the first write: a PAUSED task used to get its table written
             # and then fail to go WAITING, listing subtasks that never existed.
@@ -94,10 +96,10 @@ def spawn_subtasks(task_id, type, inputs, *, attempt=None, action_name="") -> li
             "subtasks": {identifier: {"status": "ACCEPTED"} for identifier in identifiers},
         }
         parent.save(update_fields=["progress"])
-        tracker.wait_for_subtasks(
+        wait_for_subtasks(
             task_id, f"Waiting for {len(inputs)} subtask(s) of {task_type}.", attempt=attempt
         )
-        ids = tracker.enqueue_tasks(
+        ids = enqueue_tasks(
             task_type,
             list(zip(identifiers, inputs, strict=True)),
             f"Subtask of task {task_id}.",
@@ -110,22 +112,7 @@ def spawn_subtasks(task_id, type, inputs, *, attempt=None, action_name="") -> li
 
 def get_progress(task_id) -> dict | None:
     """The task's progress: a parent's counters and subtask table, or ``set_progress``'s dict."""
-    return tracker._get_task(task_id).progress
-
-
-def has_table(parent: TaskInstance) -> bool:
-    """Whether ``parent`` spawned subtasks (its progress holds a subtask table)."""
-    return isinstance(parent.progress, dict) and isinstance(parent.progress.get("subtasks"), dict)
-
-
-def is_listed(parent: TaskInstance, type_identifier: str, identifier: str) -> bool | None:
-    """Whether ``parent``'s subtask table lists this task; None if it has no table."""
-    if not has_table(parent):
-        return None
-    return (
-        parent.progress.get("subtask_type") == type_identifier
-        and identifier in parent.progress["subtasks"]
-    )
+    return _get_task(task_id).progress
 
 
 def subtask_ended(task: TaskInstance) -> None:
@@ -154,7 +141,7 @@ def _count(task: TaskInstance, status: Status, *, deleted=False) -> None:
     if not listed:
         logger.warning("Task %s is not in the subtask table of its parent %s", task, parent.pk)
         return
-    progress = parent.progress
+    progress: dict = parent.progress or {}
     entry = progress["subtasks"][task.identifier]
     if entry.get("status") in _ENDED:
         logger.warning("Subtask %s of task %s already counted", task, parent.pk)
@@ -190,11 +177,9 @@ def _save_and_settle(parent: TaskInstance, progress: dict) -> str | None:
         + (f" ({deleted} deleted)." if deleted else ".")
     )
     if progress["succeeded"] == progress["total"]:
-        tracker.stop_task_success(parent.pk, summary, result=_counts(progress))
+        stop_task_success(parent.pk, summary, result=_counts(progress))
         return "finished"
-    tracker.stop_task_failure(
-        parent.pk, summary, exception=f"atp.subtasks.SubtasksFailed: {summary}"
-    )
+    stop_task_failure(parent.pk, summary, exception=f"atp.subtasks.SubtasksFailed: {summary}")
     return "failed"
 
 
@@ -235,7 +220,7 @@ def settle_waiting_parents() -> list[SweepEntry]:
 
 
 def _settle(parent: TaskInstance) -> str | None:
-    progress = parent.progress
+    progress: dict = parent.progress or {}
     open_entries = [
         identifier
         for identifier, entry in progress["subtasks"].items()
@@ -287,8 +272,8 @@ def add_item_counts(
         else validation.integer(attempted, "attempted", minimum=0)
     )
     with transaction.atomic():
-        task = tracker._get_task(task_id, lock=True)
-        tracker._check_owner(task, attempt, None)
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, None)
         if task.status not in (Status.RUNNING, Status.PAUSED):
             raise InvalidTransition(
                 f"task {task} (id {task.pk}) is {task.status_name}; only a running subtask "
@@ -302,7 +287,7 @@ def add_item_counts(
                 f"task {task} (id {task.pk}) is not a subtask its parent's table lists; "
                 "item counts roll up into a parent that spawned it (spawn_subtasks)"
             )
-        progress = parent.progress
+        progress: dict = parent.progress or {}
         totals = progress.setdefault("items", dict.fromkeys(ITEM_COUNTERS, 0))
         entry = progress["subtasks"][task.identifier]
         mine = entry.get("items") or dict.fromkeys(ITEM_COUNTERS, 0)

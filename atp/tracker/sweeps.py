@@ -36,7 +36,7 @@ def reenqueue_zombie_tasks(message="", *, progress=None) -> list[SweepEntry]:
     def stale(task):
         return f"No update for {task.type.timeout:g} s."
 
-    done = []
+    done: list[SweepEntry] = []
     for tasks, reason, exception in (
         (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted, "claim timed out"),
         (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale, "TimeoutError"),

@@ -1,6 +1,8 @@
 """Registering, updating and removing task types."""
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from django.db import transaction
 
@@ -14,7 +16,7 @@ logger = logging.getLogger("atp.tracker")
 
 
 #: Options ``register_task_type`` accepts besides its named parameters, with their checks.
-TYPE_OPTIONS = {
+TYPE_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "priority": lambda v: validation.integer(v, "priority"),
     "queue": lambda v: validation.identifier(v, "queue"),
     "max_queue_size": lambda v: validation.integer(v, "max_queue_size", minimum=1, allow_none=True),
@@ -29,6 +31,9 @@ TYPE_OPTIONS = {
         v, "hard_time_limit", minimum=0, exclusive=True, allow_none=True
     ),
     "options": lambda v: _options_dict(v),
+    "concurrency_limit": lambda v: validation.integer(
+        v, "concurrency_limit", minimum=1, allow_none=True
+    ),
 }
 
 

@@ -108,7 +108,7 @@ def test_the_table_is_committed_before_subtasks_are_enqueued_atomically_with_wai
         seen["total"] = TaskInstance.objects.get(pk=kwargs["parent"]).progress["total"]
         raise RuntimeError("database refused the batch")
 
-    monkeypatch.setattr(tracker, "enqueue_tasks", refuse)
+    monkeypatch.setattr(subtasks, "enqueue_tasks", refuse)
     parent_id, children = parent([{"n": 0}, {"n": 1}])
     assert seen == {"total": 2}
     # ... and a failed enqueue leaves no subtask and no WAITING parent behind.
@@ -179,7 +179,7 @@ def test_a_failed_enqueue_of_the_subtasks_leaves_no_table_either(parent, monkeyp
     def refuse(*args, **kwargs):
         raise RuntimeError("database refused the batch")
 
-    monkeypatch.setattr(tracker, "enqueue_tasks", refuse)
+    monkeypatch.setattr(subtasks, "enqueue_tasks", refuse)
     task_id, attempt = _running("t.fan")
     with pytest.raises(RuntimeError):
         subtasks.spawn_subtasks(task_id, "t.item", [{"n": 0}], attempt=attempt)
