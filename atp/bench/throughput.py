@@ -83,7 +83,7 @@ BENCH_TYPES = {
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000
-SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow")
+SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench")
 #: No-op tasks in the workflow section's chord (plus its callback).
 CHORD_TASKS = 1000
 DRAIN_VARIANTS = (("processes", 1), ("processes", 2), ("processes", 4), ("threads", 4))
@@ -515,6 +515,7 @@ def run(
     sections=SECTIONS,
     out=None,
     chord_tasks=CHORD_TASKS,
+    pgbench_seconds=5,
 ) -> dict:
     """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
 
@@ -526,7 +527,15 @@ def run(
     settle()  # statistics that count the history (not here in setup: see fill_history)
     try:
         report = _run_sections(
-            tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections, chord_tasks
+            tasks,
+            runs,
+            drain,
+            latency_tasks,
+            backlog,
+            backlog_tasks,
+            sections,
+            chord_tasks,
+            pgbench_seconds,
         )
     finally:
         reset([HISTORY])
@@ -538,7 +547,15 @@ def run(
 
 
 def _run_sections(
-    tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections, chord_tasks=CHORD_TASKS
+    tasks,
+    runs,
+    drain,
+    latency_tasks,
+    backlog,
+    backlog_tasks,
+    sections,
+    chord_tasks=CHORD_TASKS,
+    pgbench_seconds=5,
 ) -> dict:
     report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
     if "enqueue" in sections:
@@ -553,6 +570,14 @@ def _run_sections(
     if "workflow" in sections:
         report["workflow"] = median_of(
             [workflow.measure_chord(chord_tasks, MEASURED, reset, _drain_run) for _ in range(runs)]
+        )
+    if "pgbench" in sections:
+        from atp.bench import pgbench
+
+        report["pgbench"] = (
+            median_of([pgbench.measure(pgbench_seconds) for _ in range(runs)])
+            if connection.vendor == "postgresql"
+            else {"skipped": "PostgreSQL only"}
         )
     if "backlog" in sections:
         if connection.vendor in _SERIES:
@@ -616,6 +641,13 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
         add("workflow", variant, "enqueue", chord["enqueue_s"], "s", 2)
         add("workflow", variant, "end to end", chord["end_to_end_s"], "s", 2)
         add("workflow", variant, "steady rate", chord["drain_per_s"], "tasks/s")
+    raw = report.get("pgbench", {})
+    if "skipped" in raw:
+        rows.append(("pgbench", "skipped", raw["skipped"], "", ""))
+    for clients in (1, 4):
+        if f"c{clients}_tps" in raw:
+            variant = f"raw commits: 1-row UPDATE per transaction, {clients} client(s)"
+            add("pgbench", variant, "rate", raw[f"c{clients}_tps"], "commits/s")
     backlog = report.get("backlog", {})
     if "skipped" in backlog:
         rows.append(("backlog", "skipped", backlog["skipped"], "", ""))

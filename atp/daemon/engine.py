@@ -14,6 +14,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -21,7 +22,6 @@ from django.utils import timezone
 from atp import events, schedules, tracker
 from atp.conf import settings
 from atp.daemon import workers
-from atp.daemon.broker import BrokerLinks
 from atp.daemon.db import drop_all, use_persistent_connections
 from atp.daemon.limits import SILENT, silence_reason, silent_slots
 from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
@@ -31,6 +31,9 @@ from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
 from atp.tracker import subtasks
+
+if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
+    from atp.daemon.broker import BrokerLinks
 
 logger = logging.getLogger("atp.daemon")
 
@@ -99,7 +102,8 @@ class Daemon:
         self.db_retry_at = 0.0
         self.db_up_since = now
         self._wake_reader, self._wake_writer = os.pipe()
-        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
+        # Event relay + remote control, if a broker is configured (atp.daemon.broker).
+        self.broker: BrokerLinks | None = None
         self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
@@ -117,7 +121,11 @@ class Daemon:
             while not self._db(self._sync_schedules):
                 self._sleep_until(self.db_retry_at)
             self.listener.connect()
-            self.broker = BrokerLinks.start(self, events.node_name())
+            if settings.EVENTS_BROKER_URL:
+                # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
+                from atp.daemon.broker import BrokerLinks
+
+                self.broker = BrokerLinks.start(self, events.node_name())
             self.log.info(
                 "atpd started: %s pool of %d, queues %s, pid %d",
                 self.options.pool,
@@ -521,6 +529,8 @@ class Daemon:
     # --- waiting ------------------------------------------------------------------------
 
     def _wait(self) -> None:
+        if self.db_down_since is None and self.listener.ensure():
+            self.queue_empty = False  # what was notified while it was down is lost: look
         now = time.monotonic()
         can_claim = self.pool.free() and not self.stopping and not self._quota_used()
         if self.db_down_since is None and self._db_step_due():
@@ -535,6 +545,8 @@ class Daemon:
             wake_at = min(wake_at, self.next_heartbeat, self.schedules.due_at)
             if can_claim:
                 wake_at = min(wake_at, self.next_poll)
+            # A LISTEN connection that died is opened again (atp.daemon.wakeup).
+            wake_at = min(wake_at, self.listener.reconnect_at())
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
         ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
         if self._wake_reader in ready:

@@ -16,7 +16,8 @@ from typing import Any
 from django.db import connection
 
 from atp import events
-from atp.models import Status
+from atp.models import CLAIM_ORDER, Status
+from atp.sql import order_by
 from atp.text import dumps_storable, storable
 from atp.tracker.core import Attempt
 
@@ -31,7 +32,7 @@ CLAIM = """
 WITH picked AS (
     SELECT id FROM atp_taskinstance
     WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter}
-    ORDER BY priority DESC, run_after, id
+    ORDER BY {claim_order}
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
@@ -117,7 +118,8 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     if queues:
         queue_filter, params["queues"] = "AND queue = ANY(%(queues)s)", list(queues)
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM.format(queue_filter=queue_filter), params)
+        statement = CLAIM.format(queue_filter=queue_filter, claim_order=order_by(CLAIM_ORDER))
+        cursor.execute(statement, params)
         rows = cursor.fetchall()
     picked = rows[0][-1]
     rows = [row[:-1] for row in rows if row[0] is not None]

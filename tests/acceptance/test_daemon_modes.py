@@ -116,6 +116,7 @@ def test_atp_cleanup_shows_progress_and_a_summary_not_every_task(db, capsys, mon
     assert not any(line.startswith("deleted ") for line in lines)  # no per-task lines
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 @pytest.mark.postgres
 def test_the_daemon_survives_a_postgresql_restart(private_postgres, daemons):
     """A restart of the database server, on a private cluster (never the shared one)."""
@@ -166,6 +167,7 @@ def test_the_benchmark_drains_and_counts_real_tasks():
     }
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
     """A tiny full run: every section's figures are there and positive; nothing is left."""
     out = tmp_path / "bench.json"
@@ -173,11 +175,13 @@ def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
         "atp_bench",
         *("--tasks", "20", "--runs", "1", "--latency-tasks", "5", "--json", str(out)),
         *("--drain", "processes:1,threads:2", "--backlog", "10,50", "--backlog-tasks", "20"),
-        *("--chord-tasks", "20"),
+        *("--chord-tasks", "20", "--pgbench-seconds", "1"),
         stdout=io.StringIO(),
     )
     report = json.loads(out.read_text())
     assert set(report) >= {"enqueue", "drain", "latency", "backlog", "workflow"}
+    if report["database"] == "postgresql":
+        assert all(report["pgbench"][key] > 0 for key in ("c1_tps", "c4_tps"))
     chord = report["workflow"]
     assert chord["tasks"] == 20 and 0 < chord["enqueue_s"] < chord["end_to_end_s"]
     on_postgres = report["database"] == "postgresql"
