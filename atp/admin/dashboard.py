@@ -7,6 +7,7 @@ from django.utils import timezone
 from atp import tracker
 from atp.admin import charts, display, stats
 from atp.admin.display import status_badge
+from atp.admin.pauses import PAUSE_PERMISSION
 from atp.conf import settings
 from atp.models import TERMINAL, QueuePause, Status, TaskType
 
@@ -36,6 +37,7 @@ def dashboard_view(model_admin, request):
     ]
     oldest = stats.oldest_waiting(now)
     queues = stats.queue_depths(now)
+    paused_queues = list(QueuePause.objects.values_list("queue", flat=True))
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "ATP dashboard",
@@ -69,7 +71,9 @@ def dashboard_view(model_admin, request):
         "oldest_age": display.ago(oldest.run_after, now) if oldest else None,
         "workers": stats.live_workers(settings.WORKER_TIMEOUT),
         "worker_timeout": settings.WORKER_TIMEOUT,
-        "paused_queues": list(QueuePause.objects.values_list("queue", flat=True)),
+        "paused_queues": paused_queues,
+        "queue_names": sorted({depth.queue for depth in queues} | set(paused_queues)),
+        "may_pause": request.user.has_perm(PAUSE_PERMISSION),
         "paused_types": [task_type for task_type in types if task_type.paused],
     }
     return TemplateResponse(request, "admin/atp/dashboard.html", context)

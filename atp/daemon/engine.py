@@ -20,13 +20,14 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from atp import events, schedules, tracker
-from atp.conf import settings
+from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
 from atp.daemon.db import drop_all, use_persistent_connections
 from atp.daemon.limits import SILENT, silence_reason, silent_slots
-from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import record_all
 from atp.daemon.schedules import ScheduleClock
+from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
@@ -43,7 +44,7 @@ POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
     "processes": ProcessPool,
     "threads": ThreadPool,
 }
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
 
 
 def _exception_of(kill_reason: str) -> str:

@@ -151,3 +151,26 @@ def test_task_page_times_show_seconds(viewer_client, running):
     started = TaskInstance.objects.get(pk=task_id).started_at
     assert timezone.localtime(started).strftime("%Y-%m-%d %H:%M:%S") in page
     assert "s ago)</small>" in page
+
+
+def test_dashboard_pause_buttons_for_queues_and_types(superuser_client, viewer_client, enqueue):
+    from atp.models import QueuePause, TaskType
+
+    enqueue("waits")
+    page = superuser_client.get(DASHBOARD).content.decode()
+    assert 'class="atp-pause-queue" data-name="default"' in page
+    assert 'class="atp-pause-type" data-name="test.noop"' in page
+    assert "atp-pause-queue" not in viewer_client.get(DASHBOARD).content.decode()
+    pause = TASKS + "pause/"
+    form = {"target": "queue", "name": "default", "do": "pause"}
+    assert viewer_client.post(pause, form).status_code == 403
+    assert not QueuePause.objects.exists()
+    response = superuser_client.post(pause, form, follow=True)
+    assert "Queue default paused." in response.content.decode()
+    assert list(QueuePause.objects.values_list("queue", flat=True)) == ["default"]
+    assert 'class="atp-resume-queue" data-name="default"' in response.content.decode()
+    superuser_client.post(pause, {"target": "type", "name": "test.noop", "do": "pause"})
+    assert TaskType.objects.get(identifier="test.noop").paused
+    superuser_client.post(pause, {"target": "queue", "name": "default", "do": "resume"})
+    assert not QueuePause.objects.exists()
+    assert superuser_client.get(pause).status_code == 405
