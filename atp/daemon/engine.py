@@ -105,6 +105,8 @@ class Daemon:
         self._wake_reader, self._wake_writer = os.pipe()
         # Event relay + remote control, if a broker is configured (atp.daemon.broker).
         self.broker: BrokerLinks | None = None
+        self.paused: list[str] = []  # the paused queues as last read (atp.tracker.pausing)
+        self.paused_read_at = float("-inf")
         self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
@@ -303,6 +305,19 @@ class Daemon:
 
     # --- claiming and starting ----------------------------------------------------------
 
+    def _paused_queues(self) -> list[str]:
+        """The paused queues, read again at every poll interval or when a pause notifies.
+
+        Kept here so the one-statement claim needs no other table; a pause reaches this
+        daemon within one poll interval, at once on PostgreSQL (``Listener.pauses_changed``).
+        Call inside the claim's transaction.
+        """
+        now = time.monotonic()
+        if self.listener.pauses_changed or now >= self.paused_read_at + self.options.poll_interval:
+            self.listener.pauses_changed = False
+            self.paused, self.paused_read_at = tracker.paused_queues(), now
+        return self.paused
+
     def _claim_size(self) -> int:
         """How many tasks to claim now: the free slots, within ``--max-tasks``."""
         if self.stopping or self.queue_empty:
@@ -329,6 +344,7 @@ class Daemon:
                     limit=claim,
                     queues=self.options.queues,
                     limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
+                    paused_queues=self._paused_queues(),
                 )
                 if claim
                 else []

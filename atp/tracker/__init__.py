@@ -50,7 +50,13 @@ from atp.tracker.core import (
 )
 from atp.tracker.deleting import delete_task, delete_task_by_identifier, delete_tasks
 from atp.tracker.dependencies import decide_orphaned_dependents, results_of
-from atp.tracker.pausing import pause_queue, pause_task_type, resume_queue, resume_task_type
+from atp.tracker.pausing import (
+    pause_queue,
+    pause_task_type,
+    paused_queues,
+    resume_queue,
+    resume_task_type,
+)
 from atp.tracker.queueing import (
     ENQUEUE_OPTIONS,
     enqueue_task,
@@ -135,6 +141,7 @@ __all__ = [
     # pausing
     "pause_queue",
     "pause_task_type",
+    "paused_queues",
     "resume_queue",
     "resume_task_type",
     # claiming
