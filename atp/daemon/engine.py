@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from atp import events, schedules, tracker
+from atp import discovery, events, schedules, tracker
 from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
+from atp.daemon.asyncio_pool import AsyncioPool
 from atp.daemon.db import drop_all, use_persistent_connections
 from atp.daemon.limits import SILENT, silence_reason, silent_slots
 from atp.daemon.pool import Crashed, Finished, ProcessPool
@@ -40,9 +41,10 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool] | type[AsyncioPool]] = {
     "processes": ProcessPool,
     "threads": ThreadPool,
+    "asyncio": AsyncioPool,
 }
 MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
 
@@ -87,7 +89,7 @@ class Daemon:
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
         # Made by run() before the loop uses it; None only between __init__ and run().
-        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
+        self.pool: ProcessPool | ThreadPool | AsyncioPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.stop_announced = ""  # the stop stage last logged (signal handlers cannot log)
@@ -123,6 +125,7 @@ class Daemon:
                 self._sleep_until(self.db_retry_at)
             while not self._db(self._sync_schedules):
                 self._sleep_until(self.db_retry_at)
+            self._db(self._sync_task_types)  # if the database fails here, enqueues do it
             self.listener.connect()
             if settings.EVENTS_BROKER_URL:
                 # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
@@ -142,6 +145,18 @@ class Daemon:
             self._shut_down(previous)
         self.log.info("atpd stopped after %d task(s)", self.processed)
         return 0
+
+    def _sync_task_types(self) -> None:
+        """Create or update the types of the installed apps' ``@task`` functions; log stale ones."""
+        for line in discovery.sync_task_types():
+            self.log.info("%s", line.capitalize())
+        for identifier, handler, why in discovery.stale_task_types():
+            self.log.warning(
+                "Task type %s: its handler %s does not import (%s); its tasks cannot run",
+                identifier,
+                handler,
+                why,
+            )
 
     def _finished(self) -> bool:
         busy = self.pool.busy() or self.pending
