@@ -49,6 +49,15 @@ class SoftTimeLimitExceeded(ATPError):
     """
 
 
+class ServerIdInUse(ATPError):
+    """``atpd`` refused to start: a live daemon already runs with the ``--server-id`` given."""
+
+
+class OutcomeNotRecorded(ATPError):
+    """The daemon could not record how an attempt ended (the error is in its log); the task
+    ended by its rules for a failed attempt instead."""
+
+
 # --- errors of Django tasks run by ATP (atp.backends) -------------------------------------
 # Django's TaskResult.errors name an exception class by its dotted path; these are the paths
 # ATP reports when a task ended without an exception of its own.

@@ -65,16 +65,9 @@ def execute(attempt: tracker.Attempt) -> Outcome:
             exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
             transient=True,
         )
-    except (Exception, SystemExit) as exc:  # a handler's sys.exit() fails its task only
-        return Outcome(
-            attempt.task_id,
-            attempt.number,
-            False,
-            message=str(exc) or type(exc).__name__,
-            exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
-            traceback="".join(traceback_module.format_exception(exc)),
-            runtime=time.monotonic() - begin,
-        )
+    except BaseException as exc:  # noqa: BLE001 - sys.exit(), KeyboardInterrupt, GeneratorExit…
+        # …raised by a handler fail its task only: the pool thread or child serves on.
+        return failure(attempt, exc, time.monotonic() - begin)
     return Outcome(
         attempt.task_id,
         attempt.number,
@@ -82,6 +75,34 @@ def execute(attempt: tracker.Attempt) -> Outcome:
         result=_safe_repr(result),
         runtime=time.monotonic() - begin,
     )
+
+
+def failure(attempt: tracker.Attempt, exc: BaseException, runtime: float = 0.0) -> Outcome:
+    """The outcome of a handler that raised ``exc``, described without trusting ``exc``.
+
+    An exception whose ``__str__`` raises still gets its class and traceback recorded.
+    """
+    text = _safe_str(exc)
+    try:
+        trace = "".join(traceback_module.format_exception(exc))
+    except Exception:  # noqa: BLE001 - a broken exception must not break its own report
+        trace = "".join(traceback_module.format_tb(exc.__traceback__))
+    return Outcome(
+        attempt.task_id,
+        attempt.number,
+        False,
+        message=text or type(exc).__name__,
+        exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {text}",
+        traceback=trace,
+        runtime=runtime,
+    )
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as error:  # noqa: BLE001 - its __str__ raised
+        return f"<str() of the exception raised {type(error).__name__}>"
 
 
 def _safe_repr(value) -> str:

@@ -63,7 +63,7 @@ from atp.tracker.reading import (
     get_task_status_by_identifier,
 )
 from atp.tracker.reporting import heartbeat, set_task_progress, set_task_response
-from atp.tracker.requesting import request_abort, request_kill
+from atp.tracker.requesting import check_kill_signal, request_abort, request_kill
 from atp.tracker.running import (
     begin_attempt,
     finish_tasks,
@@ -78,6 +78,7 @@ from atp.tracker.running import (
 )
 from atp.tracker.sweeps import (
     delete_retired_tasks,
+    reclaim_orphans,
     recover_lost_workers,
     reenqueue_zombie_tasks,
     restart_or_fail,
@@ -142,8 +143,10 @@ __all__ = [
     # operator requests
     "request_abort",
     "request_kill",
+    "check_kill_signal",
     # sweeps
     "delete_retired_tasks",
+    "reclaim_orphans",
     "recover_lost_workers",
     "reenqueue_zombie_tasks",
     "restart_or_fail",

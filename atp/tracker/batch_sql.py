@@ -27,7 +27,7 @@ from atp.tracker.core import Attempt
 CLAIM = """
 WITH picked AS (
     SELECT id FROM atp_taskinstance
-    WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter}
+    WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter} {type_filter}
     ORDER BY priority DESC, run_after, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -51,13 +51,13 @@ LEFT JOIN claimed ON true
 #: End running attempts as FINISHED. Rows are locked in id order first, the order every
 #: batch uses, so two batches can never wait on each other in a cycle. Only the plain
 #: case is written: the attempt is current, the task runs or is paused, nobody asked to
-#: abort it and it is not a subtask (whose end counts into its parent). The conditions
+#: abort or terminate it and it is not a subtask (whose end counts into its parent). The conditions
 #: are checked on the locked rows (the CTE), never on the table: that keeps the planner
 #: on primary-key lookups, where a stale estimate could otherwise send it scanning the
 #: partial indexes that the conditions happen to match.
 FINISH = """
 WITH locked AS (
-    SELECT id, attempts, status, abort_requested_at, parent_id FROM atp_taskinstance
+    SELECT id, attempts, status, abort_requested_at, kill_signal, parent_id FROM atp_taskinstance
     WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 ),
 plain AS (
@@ -65,7 +65,8 @@ plain AS (
     JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS outcome(id, attempt)
         ON outcome.id = locked.id AND outcome.attempt = locked.attempts
     WHERE locked.status IN (%(running)s, %(paused)s)
-        AND locked.abort_requested_at IS NULL AND locked.parent_id IS NULL
+        AND locked.abort_requested_at IS NULL AND locked.kill_signal IS NULL
+        AND locked.parent_id IS NULL
 )
 UPDATE atp_taskinstance AS t
 SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s
@@ -87,7 +88,7 @@ RETURNING id
 """
 
 
-def claim(server_id: str, message: str, limit: int, queues, now: datetime):
+def claim(server_id: str, message: str, limit: int, queues, now: datetime, exclude_types=()):
     """Claim and start up to ``limit`` plain due tasks.
 
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
@@ -103,8 +104,11 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     queue_filter = ""
     if queues:
         queue_filter, params["queues"] = "AND queue = ANY(%(queues)s)", list(queues)
+    type_filter = ""
+    if exclude_types:
+        type_filter, params["excluded"] = "AND type_id <> ALL(%(excluded)s)", list(exclude_types)
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM.format(queue_filter=queue_filter), params)
+        cursor.execute(CLAIM.format(queue_filter=queue_filter, type_filter=type_filter), params)
         rows = cursor.fetchall()
     picked = rows[0][-1]
     rows = [row[:-1] for row in rows if row[0] is not None]

@@ -32,7 +32,7 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
     return [task.pk for task in tasks]
 
 
-def claim_tasks(server_id, message="", *, limit=1, queues=None) -> list[Attempt]:
+def claim_tasks(server_id, message="", *, limit=1, queues=None, exclude_types=()) -> list[Attempt]:
     """Claim up to ``limit`` due tasks and start them at once; return their attempts.
 
     ``dequeue_task`` and ``begin_attempt`` in one transaction and three statements for the
@@ -44,24 +44,37 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None) -> list[Attempt]
     it passed over due tasks it may not judge (expired tasks, rate-limited types), the ORM
     path looks again in the same transaction and judges them; the tasks it claims come
     last in the list, whatever their priority, but in the same batch.
+
+    ``exclude_types`` (task type ids) are left out: the daemon holds back a type whose
+    claim fails with an error (``atp.daemon.containment``).
     """
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
     if not sql.is_postgresql():
-        return [_attempt_of(task) for task in _take(server_id, message, limit, queues, start=True)]
+        tasks = _take(server_id, message, limit, queues, start=True, exclude_types=exclude_types)
+        return [_attempt_of(task) for task in tasks]
     with transaction.atomic():
-        attempts, skipped = batch_sql.claim(server_id, message, limit, queues, timezone.now())
+        attempts, skipped = batch_sql.claim(
+            server_id, message, limit, queues, timezone.now(), exclude_types
+        )
         if skipped:
-            rest = _take(server_id, message, limit - len(attempts), queues, start=True)
+            rest = _take(
+                server_id,
+                message,
+                limit - len(attempts),
+                queues,
+                start=True,
+                exclude_types=exclude_types,
+            )
             attempts += [_attempt_of(task) for task in rest]
     return attempts
 
 
-def _take(server_id, message, limit, queues, *, start) -> list[TaskInstance]:
+def _take(server_id, message, limit, queues, *, start, exclude_types=()) -> list[TaskInstance]:
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
     claimed: list[TaskInstance] = []
-    rate_limited: set[int] = set()  # types without room in their rate-limit window now
+    rate_limited = set(exclude_types)  # and types without room in their rate-limit window now
     with transaction.atomic():
         now = timezone.now()
         while len(claimed) < limit:
