@@ -61,6 +61,7 @@ _STATUS = {
     6: TaskResultStatus.FAILED,  # FAILED
     7: TaskResultStatus.FAILED,  # REVOKED
     8: TaskResultStatus.RUNNING,  # WAITING: for its subtasks
+    9: TaskResultStatus.READY,  # BLOCKED: for the tasks it depends on
 }
 
 
@@ -346,9 +347,11 @@ def _exception_path(exception: str) -> str:
 
 
 def _return_value(instance):
-    """A finished task's return value: its JSON response (None if it stored none)."""
+    """A finished task's return value: its JSON result, else its JSON response, else None."""
     from atp.models import Response
 
+    if instance.result is not None:
+        return instance.result
     try:
         response = instance.response
     except Response.DoesNotExist:

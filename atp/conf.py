@@ -33,6 +33,13 @@ class Defaults:
     PREFETCH: int = 32
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = 500
+    #: Declared schedules, name -> {"task": ..., "cron" or "every": ..., ...}; each daemon
+    #: syncs them when it starts (atp.schedules.declared). None = none.
+    SCHEDULES: dict | None = None
+    #: Most missed slots one schedule enqueues at once with catch_up="all" (the latest ones).
+    SCHEDULE_CATCH_UP_MAX: int = 1000
+    #: Bearer token that may read ``atp/metrics`` without a Django login; None = logins only.
+    METRICS_TOKEN: str | None = None
 
 
 _NAMES = {f.name for f in fields(Defaults)}

@@ -136,10 +136,17 @@ def _result(task: TaskInstance) -> TaskResult:
         uuid=str(task.uuid),
         state=state_name(task.status),
         status=Status(task.status).label,
-        result=_value(outcome["result"]) if "result" in outcome else None,
+        result=_result_value(task, outcome),
         exception=outcome.get("exception") if failed else None,
         traceback=outcome.get("traceback") if failed else None,
     )
+
+
+def _result_value(task: TaskInstance, outcome: dict):
+    """A task's result: its stored JSON result, else what the event's repr spells."""
+    if task.result is not None:
+        return task.result
+    return _value(outcome["result"]) if "result" in outcome else None
 
 
 def _value(text):

@@ -90,3 +90,7 @@ class Retry(BaseException):  # noqa: N818 - a control-flow signal, named like Ce
 
 class InvalidSearch(InvalidInput):
     """A task search query is malformed: bad syntax, unknown state, too short or too long."""
+
+
+class ScheduleNotFound(ATPError, LookupError):
+    """No schedule has the given name."""

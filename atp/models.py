@@ -22,6 +22,7 @@ class Status(models.IntegerChoices):
     FAILED = 6, "FAILED"  # terminal: failure
     REVOKED = 7, "REVOKED"  # terminal: cancelled, aborted or expired
     WAITING = 8, "WAITING"  # the handler returned; the task waits for its subtasks
+    BLOCKED = 9, "BLOCKED"  # enqueued, waits for the tasks it depends on (never claimed)
 
 
 #: Statuses a task never leaves.
@@ -32,7 +33,9 @@ ACTIVE = frozenset({Status.SCHEDULED, Status.RUNNING, Status.PAUSED})
 #: The status graph: which status may follow which. Anything else is InvalidTransition.
 #: ACCEPTED as a target is a (re-)enqueue: a restart, a retry or a claim given back.
 TRANSITIONS: dict[int, frozenset[int]] = {
-    Status.UNDEFINED: frozenset({Status.ACCEPTED}),
+    Status.UNDEFINED: frozenset({Status.ACCEPTED, Status.BLOCKED}),
+    # Released when its dependencies finished, or revoked when one failed.
+    Status.BLOCKED: frozenset({Status.ACCEPTED, Status.REVOKED}),
     Status.ACCEPTED: frozenset({Status.SCHEDULED, Status.REVOKED}),
     Status.SCHEDULED: frozenset({Status.RUNNING, Status.ACCEPTED, Status.FAILED, Status.REVOKED}),
     Status.RUNNING: frozenset(
@@ -221,6 +224,23 @@ class TaskInstance(models.Model):
         db_index=False,  # see the partial index atp_task_parent
     )
     progress = models.JSONField(null=True, blank=True)
+    # The handler's return value when it is JSON (dependent tasks read it); a return value
+    # that is not JSON leaves it null and only its repr is kept, in the task-succeeded event.
+    result = models.JSONField(
+        null=True, blank=True, help_text="The handler's return value, when it is JSON."
+    )
+    # Set (under the row lock) when a task is enqueued that depends on this one, so that
+    # ending this task takes the path that releases its dependents (atp.tracker.dependencies).
+    # db_default: the one-statement enqueue (atp.sql) names only the columns it sets.
+    has_dependents = models.BooleanField(default=False, db_default=False)
+    workflow = models.ForeignKey(
+        "Workflow",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
+        db_index=False,  # see the partial index atp_task_workflow
+    )
     # Requests from control (abort, revoke with terminate) that the owning daemon acts on.
     abort_requested_at = models.DateTimeField(null=True, blank=True)
     kill_signal = models.PositiveSmallIntegerField(
@@ -270,6 +290,12 @@ class TaskInstance(models.Model):
             models.Index(
                 fields=["parent"], condition=Q(parent__isnull=False), name="atp_task_parent"
             ),
+            # A workflow's tasks; partial, as most tasks belong to none.
+            models.Index(
+                fields=["workflow"],
+                condition=Q(workflow__isnull=False),
+                name="atp_task_workflow",
+            ),
             # The retention sweep: ended rows by type and end time.
             models.Index(
                 fields=["type", "finished_at"],
@@ -290,6 +316,55 @@ class TaskInstance(models.Model):
     def is_terminal(self) -> bool:
         """Whether the task has ended and will never change status again."""
         return self.status in TERMINAL
+
+
+class Workflow(models.Model):
+    """Tasks enqueued together by ``atp.workflows`` (a chain, group or chord), seen as one."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255, blank=True, help_text="What the canvas was.")
+    end_task = models.ForeignKey(
+        TaskInstance,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The task whose end is the workflow's end (none for a bare group).",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"workflow {self.pk} ({self.name})" if self.name else f"workflow {self.pk}"
+
+
+class Dependency(models.Model):
+    """An edge of a workflow: ``task`` is claimed only once ``depends_on`` has ended.
+
+    ``depends_on`` becomes null when that task is deleted before its dependent was
+    released; the edge then counts as a revoked dependency.
+    """
+
+    task = models.ForeignKey(TaskInstance, on_delete=models.CASCADE, related_name="dependencies")
+    depends_on = models.ForeignKey(
+        TaskInstance, null=True, on_delete=models.SET_NULL, related_name="dependent_edges"
+    )
+    position = models.PositiveIntegerField(help_text="Order given at enqueue (results order).")
+    run_on_failure = models.BooleanField(
+        default=False, help_text='on_dependency_failure="run": run even if this one failed.'
+    )
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "position"], name="atp_dependency_position"),
+        ]
+        indexes = [models.Index(fields=["depends_on"], name="atp_dependency_depends_on")]
+
+    def __str__(self):
+        return f"{self.task_id} after {self.depends_on_id}"
 
 
 class Response(models.Model):
@@ -382,3 +457,90 @@ class EventCursor(models.Model):
 
     def __str__(self):
         return f"{self.name} at {self.position}"
+
+
+class ScheduleQuerySet(models.QuerySet):
+    """Schedules by what the ticking daemons and the settings sync ask."""
+
+    def upcoming(self, until):
+        """Enabled schedules whose next slot is at or before ``until`` (the due index)."""
+        return self.filter(enabled=True, next_slot__lte=until)
+
+    def declared(self):
+        """Schedules that came from ``ATP["SCHEDULES"]``."""
+        return self.filter(source=Schedule.Source.SETTINGS)
+
+
+class Schedule(models.Model):
+    """A periodic task: a cron (in a time zone) or an interval, and the task type it runs.
+
+    Each slot's run is an ordinary task named ``<name>@<slot>`` (see ``atp.schedules``).
+    """
+
+    class CatchUp(models.TextChoices):
+        """Which missed slots (no daemon ran, or the schedule was disabled) still run."""
+
+        ONE = "one"  # the latest missed slot, once
+        ALL = "all"  # every missed slot (at most ATP["SCHEDULE_CATCH_UP_MAX"])
+        SKIP = "skip"  # none
+
+    class Source(models.TextChoices):
+        """Where the schedule was declared; the settings sync removes only its own."""
+
+        CODE = "code"  # register_schedule or the admin
+        SETTINGS = "settings"  # ATP["SCHEDULES"]
+
+    name = models.CharField(max_length=40, unique=True)
+    task_type = models.ForeignKey(TaskType, on_delete=models.CASCADE, related_name="schedules")
+    cron = models.CharField(
+        max_length=128, blank=True, help_text='Five cron fields, or an alias such as "@daily".'
+    )
+    every = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds between slots, aligned to the Unix epoch."
+    )
+    input = models.JSONField(null=True, blank=True, help_text="Each run's input.")
+    enabled = models.BooleanField(default=True)
+    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONE)
+    options = models.JSONField(
+        default=dict, blank=True, help_text='enqueue_task options of the runs: {"priority": 5}.'
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CODE)
+    checked_until = models.DateTimeField(
+        default=timezone.now,
+        help_text="Slots up to here are handled: run, skipped, or older than the schedule.",
+    )
+    next_slot = models.DateTimeField(null=True, blank=True)
+    # The id of the latest run, not a foreign key: deleting tasks (retention, by the
+    # thousand) must not pay for a look at the schedules.
+    last_task_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Last: in the class body, the name hides django.utils.timezone from the fields above.
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="IANA time zone the cron is read in."
+    )
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(every__gte=1)) | (~Q(cron="") & Q(every__isnull=True)),
+                name="atp_schedule_cron_xor_every",
+                violation_error_message="give exactly one of cron and every",
+            ),
+        ]
+        indexes = [
+            # The ticks' query: enabled schedules by next slot.
+            models.Index(fields=["next_slot"], condition=Q(enabled=True), name="atp_schedule_due"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def describe(self) -> str:
+        """The timing in words: ``cron '30 2 * * *' in Europe/Berlin`` or ``every 60 s``."""
+        if self.every is not None:
+            return f"every {self.every} s"
+        return f"cron {self.cron!r} in {self.timezone}"

@@ -38,6 +38,7 @@ class TaskStatus:
     FAILED = Status.FAILED
     REVOKED = Status.REVOKED
     WAITING = Status.WAITING
+    BLOCKED = Status.BLOCKED
 
     def __init__(self, task_id, attempt=None, *, soft_time_limit=None):
         self.task_id = task_id
@@ -126,6 +127,14 @@ class TaskStatus:
             attempt=self.attempt,
             action_name=action_name,
         )
+
+    def dependency_results(self) -> list:
+        """The JSON results of the tasks this one depends on, in the order they were given.
+
+        None stands for a dependency without a JSON result. Empty for a task without
+        dependencies (``enqueue_task(..., depends_on=[...])``, ``atp.workflows``).
+        """
+        return tracker.results_of(self.task_id)
 
     def get_progress(self) -> dict | None:
         """This task's progress (``set_progress``'s dict, or a parent's subtask counters)."""

@@ -2,6 +2,8 @@
 
 from django.urls import path
 
+from atp.http import metrics
+from atp.http import schedules as schedule_api
 from atp.http import views as api
 
 app_name = "atp"
@@ -19,4 +21,9 @@ urlpatterns = [
     path("api/task/rate-limit/<path:name>", api.rate_limit, name="api-task-rate-limit"),
     path("api/task/timeout/<path:name>", api.timeout, name="api-task-timeout"),
     path("api/workers", api.workers, name="api-workers"),
+    # Periodic tasks (atp.schedules)
+    path("api/schedules", schedule_api.schedule_list, name="api-schedules"),
+    path("api/schedule/pause/<str:name>", schedule_api.pause, name="api-schedule-pause"),
+    path("api/schedule/resume/<str:name>", schedule_api.resume, name="api-schedule-resume"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -17,6 +17,7 @@ STATUS_COLOURS = {
     Status.FAILED: "#dc3545",
     Status.REVOKED: "#8d6e63",
     Status.WAITING: "#6f42c1",
+    Status.BLOCKED: "#adb5bd",
 }
 
 

@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from atp import tracker
 from atp.admin import actions, display
+from atp.admin import workflows as workflow_admin
 from atp.admin.filters import ServerFilter, search_condition
 from atp.admin.paginator import EstimatedCountPaginator
 from atp.models import TERMINAL, Response, TaskInstance
@@ -73,6 +74,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                     ("type_link", "identifier"),
                     ("uuid", "status_badge"),
                     ("parent_link", "subtasks"),
+                    ("workflow_link", "dependencies", "dependents"),
                     ("queue", "priority"),
                     ("run_after", "expires"),
                 )
@@ -112,6 +114,9 @@ class TaskInstanceAdmin(admin.ModelAdmin):
             "status_badge",
             "parent_link",
             "subtasks",
+            "workflow_link",
+            "dependencies",
+            "dependents",
             "server_link",
             "progress_bar",
             "runtime",
@@ -242,6 +247,21 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         all_url = reverse("admin:atp_taskinstance_changelist") + f"?parent__id__exact={task.pk}"
         more = "more…" if len(children) > CHILDREN_LIMIT else "list"
         return format_html('{} <a href="{}">({})</a>', items, all_url, more)
+
+    @admin.display(description="workflow")
+    def workflow_link(self, task):
+        """The workflow the task belongs to, linked to its graph."""
+        return workflow_admin.workflow_link(task)
+
+    @admin.display(description="waits for")
+    def dependencies(self, task):
+        """The tasks this one depends on, with their statuses."""
+        return workflow_admin.dependencies_of(task)
+
+    @admin.display(description="dependents")
+    def dependents(self, task):
+        """The tasks that depend on this one, with their statuses."""
+        return workflow_admin.dependents_of(task)
 
     @admin.display(description="server")
     def server_link(self, task):

@@ -98,6 +98,7 @@ def pages() -> dict[str, str]:
         "dashboard": f"{base}dashboard/",
         "task type list": "/admin/atp/tasktype/",
         "worker list": "/admin/atp/worker/",
+        "metrics (Prometheus)": "/atp/metrics",
     }
 
 

@@ -59,7 +59,16 @@ from django.utils import timezone
 
 from atp import tracker
 from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
-from atp.models import LogRecord, Response, Status, TaskInstance, TaskType, Worker
+from atp.models import (
+    Dependency,
+    LogRecord,
+    Response,
+    Status,
+    TaskInstance,
+    TaskType,
+    Worker,
+    Workflow,
+)
 
 logger = logging.getLogger("atp.bench")
 
@@ -72,7 +81,9 @@ BENCH_TYPES = {
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000
-SECTIONS = ("enqueue", "drain", "latency", "backlog")
+SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow")
+#: No-op tasks in the workflow section's chord (plus its callback).
+CHORD_TASKS = 1000
 DRAIN_VARIANTS = (("processes", 1), ("processes", 2), ("processes", 4), ("threads", 4))
 BACKLOG_DAEMON = ("processes", 2)  # the configuration the issue's targets are stated for
 BACKLOGS = (1_000, 1_000_000)
@@ -164,6 +175,14 @@ def reset(types=tuple(BENCH_TYPES)) -> None:
         for model in (LogRecord, Response):
             table = model._meta.db_table
             cursor.execute(f"DELETE FROM {table} WHERE instance_id IN ({tasks})", type_ids)  # noqa: S608
+        # The workflow section's rows that point at these tasks.
+        edges, flows = Dependency._meta.db_table, Workflow._meta.db_table
+        cursor.execute(
+            f"DELETE FROM {edges} WHERE task_id IN ({tasks}) OR depends_on_id IN ({tasks})",  # noqa: S608
+            type_ids * 2,
+        )
+        unlink = f"UPDATE {flows} SET end_task_id = NULL WHERE end_task_id IN ({tasks})"  # noqa: S608
+        cursor.execute(unlink, type_ids)
         cursor.execute(f"DELETE FROM {_TASKS} WHERE type_id IN ({marks})", type_ids)  # noqa: S608
 
 
@@ -475,6 +494,7 @@ def run(
     backlog_tasks=5000,
     sections=SECTIONS,
     out=None,
+    chord_tasks=CHORD_TASKS,
 ) -> dict:
     """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
 
@@ -485,7 +505,9 @@ def run(
     setup()
     settle()  # statistics that count the history (not here in setup: see fill_history)
     try:
-        report = _run_sections(tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections)
+        report = _run_sections(
+            tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections, chord_tasks
+        )
     finally:
         reset([HISTORY])
     report["seconds"] = time.perf_counter() - begin
@@ -495,7 +517,9 @@ def run(
     return report
 
 
-def _run_sections(tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections) -> dict:
+def _run_sections(
+    tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections, chord_tasks=CHORD_TASKS
+) -> dict:
     report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
     if "enqueue" in sections:
         report["enqueue"] = median_of([measure_enqueue(max(1, tasks // 5)) for _ in range(runs)])
@@ -506,6 +530,10 @@ def _run_sections(tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sec
         }
     if "latency" in sections:
         report["latency"] = median_of([measure_latency(latency_tasks) for _ in range(runs)])
+    if "workflow" in sections:
+        from atp.bench import workflow  # it imports this module
+
+        report["workflow"] = median_of([workflow.measure_chord(chord_tasks) for _ in range(runs)])
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
@@ -562,6 +590,12 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
         variant = f"idle -n 2, {latency['tasks']:,} tasks 20 ms apart"
         for q in (50, 95, 99):
             add("latency", variant, f"p{q} enqueue->start", latency[f"p{q}_ms"], "ms", 1)
+    if "workflow" in report:
+        chord = report["workflow"]
+        variant = f"chord of {chord['tasks']:,} no-op tasks + callback, processes -n 4"
+        add("workflow", variant, "enqueue", chord["enqueue_s"], "s", 2)
+        add("workflow", variant, "end to end", chord["end_to_end_s"], "s", 2)
+        add("workflow", variant, "steady rate", chord["drain_per_s"], "tasks/s")
     backlog = report.get("backlog", {})
     if "skipped" in backlog:
         rows.append(("backlog", "skipped", backlog["skipped"], "", ""))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from atp import events, tracker
+from atp import events, schedules, tracker
 from atp.conf import settings
 from atp.daemon import workers
 from atp.daemon.broker import BrokerLinks
@@ -26,6 +26,7 @@ from atp.daemon.containment import Quarantine, StepFailed, step
 from atp.daemon.db import classify, drop_all, limit_daemon_sessions, use_persistent_connections
 from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
 from atp.daemon.runner import Outcome, record, record_all
+from atp.daemon.schedules import ScheduleClock
 from atp.daemon.wakeup import Listener
 from atp.exceptions import (
     InvalidTransition,
@@ -118,6 +119,7 @@ class Daemon:
         self.exit_code = 0
         self._wake_reader, self._wake_writer = os.pipe()
         self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
+        self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -134,7 +136,10 @@ class Daemon:
         self.pool = POOLS[self.options.pool](self.options.concurrency)
         previous = self._install_signal_handlers()
         try:
-            while not self._db(self._register, "register"):
+            # At start an error is not contained: the daemon refuses to start with it.
+            while not self._db(self._register, "register", contain=False):
+                self._sleep_until(self.db_retry_at)
+            while not self._db(self._sync_schedules, "schedules", contain=False):
                 self._sleep_until(self.db_retry_at)
             self.listener.connect()
             self.broker = BrokerLinks.start(self, events.node_name())
@@ -197,6 +202,8 @@ class Daemon:
         # tasks a second the sweeps would otherwise run several times a second for nothing.
         if self.since_cleanup >= settings.CLEANUP_EVERY and now >= self.next_sweep:
             self._db(self._cleanup, "sweep")
+        if now >= self.schedules.due_at:
+            self._db(self._tick_schedules, "schedules")
         if self._db_step_due():
             self._db(self._record_and_claim, "record and claim")
         if self.queue_empty and now >= self.next_idle_cleanup:
@@ -278,13 +285,14 @@ class Daemon:
 
     # --- the database -------------------------------------------------------------------
 
-    def _db(self, work, name: str) -> bool:
+    def _db(self, work, name: str, *, contain: bool = True) -> bool:
         """Run one database step; return whether it ran to the end.
 
         What a failure means decides what follows (``atp.daemon.db.classify``):
         an outage is noted once, every connection dropped, and every step retried with
         backoff, while the loop keeps serving the pool; a busy database (a lock timeout)
-        retries soon, on the same connections; an error is contained (``_contain``).
+        retries soon, on the same connections; an error is contained (``_contain``),
+        or raised when ``contain`` is false.
         """
         now = time.monotonic()
         if now < self.db_retry_at or now < self.retry_at.get(name, 0.0):
@@ -299,6 +307,8 @@ class Daemon:
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, StepFailed) else exc
             kind = "error" if isinstance(exc, StepFailed) else classify(exc)
+            if kind == "error" and not contain:
+                raise
             if kind == "outage":
                 self._outage(exc)
             elif kind == "busy":
@@ -689,7 +699,25 @@ class Daemon:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
         for entry in tracker.delete_retired_tasks():
             self.log.info("Deleted retired task %s", entry.name)
-        return len(zombies)
+        released = tracker.decide_orphaned_dependents()
+        if released:
+            self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)
+        return len(zombies) + released
+
+    # --- periodic tasks ------------------------------------------------------------------
+
+    def _sync_schedules(self) -> None:
+        """Make the schedules match ``ATP["SCHEDULES"]`` (a bad entry stops the start)."""
+        saved, removed = schedules.sync_declared_schedules()
+        if saved or removed:
+            self.log.info(
+                "Schedules from settings: %d synced, %d removed", len(saved), len(removed)
+            )
+
+    def _tick_schedules(self) -> None:
+        """Enqueue the runs of due schedule slots (every daemon ticks; none leads)."""
+        if self.schedules.tick():
+            self.queue_empty = False  # a run waits: claim it now rather than at the next poll
 
     # --- waiting ------------------------------------------------------------------------
 
@@ -706,7 +734,7 @@ class Daemon:
             # Timers that need the database wait for the next retry, or the loop would spin.
             wake_at = min(wake_at, max(self.db_retry_at, now + 0.01))
         else:
-            wake_at = min(wake_at, self.next_heartbeat)
+            wake_at = min(wake_at, self.next_heartbeat, self.schedules.due_at)
             if can_claim:
                 wake_at = min(wake_at, self.next_poll)
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]

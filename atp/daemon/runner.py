@@ -17,6 +17,7 @@ from atp.daemon.db import CONNECTION_ERRORS
 from atp.exceptions import InvalidTransition, Retry, StaleAttempt, TaskNotFound
 from atp.taskstatus import TaskStatus
 from atp.tracker import retries
+from atp.tracker.results import json_text
 
 logger = logging.getLogger("atp.runner")
 
@@ -29,6 +30,7 @@ class Outcome:
     attempt: int
     succeeded: bool
     result: str = ""  # repr of the return value
+    result_json: str | None = None  # the return value as JSON text, when it is JSON
     message: str = ""
     exception: str = ""  # "module.Class: message"
     traceback: str = ""
@@ -73,6 +75,7 @@ def execute(attempt: tracker.Attempt) -> Outcome:
         attempt.number,
         True,
         result=_safe_repr(result),
+        result_json=json_text(result),
         runtime=time.monotonic() - begin,
     )
 
@@ -135,7 +138,10 @@ def record(outcome: Outcome) -> str:
             )
         if outcome.succeeded:
             changed = tracker.stop_task_success_if_not_finished(
-                outcome.task_id, attempt=outcome.attempt, result_repr=outcome.result
+                outcome.task_id,
+                attempt=outcome.attempt,
+                result_repr=outcome.result,
+                result_json=outcome.result_json,
             )
             return "finished" if changed else "unchanged"
         # A type with max_retries > 0 retries a handler that raised (with its backoff);
@@ -166,7 +172,9 @@ def record_all(outcomes) -> list[str]:
         for outcome in outcomes
         if outcome.succeeded and not (outcome.lost or outcome.handled or outcome.transient)
     ]
-    successes = [(outcome.task_id, outcome.attempt, outcome.result) for outcome in plain]
+    successes = [
+        (outcome.task_id, outcome.attempt, outcome.result, outcome.result_json) for outcome in plain
+    ]
     finished = tracker.finish_tasks(successes) if successes else {}
     return [finished.get(outcome.task_id) or record(outcome) for outcome in outcomes]
 

@@ -382,3 +382,10 @@ def as_dict(task: TaskInstance) -> dict:
 def _root_fallback(task) -> str:
     """Root id of a task without a task-sent record (rows written outside the tracker)."""
     return str(task.atp_parent_uuid or task.uuid)
+
+
+def get_workflow(workflow_id) -> dict:
+    """A workflow as one thing: its state, counts and progress (``atp.workflows``)."""
+    from atp.query.workflows import workflow_state
+
+    return workflow_state(workflow_id)

@@ -14,6 +14,7 @@ CELERY_STATE = {
     Status.FAILED: "FAILURE",
     Status.REVOKED: "REVOKED",
     Status.WAITING: "WAITING",
+    Status.BLOCKED: "BLOCKED",
 }
 
 #: Celery states no ATP task is ever in: a filter on them is valid and matches nothing.

@@ -48,6 +48,7 @@ from atp.tracker.core import (
     _get_task,
     _get_type,
 )
+from atp.tracker.dependencies import decide_orphaned_dependents, results_of
 from atp.tracker.queueing import ENQUEUE_OPTIONS, enqueue_task, enqueue_tasks, reenqueue_task
 from atp.tracker.reading import (
     count_by_status,
@@ -136,6 +137,8 @@ __all__ = [
     "stop_task_success",
     "stop_task_success_if_not_finished",
     "wait_for_subtasks",
+    # dependencies
+    "results_of",
     # reporting
     "heartbeat",
     "set_task_progress",
@@ -145,6 +148,7 @@ __all__ = [
     "request_kill",
     "check_kill_signal",
     # sweeps
+    "decide_orphaned_dependents",
     "delete_retired_tasks",
     "reclaim_orphans",
     "recover_lost_workers",

@@ -209,12 +209,17 @@ def _ended(task: TaskInstance) -> None:
     """The one hook every terminal transition calls, inside its transaction.
 
     A subtask's end is counted into its parent here (``atp.tracker.subtasks``), so the count
-    commits with the status, exactly once.
+    commits with the status, exactly once; the tasks that depend on it are released or
+    revoked here too (``atp.tracker.dependencies``), in the same transaction.
     """
     if task.parent_id is not None:
         from atp.tracker import subtasks  # atp.tracker.subtasks imports this module
 
         subtasks.subtask_ended(task)
+    if task.has_dependents:
+        from atp.tracker import dependencies
+
+        dependencies.dependency_ended(task)
 
 
 def _attempt_of(task: TaskInstance) -> Attempt:

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from atp import events, sql, validation
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
-from atp.models import LogRecord, Status, TaskInstance, TaskType
+from atp.models import LogRecord, Status, TaskInstance, TaskType, sources_of
+from atp.tracker import dependencies
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
 
@@ -18,17 +19,31 @@ logger = logging.getLogger("atp.tracker")
 
 
 #: Options ``enqueue_task`` accepts.
-ENQUEUE_OPTIONS = ("priority", "queue", "run_after", "eta", "countdown", "expires", "parent")
+ENQUEUE_OPTIONS = (
+    "priority",
+    "queue",
+    "run_after",
+    "eta",
+    "countdown",
+    "expires",
+    "parent",
+    "depends_on",
+    "on_dependency_failure",
+    "workflow",
+)
 
 
-def enqueue_task(type, identifier=None, input=None, message="", **options) -> int:
+def enqueue_task(
+    type, identifier=None, input=None, message="", *, event_fields=None, **options
+) -> int:
     """Put a new task in the queue (ACCEPTED) and return its id.
 
     Parameters: ``type`` (task type identifier), ``identifier`` (≤64 characters, unique per
     type; a UUID when None), ``input`` (JSON-serialisable), ``message`` (for the log), and
     options ``priority`` (higher first; default the type's), ``queue``, ``run_after``/``eta``
     (datetime) or ``countdown`` (seconds), ``expires`` (datetime or seconds from now; an
-    expired task is revoked, not run) and ``parent`` (task id).
+    expired task is revoked, not run) and ``parent`` (task id). ``event_fields`` (a dict)
+    are added to the task's ``task-sent`` event (a schedule's run names its schedule there).
 
     Raises UnknownTaskType, InvalidInput, DuplicateTask, or QueueFull when the type's queue
     already holds its limit of waiting tasks. The limit check and the insert are atomic.
@@ -40,7 +55,13 @@ def enqueue_task(type, identifier=None, input=None, message="", **options) -> in
     validation.json_input(input, where)
     try:
         (task_id,) = _enqueue(
-            task_type, [(identifier, task_uuid, input)], message, options, where, check_limit=True
+            task_type,
+            [(identifier, task_uuid, input)],
+            message,
+            options,
+            where,
+            check_limit=True,
+            event_fields=event_fields,
         )
     except IntegrityError as exc:
         # By the type's identifier: ``task_type`` may be a stale copy ``_enqueue`` replaced.
@@ -131,17 +152,34 @@ def _reload_type(task_type: TaskType) -> TaskType:
     return _enqueue_type(task_type.identifier)
 
 
-def _enqueue(task_type, batch, message, options, where, check_limit, fields=None) -> list[int]:
+def _enqueue(
+    task_type, batch, message, options, where, check_limit, fields=None, event_fields=None
+) -> list[int]:
     """Insert ``batch`` (``(identifier, uuid, input)`` triples) as ACCEPTED tasks; their ids.
+
+    ``event_fields`` are added to every task's ``task-sent`` event.
 
     Raises QueueFull, or IntegrityError (a clash) for the caller to name.
     """
+    after = dependencies.clean(
+        options.get("depends_on"), options.get("on_dependency_failure"), where
+    )
+    if after[0] or options.get("workflow") is not None:
+        # Dependencies and workflows take the portable path: their rules live there once.
+        # It reads the type's row (the cache may be stale; the SQL path checks, this does not).
+        task_type = _get_type(task_type.identifier)
+        fields = _enqueue_fields(task_type, options, where)
+        return _insert_with_orm(
+            task_type, fields, batch, message, check_limit, after, where, event_fields
+        )
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)
         if not sql.is_postgresql():
-            return _insert_with_orm(task_type, fields, batch, message, check_limit)
-        ids = _insert_with_sql(task_type, fields, batch, message, check_limit)
+            return _insert_with_orm(
+                task_type, fields, batch, message, check_limit, event_fields=event_fields
+            )
+        ids = _insert_with_sql(task_type, fields, batch, message, check_limit, event_fields)
         if ids is not None:
             return ids
         task_type, fields = _reload_type(task_type), None
@@ -155,31 +193,78 @@ def _enqueue(task_type, batch, message, options, where, check_limit, fields=None
 _STALE_TYPE_RETRIES = 3
 
 
-def _insert_with_orm(task_type, fields, batch, message, check_limit) -> list[int]:
-    """The portable insert: the limit check, the tasks and their logs, one transaction."""
+def _insert_with_orm(
+    task_type,
+    fields,
+    batch,
+    message,
+    check_limit,
+    after=([], "revoke"),
+    where="",
+    event_fields=None,
+) -> list[int]:
+    """The portable insert: the limit check, the tasks and their logs, one transaction.
+
+    ``after`` is ``(dependency ids, policy)`` from ``dependencies.clean``: with dependencies
+    the tasks start BLOCKED (or ACCEPTED, or REVOKED, by what their dependencies did).
+    ``event_fields`` are added to each ``task-sent`` event.
+    """
+    depends_on, policy = after
     with transaction.atomic():
         if check_limit:
             _check_queue_limit(task_type, adding=len(batch))
+        locked = dependencies.lock_dependencies(depends_on, where) if depends_on else {}
+        status, revoked_because = (
+            dependencies.initial_status(locked, policy) if depends_on else (Status.ACCEPTED, "")
+        )
         now = timezone.now()
         tasks = [_accepted_task(task_type, fields, item, now) for item in batch]
+        for task in tasks:
+            task.status = status
+            if status == Status.REVOKED:
+                task.finished_at = now
         TaskInstance.objects.bulk_create(tasks)
-        LogRecord.objects.bulk_create(
+        records = [
             _log(
                 task,
-                Status.ACCEPTED,
+                Status.ACCEPTED if status == Status.REVOKED else status,
                 message,
                 events.TASK_SENT,
                 now,
                 **events.call_fields(task),
-                **_lineage(task),
+                **_sent_lineage(task, locked, depends_on),
+                **(event_fields or {}),
             )
             for task in tasks
-        )
-        sql.notify_enqueued(tasks[0].queue)
+        ]
+        if status == Status.REVOKED:
+            fields_revoked = events.revoked_fields(terminated=False, signum=None, expired=False)
+            records += [
+                _log(task, status, revoked_because, events.TASK_REVOKED, now, **fields_revoked)
+                for task in tasks
+            ]
+        LogRecord.objects.bulk_create(records)
+        if depends_on:
+            dependencies.attach(tasks, depends_on, locked, policy)
+        if status == Status.ACCEPTED:
+            sql.notify_enqueued(tasks[0].queue)
     return [task.pk for task in tasks]
 
 
-def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int] | None:
+def _sent_lineage(task, locked, depends_on) -> dict:
+    """``task-sent``'s parent_id/root_id: by its parent task, or by what it depends on."""
+    if task.parent_id is not None or not depends_on:
+        lineage = _lineage(task)
+        if task.workflow_id is not None and task.parent_id is None:
+            lineage["root_id"] = str(getattr(task.workflow, "root_uuid", None) or task.uuid)
+        return lineage
+    root = getattr(task.workflow, "root_uuid", None) if task.workflow_id is not None else None
+    return dependencies.sent_lineage(locked, depends_on, root)
+
+
+def _insert_with_sql(
+    task_type, fields, batch, message, check_limit, event_fields
+) -> list[int] | None:
     """The PostgreSQL insert: one statement in one round trip (``sql.enqueue_rows``).
 
     Returns the ids, or None when ``task_type`` turned out stale and nothing was inserted.
@@ -190,6 +275,7 @@ def _insert_with_sql(task_type, fields, batch, message, check_limit) -> list[int
         limit = sql.QueueLimit(size, task_type.pk if task_type.max_queue_size is not None else None)
     now = timezone.now()
     template, root_id = _sent_fields(task_type, fields, batch[0][1], now)
+    template.update(event_fields or {})
     params = {
         **_statement_values(task_type, fields, batch, message, now),
         "fields": json.dumps(template),
@@ -343,6 +429,8 @@ def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
     fields["expires"] = validation.moment(options.get("expires"), "expires", now)
     if options.get("parent") is not None:
         fields["parent"] = _get_task(options["parent"])
+    if options.get("workflow") is not None:
+        fields["workflow"] = options["workflow"]  # atp.workflows passes its Workflow row
     return fields
 
 
@@ -390,6 +478,8 @@ def reenqueue_task(
         task_id,
         Status.ACCEPTED,
         message,
+        # Not BLOCKED: only its dependencies release a task that waits for them.
+        sources=sources_of(Status.ACCEPTED) - {Status.BLOCKED},
         attempt=attempt,
         event=events.TASK_RETRIED,
         changes=lambda task: {

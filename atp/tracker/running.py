@@ -1,5 +1,7 @@
 """An attempt's transitions: start, pause, resume, wait for subtasks, finish, fail, revoke."""
 
+import json
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -8,6 +10,7 @@ from atp.exceptions import InvalidTransition, StaleAttempt
 from atp.models import LogRecord, Status, TaskInstance
 from atp.tracker import batch_sql
 from atp.tracker.core import Attempt, _attempt_of, _check_owner, _ended, _log, _transition
+from atp.tracker.results import NO_RESULT, stored_result
 
 
 def begin_attempt(task_id, message="", *, server_id=None) -> Attempt:
@@ -32,27 +35,35 @@ def start_task(task_id, message="", *, server_id=None):
     return begin_attempt(task_id, message, server_id=server_id).input
 
 
-def stop_task_success(task_id, message="", *, attempt=None, result=None, result_repr=None):
+def stop_task_success(
+    task_id, message="", *, attempt=None, result=None, result_repr=None, result_json=None
+):
     """End a task as FINISHED.
 
-    ``result`` is the handler's return value; the event stores its repr (Celery's
-    ``result``). A worker that has only the repr (it crossed a process pipe) passes
-    ``result_repr`` instead.
+    ``result`` is the handler's return value: stored as the task's JSON ``result`` when it
+    is JSON, and its repr in the event (Celery's ``result``). A worker whose result crossed
+    a process pipe passes ``result_repr`` and ``result_json`` (its JSON text, or None).
     """
-    _finish(task_id, message, attempt, _repr_of(result, result_repr))
+    stored = (
+        stored_result(result, result_json)
+        if result_repr is None
+        else (stored_result(result_json=result_json))
+    )
+    _finish(task_id, message, attempt, _repr_of(result, result_repr), stored)
 
 
 def _repr_of(result, result_repr) -> str:
     return result_repr if result_repr is not None else repr(result)
 
 
-def _finish(task_id, message, attempt, result_repr, sources=None) -> None:
+def _finish(task_id, message, attempt, result_repr, stored=NO_RESULT, sources=None) -> None:
     _transition(
         task_id,
         Status.FINISHED,
         message,
         attempt=attempt,
         sources=sources,
+        changes=(lambda task: {}) if stored is NO_RESULT else (lambda task: {"result": stored}),
         fields=lambda task, moment: {
             "result": result_repr,
             "runtime": events.runtime_of(task, moment),
@@ -61,7 +72,7 @@ def _finish(task_id, message, attempt, result_repr, sources=None) -> None:
 
 
 def stop_task_success_if_not_finished(
-    task_id, message="", *, attempt=None, result=None, result_repr=None
+    task_id, message="", *, attempt=None, result=None, result_repr=None, result_json=None
 ) -> bool:
     """End a RUNNING or PAUSED task as FINISHED; leave any other status alone.
 
@@ -76,6 +87,9 @@ def stop_task_success_if_not_finished(
             message,
             attempt,
             _repr_of(result, result_repr),
+            stored_result(result, result_json)
+            if result_repr is None
+            else (stored_result(result_json=result_json)),
             sources={Status.RUNNING, Status.PAUSED},
         )
     except InvalidTransition:
@@ -86,12 +100,13 @@ def stop_task_success_if_not_finished(
 def finish_tasks(successes) -> dict[int, str]:
     """End many tasks whose handlers returned, as FINISHED, in one transaction.
 
-    ``successes`` are ``(task_id, attempt, result_repr)`` triples. Each gets the rules of
+    ``successes`` are ``(task_id, attempt, result_repr)`` triples, or quadruples with the
+    result's JSON text (or None) last. Each gets the rules of
     ``stop_task_success_if_not_finished``; the batch costs three statements (lock, update,
     log) instead of three per task. Returns ``{task_id: "finished" | "revoked" |
     "unchanged" | "lost"}`` ("lost": the attempt is stale; nothing written for it).
     """
-    successes = list(successes)
+    successes = [(*success, None)[:4] for success in successes]
     outcome: dict[int, str] = {}
     if not successes:
         return outcome
@@ -103,12 +118,12 @@ def finish_tasks(successes) -> dict[int, str]:
         locked = (
             TaskInstance.objects.select_for_update(of=("self",))
             .select_related("type")
-            .filter(pk__in=[task_id for task_id, _, _ in successes])
+            .filter(pk__in=[success[0] for success in successes])
             .order_by("pk")  # one lock order for every batch: no deadlock between batches
         )
         tasks = {task.pk: task for task in locked}
         done = []
-        for task_id, attempt, result_repr in successes:
+        for task_id, attempt, result_repr, result_json in successes:
             task = tasks.get(task_id)
             try:
                 if task is not None:
@@ -120,17 +135,24 @@ def finish_tasks(successes) -> dict[int, str]:
                 outcome[task_id] = "unchanged"
             elif task.abort_requested_at is not None or task.kill_signal is not None:
                 # An abort or a terminate request wins: the one-task path judges it.
-                _finish(task_id, "", attempt, result_repr, sources={task.status})
+                stored = stored_result(result_json=result_json)
+                _finish(task_id, "", attempt, result_repr, stored, sources={task.status})
                 outcome[task_id] = "revoked"
             else:
-                done.append((task, result_repr))
+                done.append((task, result_repr, result_json))
         if done:
             now = timezone.now()
-            TaskInstance.objects.filter(pk__in=[task.pk for task, _ in done]).update(
+            for task, _, result_json in done:
+                if result_json is not None:
+                    task.result = json.loads(result_json)
+            TaskInstance.objects.filter(pk__in=[task.pk for task, _, _ in done]).update(
                 status=Status.FINISHED, finished_at=now, updated_at=now
             )
+            with_results = [task for task, _, result_json in done if result_json is not None]
+            if with_results:
+                TaskInstance.objects.bulk_update(with_results, ["result"])
             records = []
-            for task, result_repr in done:
+            for task, result_repr, _ in done:
                 runtime = events.runtime_of(task, now)
                 task.status, task.finished_at, task.updated_at = Status.FINISHED, now, now
                 records.append(
@@ -146,7 +168,7 @@ def finish_tasks(successes) -> dict[int, str]:
                 )
                 outcome[task.pk] = "finished"
             LogRecord.objects.bulk_create(records)
-            for task, _ in done:
+            for task, _, _ in done:
                 _ended(task)
     return outcome
 

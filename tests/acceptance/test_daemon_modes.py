@@ -150,10 +150,13 @@ def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
         "atp_bench",
         *("--tasks", "20", "--runs", "1", "--latency-tasks", "5", "--json", str(out)),
         *("--drain", "processes:1,threads:2", "--backlog", "10,50", "--backlog-tasks", "20"),
+        *("--chord-tasks", "20"),
         stdout=io.StringIO(),
     )
     report = json.loads(out.read_text())
-    assert set(report) >= {"enqueue", "drain", "latency", "backlog"}
+    assert set(report) >= {"enqueue", "drain", "latency", "backlog", "workflow"}
+    chord = report["workflow"]
+    assert chord["tasks"] == 20 and 0 < chord["enqueue_s"] < chord["end_to_end_s"]
     on_postgres = report["database"] == "postgresql"
     backlog = report["backlog"]["by_backlog"]
     assert list(report["drain"]) == ["processes -n 1", "threads -n 2"]

@@ -186,6 +186,7 @@ def test_status_codes_are_the_contracts():
         "FAILED": 6,
         "REVOKED": 7,
         "WAITING": 8,
+        "BLOCKED": 9,  # workflows (issue 20): waits for the tasks it depends on
     }
 
 

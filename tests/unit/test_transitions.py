@@ -43,8 +43,17 @@ EVENTS = {
 RUNNING_EVENT = {Status.SCHEDULED: "task-started", Status.PAUSED: "task-resumed"}
 
 PAIRS = [(source, target) for source in Status for target in MOVERS]
-ALLOWED = [pair for pair in PAIRS if pair[1] in TRANSITIONS[pair[0]]]
-REFUSED = [pair for pair in PAIRS if pair[1] not in TRANSITIONS[pair[0]]]
+#: BLOCKED → ACCEPTED has no mover of its own: only the end of a task's last dependency
+#: releases it (tests/unit/test_workflows.py); reenqueue_task refuses it.
+RELEASED_BY_DEPENDENCIES = (Status.BLOCKED, Status.ACCEPTED)
+ALLOWED = [
+    pair for pair in PAIRS if pair[1] in TRANSITIONS[pair[0]] and pair != RELEASED_BY_DEPENDENCIES
+]
+REFUSED = [
+    pair
+    for pair in PAIRS
+    if pair[1] not in TRANSITIONS[pair[0]] or pair == RELEASED_BY_DEPENDENCIES
+]
 
 
 def _pair_id(pair):
@@ -61,7 +70,9 @@ def test_the_graph_covers_every_status_and_ends_at_the_terminal_ones():
     assert all(not TRANSITIONS[status] for status in TERMINAL)
     # Nothing moves a task back to UNDEFINED, so it needs no mover.
     assert all(Status.UNDEFINED not in targets for targets in TRANSITIONS.values())
-    assert set(MOVERS) == set(Status) - {Status.UNDEFINED}
+    # BLOCKED is entered only at enqueue (a task with dependencies), never by a move.
+    assert all(Status.BLOCKED not in targets for s, targets in TRANSITIONS.items() if s)
+    assert set(MOVERS) == set(Status) - {Status.UNDEFINED, Status.BLOCKED}
 
 
 @pytest.mark.parametrize("source, target", ALLOWED, ids=map(_pair_id, ALLOWED))

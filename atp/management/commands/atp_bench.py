@@ -50,7 +50,7 @@ class Command(BaseCommand):
             "--sections",
             type=section_list,
             default=list(bench.SECTIONS),
-            help="Comma-separated: enqueue,drain,latency,backlog (default all).",
+            help="Comma-separated: enqueue,drain,latency,backlog,workflow (default all).",
         )
         parser.add_argument("--tasks", type=int, default=5000, help="Tasks per drain run.")
         parser.add_argument("--runs", type=int, default=3, help="Runs per figure (median).")
@@ -70,6 +70,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--backlog-tasks", type=int, default=5000, help="Measured tasks per backlog run."
         )
+        parser.add_argument(
+            "--chord-tasks",
+            type=int,
+            default=bench.CHORD_TASKS,
+            help="No-op tasks in the workflow section's chord (default 1000).",
+        )
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
     def handle(self, *args, **opts):
@@ -83,6 +89,7 @@ class Command(BaseCommand):
             backlog_tasks=opts["backlog_tasks"],
             sections=opts["sections"],
             out=opts["json"],
+            chord_tasks=opts["chord_tasks"],
         )
         rows = [("section", "variant", "figure", "value", "unit"), *bench.table(report)]
         widths = [max(len(row[column]) for row in rows) for column in range(5)]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('atp', '0005_write_path_indexes'),
+        ("atp", "0007_schedule"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='worker',
-            name='instance',
-            field=models.CharField(blank=True, default='', max_length=32),
+            model_name="worker",
+            name="instance",
+            field=models.CharField(blank=True, default="", max_length=32),
         ),
     ]
