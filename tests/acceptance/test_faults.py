@@ -1,6 +1,7 @@
 """Faults the fleet must survive, with real daemons: a frozen peer, an outage, a lost reply,
 an error in any step of the loop, a reused server id (issues 14 and 15)."""
 
+import io
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from atp import tracker
@@ -248,3 +250,23 @@ def test_sqlite_lock_timeouts_under_django_default_settings_cost_no_attempt(tmp_
         printed = _manage("shell", "-c", COUNT_OUTCOMES, env=env)
         outcomes = json.loads(printed.strip().splitlines()[-1])
         assert outcomes == [[Status.FINISHED, 1]] * 12
+
+
+@pytest.mark.postgres
+def test_the_soak_runs_its_faults_and_counts(tmp_path):
+    """A tiny ``atp_soak``: every fault strikes, and the counts add up (the soak's own
+    private cluster; the test database is not touched)."""
+    out = tmp_path / "soak.json"
+    call_command(
+        "atp_soak", "--tasks", "24", "--daemons", "2", "--json", str(out), stdout=io.StringIO()
+    )
+    figures = json.loads(out.read_text())
+    assert len(figures["faults"]) == 4
+    assert figures["finished"] + figures["lost"] + figures["stuck"] == 24
+    assert (figures["lost"], figures["stuck"], figures["duplicated"], figures["overlapping"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert figures["success_events_per_task"] == {"1": 24}
