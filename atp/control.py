@@ -1,8 +1,10 @@
-"""Acting on tasks from Python: run, wait for results, abort, revoke, limit rates and times.
+"""Acting on tasks from Python: run, wait for results, abort, revoke, limit rates and times,
+pause and resume queues and task types.
 
 This is the database side of Flower's task control. Celery sends these commands to workers
 over the broker; ATP writes them to the database, where the claim (rate limits), the
-runner (abort) and the daemon (revoke with ``terminate``) pick them up.
+runner (abort) and the daemon (revoke with ``terminate``) pick them up; the claim also reads
+the pauses.
 """
 
 import ast
@@ -271,3 +273,33 @@ def set_timeouts(type, soft=None, hard=None) -> tuple[float | None, float | None
         soft_time_limit=soft, hard_time_limit=hard, updated_at=timezone.now()
     )
     return soft, hard
+
+
+# --- pausing queues and task types (atp.tracker.pausing) -----------------------------------
+
+
+def pause_queue(name) -> bool:
+    """Stop every daemon from starting tasks of queue ``name``; running tasks finish.
+
+    Its tasks stay ACCEPTED. A queue may be paused before its first task exists. Returns
+    False if it was paused already. Raises InvalidInput for an empty or too long name.
+    """
+    return tracker.pause_queue(name)
+
+
+def resume_queue(name) -> bool:
+    """Let daemons start tasks of queue ``name`` again; False if it was not paused."""
+    return tracker.resume_queue(name)
+
+
+def pause_task_type(type) -> bool:
+    """Stop every daemon from starting tasks of a type; False if it was paused already.
+
+    Raises InvalidInput naming the type when no such type is registered.
+    """
+    return tracker.pause_task_type(type)
+
+
+def resume_task_type(type) -> bool:
+    """Let daemons start tasks of a type again; False if it was not paused."""
+    return tracker.resume_task_type(type)

@@ -28,7 +28,10 @@ class Status(models.IntegerChoices):
 #: Statuses a task never leaves.
 TERMINAL = frozenset({Status.FINISHED, Status.FAILED, Status.REVOKED})
 #: Statuses of a task owned by a daemon (server_id set); the zombie sweep watches these.
+#: They are also the places of a concurrency key (``TaskType.concurrency_limit``).
 ACTIVE = frozenset({Status.SCHEDULED, Status.RUNNING, Status.PAUSED})
+#: Statuses in which a task holds its ``unique_key``: every status before it ends.
+UNIQUE_HELD = frozenset(Status) - TERMINAL - {Status.UNDEFINED}
 
 #: The status graph: which status may follow which. Anything else is InvalidTransition.
 #: ACCEPTED as a target is a (re-)enqueue: a restart, a retry or a claim given back.
@@ -114,6 +117,16 @@ class TaskType(models.Model):
     soft_time_limit = models.FloatField(null=True, blank=True)
     hard_time_limit = models.FloatField(null=True, blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="Handler-specific options.")
+    concurrency_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most tasks of one concurrency key SCHEDULED/RUNNING/PAUSED at once, across "
+        "all daemons; empty = no limit.",
+    )
+    # db_default: raw INSERTs (benchmarks, fixtures) that do not name the column still work.
+    paused = models.BooleanField(
+        default=False, db_default=False, help_text="No daemon claims this type's tasks."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -123,6 +136,10 @@ class TaskType(models.Model):
         ordering = ["identifier"]
         constraints = [
             models.CheckConstraint(condition=Q(timeout__gt=0), name="atp_tasktype_timeout_gt_0"),
+            models.CheckConstraint(
+                condition=Q(concurrency_limit__isnull=True) | Q(concurrency_limit__gte=1),
+                name="atp_tasktype_concurrency_limit_gte_1",
+            ),
         ]
 
     def __str__(self):
@@ -224,6 +241,11 @@ class TaskInstance(models.Model):
         db_index=False,  # see the partial index atp_task_parent
     )
     progress = models.JSONField(null=True, blank=True)
+    # Flow control (atp.tracker.unique, atp.tracker.concurrency); NULL = no key, which keeps
+    # key-less tasks out of the partial unique index and lets raw INSERTs that do not name
+    # the columns (the benchmarks') work. An empty key is refused at enqueue.
+    unique_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    concurrency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # The handler's return value when it is JSON (dependent tasks read it); a return value
     # that is not JSON leaves it null and only its repr is kept, in the task-succeeded event.
     result = models.JSONField(
@@ -258,6 +280,14 @@ class TaskInstance(models.Model):
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["type", "identifier"], name="atp_task_type_identifier"),
+            # At most one task per type and unique key that has not ended: the database's
+            # guarantee behind the enqueue's key lock (atp.tracker.unique). Partial, so
+            # tasks without a key and ended tasks cost it nothing.
+            models.UniqueConstraint(
+                fields=["type", "unique_key"],
+                condition=Q(unique_key__isnull=False, status__in=sorted(UNIQUE_HELD)),
+                name="atp_task_unique_active",
+            ),
         ]
         indexes = [
             # The claim query: waiting rows in claim order. Partial, so it holds only the
@@ -289,6 +319,12 @@ class TaskInstance(models.Model):
             # their NULLs would cost every write of every task for nothing.
             models.Index(
                 fields=["parent"], condition=Q(parent__isnull=False), name="atp_task_parent"
+            ),
+            # unique_for: the newest tasks of a type and unique key, ended or not.
+            models.Index(
+                fields=["type", "unique_key", "enqueued_at"],
+                condition=Q(unique_key__isnull=False),
+                name="atp_task_unique_recent",
             ),
             # A workflow's tasks; partial, as most tasks belong to none.
             models.Index(
@@ -442,6 +478,23 @@ class Worker(models.Model):
 
     def __str__(self):
         return f"{self.hostname} ({self.server_id})"
+
+
+class QueuePause(models.Model):
+    """A paused queue: no daemon claims its tasks while the row exists (atp.tracker.pausing).
+
+    A queue has no table of its own (it is a name tasks carry), so a pause is a row: it can
+    exist before the queue's first task, and resuming deletes it.
+    """
+
+    queue = models.CharField(max_length=64, unique=True)
+    paused_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["queue"]
+
+    def __str__(self):
+        return f"queue {self.queue} (paused)"
 
 
 class EventCursor(models.Model):

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from atp.http import metrics
+from atp.http import flow, metrics
 from atp.http import schedules as schedule_api
 from atp.http import views as api
 
@@ -21,6 +21,10 @@ urlpatterns = [
     path("api/task/rate-limit/<path:name>", api.rate_limit, name="api-task-rate-limit"),
     path("api/task/timeout/<path:name>", api.timeout, name="api-task-timeout"),
     path("api/workers", api.workers, name="api-workers"),
+    path("api/queue/pause/<path:name>", flow.pause_queue, name="api-queue-pause"),
+    path("api/queue/resume/<path:name>", flow.resume_queue, name="api-queue-resume"),
+    path("api/task-type/pause/<path:name>", flow.pause_task_type, name="api-task-type-pause"),
+    path("api/task-type/resume/<path:name>", flow.resume_task_type, name="api-task-type-resume"),
     # Periodic tasks (atp.schedules)
     path("api/schedules", schedule_api.schedule_list, name="api-schedules"),
     path("api/schedule/pause/<str:name>", schedule_api.pause, name="api-schedule-pause"),

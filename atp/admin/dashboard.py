@@ -8,7 +8,7 @@ from atp import tracker
 from atp.admin import charts, stats
 from atp.admin.display import status_badge
 from atp.conf import settings
-from atp.models import TERMINAL, Status, TaskType
+from atp.models import TERMINAL, QueuePause, Status, TaskType
 
 
 def dashboard_view(model_admin, request):
@@ -63,5 +63,7 @@ def dashboard_view(model_admin, request):
         "oldest_age": (now - oldest.enqueued_at) if oldest else None,
         "workers": stats.live_workers(settings.WORKER_TIMEOUT),
         "worker_timeout": settings.WORKER_TIMEOUT,
+        "paused_queues": list(QueuePause.objects.values_list("queue", flat=True)),
+        "paused_types": [task_type for task_type in types if task_type.paused],
     }
     return TemplateResponse(request, "admin/atp/dashboard.html", context)

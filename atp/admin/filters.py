@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.db.models import Q
 
 from atp.models import Worker
+from atp.query import waiting
 
 
 class ServerFilter(admin.SimpleListFilter):
@@ -30,6 +31,23 @@ class ServerFilter(admin.SimpleListFilter):
         if value is None:
             return queryset
         return queryset.filter(server_id="" if value == "-" else value)
+
+
+class WaitingFilter(admin.SimpleListFilter):
+    """Waiting tasks by what holds them back (``atp.query.waiting``)."""
+
+    title = "waiting because"
+    parameter_name = "waiting"
+
+    def lookups(self, request, model_admin):
+        """The reasons a task waits."""
+        return waiting.REASONS
+
+    def queryset(self, request, queryset):
+        """The waiting tasks the chosen reason holds back."""
+        if self.value() not in dict(waiting.REASONS):
+            return queryset
+        return waiting.filter_tasks(queryset, self.value())
 
 
 def search_condition(term: str) -> Q:

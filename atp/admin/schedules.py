@@ -44,7 +44,7 @@ class ScheduleForm(forms.ModelForm):
             return None
 
     def clean(self):
-        """Check every field as ``register_schedule`` does; keep its values for saving."""
+        """Check every field as ``register_schedule`` does, each error on its own field."""
         data = super().clean()
         if "name" in data:
             self._check("name", cleaning.name, data["name"])

@@ -13,9 +13,10 @@ from django.utils.html import format_html, format_html_join
 from atp import tracker
 from atp.admin import actions, display
 from atp.admin import workflows as workflow_admin
-from atp.admin.filters import ServerFilter, search_condition
+from atp.admin.filters import ServerFilter, WaitingFilter, search_condition
 from atp.admin.paginator import EstimatedCountPaginator
-from atp.models import TERMINAL, Response, TaskInstance
+from atp.models import TERMINAL, Response, Status, TaskInstance
+from atp.query import waiting
 
 #: Log records shown on a task's page (newest kept); a task with more links to the rest.
 TIMELINE_LIMIT = 200
@@ -51,7 +52,13 @@ class TaskInstanceAdmin(admin.ModelAdmin):
     )
     list_display_links = ("id", "identifier")
     list_select_related = ("type",)
-    list_filter = ("status", "type", ServerFilter, ("enqueued_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        "type",
+        ServerFilter,
+        WaitingFilter,
+        ("enqueued_at", admin.DateFieldListFilter),
+    )
     list_per_page = 50
     search_fields = ("identifier",)  # shows the box; get_search_results does the real work
     search_help_text = "Identifier or input text (contains), uuid or id (exact)."
@@ -77,6 +84,8 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                     ("workflow_link", "dependencies", "dependents"),
                     ("queue", "priority"),
                     ("run_after", "expires"),
+                    ("unique_key", "concurrency_key"),
+                    "waiting_because",
                 )
             },
         ),
@@ -112,6 +121,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         computed = [
             "type_link",
             "status_badge",
+            "waiting_because",
             "parent_link",
             "subtasks",
             "workflow_link",
@@ -196,6 +206,14 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         return reply
 
     # --- columns and detail fields --------------------------------------------------------
+
+    @admin.display(description="waiting because")
+    def waiting_because(self, task):
+        """Why a waiting task has not started (paused, key full, …); '—' if it does not wait."""
+        if task.pk is None or task.status not in (Status.ACCEPTED, Status.BLOCKED):
+            return "—"
+        found = waiting.reasons(task)
+        return "; ".join(found) if found else "nothing: it is next in line"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, task):

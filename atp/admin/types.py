@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 
 from atp import tracker
-from atp.admin import stats
+from atp.admin import pauses, stats
 from atp.admin.display import duration, status_badge
 from atp.conf import settings
 from atp.exceptions import InvalidInput
@@ -37,6 +37,7 @@ class TaskTypeForm(forms.ModelForm):
             "rate_limit",
             "soft_time_limit",
             "hard_time_limit",
+            "concurrency_limit",
             "options",
         )
 
@@ -92,13 +93,17 @@ class TaskTypeAdmin(admin.ModelAdmin):
         "retention",
         "maxrestart",
         "rate_limit",
+        "flow",
     )
     search_fields = ("identifier", "handler")
-    list_filter = ("queue",)
+    list_filter = ("queue", "paused")
+    actions = [pauses.pause_types, pauses.resume_types]
 
     def get_readonly_fields(self, request, obj=None):
-        """The identifier names the type everywhere; it cannot change once saved."""
-        return ("identifier", "created_at", "updated_at") if obj else ("created_at", "updated_at")
+        """The identifier names the type everywhere; it cannot change once saved. Pausing
+        is an action (it notifies the daemons), not a field."""
+        fixed = ("paused", "created_at", "updated_at")
+        return ("identifier", *fixed) if obj else fixed
 
     def get_changelist(self, request, **kwargs):
         """A change list that fetches the page's task counts in one aggregate query."""
@@ -145,6 +150,14 @@ class TaskTypeAdmin(admin.ModelAdmin):
             duration(value) if value is not None else "—"
             for value in (task_type.soft_time_limit, task_type.hard_time_limit)
         )
+
+    @admin.display(description="flow")
+    def flow(self, task_type):
+        """Paused or not, and the concurrency limit per key."""
+        parts = ["paused"] if task_type.paused else []
+        if task_type.concurrency_limit is not None:
+            parts.append(f"{task_type.concurrency_limit} per concurrency key")
+        return ", ".join(parts) or "—"
 
     @admin.display(description="retention", ordering="timeret")
     def retention(self, task_type):

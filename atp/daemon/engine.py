@@ -388,6 +388,7 @@ class Daemon:
             self.options.server_id,
             limit=limit,
             queues=self.options.queues,
+            limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
             exclude_types=exclude_types,
         )
 
@@ -427,6 +428,9 @@ class Daemon:
             self.next_poll = time.monotonic() + self.options.poll_interval
         self.claimed_total += len(attempts)
         self.since_cleanup += len(attempts)
+        # Limited attempts first, so they take the idle slots they were claimed for instead
+        # of queueing behind other work while holding a place of their concurrency key.
+        attempts.sort(key=lambda attempt: not attempt.limited)
         self._hand_over(attempts)  # only now: the children must see the committed rows
 
     def _hand_over(self, attempts) -> None:

@@ -134,6 +134,14 @@ class _SlotPool:
         """Take one attempt (see the pool's ``submit_many``)."""
         self.submit_many([attempt])
 
+    def idle(self) -> int:
+        """Slots with nothing to run: what a task of a concurrency-limited type may take.
+
+        Such a task holds a place of its key from its claim, so it is never prefetched
+        behind other work (``claim_tasks(limited=...)``, ``Attempt.limited``).
+        """
+        return max(0, self.size - self.held)
+
     def hungry(self) -> bool:
         """Whether the pool runs low: a slot is (about to be) idle, or half its room is free."""
         return self.held < self.size or 2 * self.free() >= self.size * self.depth

@@ -19,6 +19,7 @@ from atp import tracker
 from atp.daemon.db import drop_all
 from atp.exceptions import ATPError, UnknownTaskType
 from atp.models import Status, TaskInstance, TaskType
+from atp.tracker import pausing
 
 logger = logging.getLogger("atp.remote")
 
@@ -111,10 +112,16 @@ def stats(state, **kwargs):
 
 
 def active_queues(state, **kwargs):
-    """The queues this daemon serves, as kombu queue descriptions."""
+    """The queues this daemon serves, as kombu queue descriptions.
+
+    A paused queue (``control.pause_queue``) is left out, as Celery leaves out a queue
+    whose consumer was cancelled: no daemon takes its tasks until it is resumed.
+    """
+    paused = set(pausing.paused_queues())
     return [
         {"name": name, "exchange": {"name": name, "type": "direct"}, "routing_key": name}
         for name in state.queues()
+        if name not in paused
     ]
 
 

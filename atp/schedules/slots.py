@@ -1,8 +1,8 @@
 """When a schedule runs: its slots, from a cron in a time zone or an interval on the epoch.
 
 Cron expressions are parsed and stepped by cronsim over *naive wall-clock* times, with no
-time zone at all; this module alone turns each wall-clock time into an instant, by the
-issue's rules for daylight saving time (cronsim's own handling follows Debian cron, which
+time zone at all; this module alone turns each wall-clock time into an instant, by ATP's
+rules for daylight saving time (cronsim's own handling follows Debian cron, which
 runs wildcard jobs twice in a repeated hour):
 
 - a wall-clock time that does not exist (the clocks jump forward over it) runs once, at

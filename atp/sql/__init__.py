@@ -20,6 +20,9 @@ RATE_LIMIT_LOCK_CLASS = ADVISORY_LOCK_CLASS + 1
 #: Longest a claim waits for that lock before it counts the rate-limited types as full.
 RATE_LIMIT_LOCK_WAIT = 0.5
 
+#: First key of the advisory locks of unique keys (one per task type and unique_key).
+UNIQUE_LOCK_CLASS = ADVISORY_LOCK_CLASS + 2
+
 #: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
 NOTIFY_CHANNEL = "atp_enqueued"
 
@@ -40,6 +43,40 @@ def lock_queue_scope(scope_id: int) -> None:
     if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_CLASS, scope_id])
+
+
+def unique_lock_ids(type_id: int, keys) -> list[int]:
+    """The second keys of the advisory locks of ``keys`` of a type: sorted, no repeats.
+
+    A stable 32-bit hash of (type, key): every process computes the same lock for a key.
+    Two keys that happen to share a hash only wait for each other, never mix up. Sorted, so
+    enqueuers that lock several keys always take them in the same order (no deadlock).
+    """
+    ids = set()
+    for key in keys:
+        digest = hashlib.sha1(f"{type_id}:{key}".encode()).digest()  # noqa: S324 (a hash)
+        ids.add(int.from_bytes(digest[:4], "big", signed=True))
+    return sorted(ids)
+
+
+def _unique_locks_sql(type_id: int, keys) -> str:
+    """Statements taking the unique keys' locks, one per key (integers only: no quoting)."""
+    return "".join(
+        f"SELECT pg_advisory_xact_lock({UNIQUE_LOCK_CLASS}, {lock_id});\n"
+        for lock_id in unique_lock_ids(type_id, keys)
+    )
+
+
+def lock_unique_keys(type_id: int, keys) -> None:
+    """Serialise enqueues of the same unique keys of a type until the transaction ends.
+
+    Checking whether a key is held and inserting its task is a check-then-act race under
+    READ COMMITTED; with the lock held, the check (a later statement) sees every task that
+    another enqueuer of the key committed. SQLite needs nothing: its writers are serialised.
+    """
+    if is_postgresql() and keys:
+        with connection.cursor() as cursor:
+            cursor.execute(_unique_locks_sql(type_id, keys))
 
 
 def notify_enqueued(queue: str) -> None:
@@ -206,9 +243,9 @@ class QueueLimit:
 #: against its row in the statement's own snapshot: a type changed or deleted since it was
 #: cached inserts nothing (``fresh`` false), and the caller reloads it and tries again. The
 #: tasks are inserted in the order of ``rows``, so their ids grow in that order. The result
-#: has one row per task (``ord`` = position in ``rows``), or a single row with a null
-#: ``ord`` when nothing was inserted. Every parameter carries its type, so the statement
-#: can be prepared as it is.
+#: has one row per item (``ord`` = position in ``rows``), or a single row with a null
+#: ``ord`` when nothing was inserted; ``fits`` says whether the batch fitted the queue
+#: limit. Every parameter carries its type, so the statement can be prepared as it is.
 _ENQUEUE = """WITH checked AS (
     SELECT EXISTS (
         SELECT FROM atp_tasktype
@@ -218,19 +255,24 @@ _ENQUEUE = """WITH checked AS (
     ) AS fresh,
     {waiting} AS waiting
 ), item AS (
-    SELECT r.identifier, r.uuid::uuid AS uuid, r.input, r.args, r.kwargs, r.ord
+    SELECT r.identifier, r.uuid::uuid AS uuid, r.input, r.args, r.kwargs, r.concurrency_key,
+        r.unique_key, r.ord
     FROM ROWS FROM (json_to_recordset(%(rows)s::json)
-        AS (identifier text, uuid text, input jsonb, args text, kwargs text)
-    ) WITH ORDINALITY AS r (identifier, uuid, input, args, kwargs, ord)
-    WHERE (SELECT fresh AND {fits} FROM checked)
-), task AS (
+        AS (identifier text, uuid text, input jsonb, args text, kwargs text,
+            concurrency_key text, unique_key text)
+    ) WITH ORDINALITY AS r (identifier, uuid, input, args, kwargs, concurrency_key,
+        unique_key, ord)
+    WHERE (SELECT fresh {gate} FROM checked)
+){unique}, task AS (
     INSERT INTO atp_taskinstance (type_id, identifier, uuid, status, input, priority, queue,
-        run_after, expires, server_id, attempts, retries, parent_id, enqueued_at, updated_at)
+        run_after, expires, server_id, attempts, retries, parent_id, enqueued_at, updated_at,
+        concurrency_key, unique_key)
     SELECT %(type_id)s::bigint, identifier, uuid, {accepted}, input, %(priority)s::int,
         %(queue)s::text, %(run_after)s::timestamptz, %(expires)s::timestamptz, '', 0, 0,
-        %(parent_id)s::bigint, %(now)s::timestamptz, %(now)s::timestamptz
-    FROM item ORDER BY ord
-    RETURNING id, uuid
+        %(parent_id)s::bigint, %(now)s::timestamptz, %(now)s::timestamptz,
+        concurrency_key, unique_key
+    FROM {source} ORDER BY ord
+    RETURNING id, uuid, unique_key
 ), log AS (
     INSERT INTO atp_logrecord (instance_id, time, status, message, event, fields)
     SELECT task.id, %(now)s::timestamptz, {accepted}, %(message)s::text, %(event)s::text,
@@ -239,11 +281,48 @@ _ENQUEUE = """WITH checked AS (
     FROM task JOIN item USING (uuid) ORDER BY item.ord
     RETURNING id, instance_id
 )
-SELECT checked.fresh, checked.waiting, item.ord, task.id, log.id,
+SELECT {result},
     (SELECT pg_notify('{channel}', %(queue)s::text) FROM task LIMIT 1)
-FROM checked LEFT JOIN (
-    item JOIN task USING (uuid) JOIN log ON log.instance_id = task.id
-) ON true"""
+FROM {joined}"""
+
+#: The plain statement's result: every item was inserted (or, when the batch did not fit,
+#: none: one row with a null ``ord``).
+_PLAIN_RESULT = (
+    "checked.fresh, checked.waiting, {fits}, item.ord, task.id, log.id, true",
+    "checked LEFT JOIN (item JOIN task USING (uuid) JOIN log ON log.instance_id = task.id) ON true",
+)
+
+#: With unique keys (``atp.tracker.unique``): ``held`` finds the task that holds each key
+#: now (not ended, or enqueued since ``unique_since``). The statement runs after the keys'
+#: advisory locks were granted (statements of their own, sent first), so its snapshot holds
+#: every task another enqueuer of these keys committed. Only the first item of a key that no
+#: task holds is inserted (``new``); every item's row gives the id of its key's task and
+#: whether this statement created it. A batch whose every item is held inserts nothing and
+#: fits any queue.
+_UNIQUE = """, held AS (
+    SELECT DISTINCT ON (t.unique_key) t.unique_key, t.id FROM atp_taskinstance AS t
+    WHERE t.type_id = %(type_id)s::bigint
+        AND t.unique_key IN (SELECT unique_key FROM item WHERE unique_key IS NOT NULL)
+        AND (t.status IN ({held}) OR t.enqueued_at >= %(unique_since)s::timestamptz)
+    ORDER BY t.unique_key, t.id DESC
+), new AS (
+    SELECT item.* FROM item
+    WHERE item.unique_key IS NULL OR (
+        item.unique_key NOT IN (SELECT unique_key FROM held)
+        AND item.ord = (SELECT min(i.ord) FROM item AS i WHERE i.unique_key = item.unique_key))
+), counted AS (
+    SELECT count(*) AS adding FROM new
+), admitted AS (
+    SELECT new.* FROM new WHERE (SELECT adding = 0 OR {fits} FROM checked, counted)
+)"""
+_UNIQUE_RESULT = (
+    "checked.fresh, checked.waiting, counted.adding = 0 OR {fits}, item.ord,"
+    " COALESCE(own.id, held.id, (SELECT first.id FROM task AS first"
+    " WHERE first.unique_key = item.unique_key)), log.id, own.id IS NOT NULL",
+    "checked CROSS JOIN counted LEFT JOIN (item LEFT JOIN task AS own USING (uuid)"
+    " LEFT JOIN log ON log.instance_id = own.id"
+    " LEFT JOIN held ON held.unique_key = item.unique_key) ON true",
+)
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 
@@ -259,16 +338,18 @@ class _Statement:
 
 
 @functools.lru_cache(maxsize=1024)
-def _enqueue_statement(limit: QueueLimit | None) -> _Statement:
-    """The enqueue statement that checks ``limit`` (None: no limit).
+def _enqueue_statement(limit: QueueLimit | None, unique: bool = False) -> _Statement:
+    """The enqueue statement that checks ``limit`` (None: no limit), with unique keys or not.
 
     The limit's scope and size are written into the statement, not passed as parameters:
     its prepared plan then counts with the same index a fresh plan would, so PostgreSQL
     keeps the prepared (generic) plan instead of planning every execution anew. That makes
-    one statement per type with a limit of its own, plus one for the shared limit.
+    one statement per type with a limit of its own, plus one for the shared limit (twice:
+    a batch with unique keys takes the variant that looks for their tasks first).
     """
-    from atp.models import Status  # not at import time: the app registry may not be ready
+    from atp.models import UNIQUE_HELD, Status  # not at import time: the app registry
 
+    adding = "adding" if unique else "%(adding)s::int"
     if limit is None:
         waiting, fits = "0", "true"
     else:
@@ -279,9 +360,21 @@ def _enqueue_statement(limit: QueueLimit | None) -> _Statement:
         waiting = _COUNT_WAITING.format(
             min_tuple=MIN_HEAP_TUPLE_BYTES, accepted=int(Status.ACCEPTED), scope=scope, limit=size
         )
-        fits = f"waiting + %(adding)s::int <= {size}"
+        fits = f"waiting + {adding} <= {size}"
+    if unique:
+        held = ", ".join(str(int(status)) for status in sorted(UNIQUE_HELD))
+        parts = {"gate": "", "unique": _UNIQUE.format(held=held, fits=fits), "source": "admitted"}
+        result, joined = _UNIQUE_RESULT
+    else:
+        parts = {"gate": f"AND {fits}", "unique": "", "source": "item"}
+        result, joined = _PLAIN_RESULT
     text = _ENQUEUE.format(
-        waiting=waiting, fits=fits, accepted=int(Status.ACCEPTED), channel=NOTIFY_CHANNEL
+        waiting=waiting,
+        accepted=int(Status.ACCEPTED),
+        channel=NOTIFY_CHANNEL,
+        result=result.format(fits=fits),
+        joined=joined,
+        **parts,
     )
     names = list(dict.fromkeys(_PARAMETER.findall(text)))
     name = f"atp_enqueue_{hashlib.sha1(text.encode()).hexdigest()[:12]}"  # noqa: S324 (a name)
@@ -308,8 +401,9 @@ _PREPARED_ERRORS = {"26000", "42P05"}
 _LOCK_SCOPE = f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, %(lock_id)s);\n"
 
 
-def enqueue_rows(limit: QueueLimit | None, params: dict) -> list[tuple]:
-    """Run the enqueue statement; return its rows ``(fresh, waiting, ord, task id, log id)``.
+def enqueue_rows(limit: QueueLimit | None, params: dict, unique_keys=None) -> list[tuple]:
+    """Run the enqueue statement; return its rows
+    ``(fresh, waiting, fits, ord, task id, log id, created)``.
 
     With a ``limit``, the advisory lock of its scope is taken by a first statement
     sent in the same round trip. It must be a statement of its own: under READ COMMITTED
@@ -317,13 +411,18 @@ def enqueue_rows(limit: QueueLimit | None, params: dict) -> list[tuple]:
     after the lock is granted sees the tasks of the enqueuer that held it. Sent together
     outside a transaction, the two statements still run as one (implicit) transaction;
     inside one, they run in a savepoint, so an error leaves the caller's transaction usable.
+    ``unique_keys`` (``(type id, keys)``) adds the unique keys' locks the same way, before
+    the scope's (the order every enqueuer takes them in), and the statement variant that
+    answers a held key with its task instead of a new one.
 
     The statement is prepared once per connection: planning it costs about as much as
     running it. Where prepared statements do not survive between transactions (a pooling
     proxy), the connection falls back to sending the plain statement.
     """
-    statement = _enqueue_statement(limit)
+    statement = _enqueue_statement(limit, unique=unique_keys is not None)
     lock = "" if limit is None else _LOCK_SCOPE
+    if unique_keys is not None:
+        lock = _unique_locks_sql(*unique_keys) + lock
     params = {**params, "lock_id": limit.lock_id if limit else 0}
     connection.ensure_connection()
     prepared = _prepared.setdefault(connection.connection, set())
@@ -336,12 +435,12 @@ def enqueue_rows(limit: QueueLimit | None, params: dict) -> list[tuple]:
                     cursor.execute(statement.prepare)
                     prepared.add(statement.name)  # at once: a PREPARE is never rolled back
                 cursor.execute(lock + statement.execute, params)
-            return [row[:5] for row in cursor.fetchall()]
+            return [row[:7] for row in cursor.fetchall()]
     except DatabaseError as exc:
         if prepared is None or getattr(exc.__cause__, "pgcode", None) not in _PREPARED_ERRORS:
             raise
     _prepared[connection.connection] = None
-    return enqueue_rows(limit, params)
+    return enqueue_rows(limit, params, unique_keys)
 
 
 def _savepoint_in_transaction():

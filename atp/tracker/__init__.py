@@ -10,7 +10,8 @@ claimed again, restarted) the old attempt's writes raise ``StaleAttempt`` instea
 overwriting the new attempt's state.
 
 One job per module: ``core`` (result types, lookups, ``_transition`` and the fencing check),
-``tasktypes``, ``reading``, ``queueing``, ``claiming``, ``running``, ``reporting``,
+``tasktypes``, ``reading``, ``queueing`` (with ``unique``), ``pausing``, ``claiming`` (with
+``ratelimit`` and ``concurrency``), ``running``, ``reporting``,
 ``requesting`` and ``sweeps``. Callers use the package (``tracker.enqueue_task``), never a
 module: the names below are the API, and patching one here (as tests do) reaches every
 caller that goes through the package.
@@ -49,7 +50,14 @@ from atp.tracker.core import (
     _get_type,
 )
 from atp.tracker.dependencies import decide_orphaned_dependents, results_of
-from atp.tracker.queueing import ENQUEUE_OPTIONS, enqueue_task, enqueue_tasks, reenqueue_task
+from atp.tracker.pausing import pause_queue, pause_task_type, resume_queue, resume_task_type
+from atp.tracker.queueing import (
+    ENQUEUE_OPTIONS,
+    enqueue_task,
+    enqueue_tasks,
+    enqueue_unique,
+    reenqueue_task,
+)
 from atp.tracker.reading import (
     count_by_status,
     delete_task,
@@ -122,7 +130,13 @@ __all__ = [
     "ENQUEUE_OPTIONS",
     "enqueue_task",
     "enqueue_tasks",
+    "enqueue_unique",
     "reenqueue_task",
+    # pausing
+    "pause_queue",
+    "pause_task_type",
+    "resume_queue",
+    "resume_task_type",
     # claiming
     "claim_tasks",
     "dequeue_task",

@@ -4,9 +4,9 @@
 time. Through the ORM each costs a locking SELECT, an UPDATE, a bulk INSERT of log
 records and a model instance per row; here each is one ``UPDATE … RETURNING`` plus one
 multi-row INSERT, with plain tuples in between. Only the common case takes this path; a
-row that needs the tracker's judgement (an expired task, a rate-limited type, a subtask,
-an abort request, a stale attempt) is left untouched by the statement and goes through
-the ORM path, so every rule keeps exactly one implementation that decides it.
+row that needs the tracker's judgement (an expired task, a rate- or concurrency-limited
+type, a subtask, an abort request, a stale attempt) is left untouched by the statement and
+goes through the ORM path, so every rule keeps exactly one implementation that decides it.
 """
 
 import json
@@ -20,7 +20,8 @@ from atp.tracker.core import Attempt
 
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
 #: candidates are locked first (FOR UPDATE SKIP LOCKED in the CTE); the UPDATE then takes
-#: only those without a rate limit and not expired. The others stay locked by this
+#: only those without a rate or concurrency limit (counted rules: they need a lock and a
+#: count, atp.tracker.concurrency), not expired and not paused. The others stay locked by this
 #: transaction and ACCEPTED, for the ORM path to judge in the same transaction. The last
 #: column counts the candidates, so the caller knows whether any was left to judge; the
 #: LEFT JOIN returns that count (with NULLs) even when nothing was claimed.
@@ -38,7 +39,12 @@ claimed AS (
         started_at = %(now)s, updated_at = %(now)s, attempts = t.attempts + 1
     FROM picked, atp_tasktype AS tt
     WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
-        AND (t.expires IS NULL OR t.expires > %(now)s)
+        AND tt.concurrency_limit IS NULL AND (t.expires IS NULL OR t.expires > %(now)s)
+        -- Paused types and queues (atp.tracker.pausing) are left to the ORM path too. Here,
+        -- not in "picked": there the planner cannot estimate the filter and would give up
+        -- the claim index for a scan; here it only checks the picked rows. The sub-select
+        -- runs once per statement over a tiny table.
+        AND NOT tt.paused AND t.queue <> ALL (ARRAY(SELECT queue FROM atp_queuepause))
     RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
         t.run_after, t.expires, t.queue, t.parent_id,
         tt.identifier AS type_name, tt.handler, tt.soft_time_limit, tt.hard_time_limit,

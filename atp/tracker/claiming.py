@@ -9,7 +9,7 @@ from django.utils import timezone
 from atp import events, sql, validation
 from atp.exceptions import QueueEmpty
 from atp.models import LogRecord, Status, TaskInstance
-from atp.tracker import batch_sql, ratelimit
+from atp.tracker import batch_sql, concurrency, pausing, ratelimit
 from atp.tracker.core import Attempt, _attempt_of, _ended, _lineage, _log
 
 logger = logging.getLogger("atp.tracker")
@@ -23,7 +23,9 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
     different tasks without waiting on each other; on SQLite the write transaction is
     serialised. Expired tasks met on the way are revoked instead of claimed. A type with a
     ``rate_limit`` is claimed at most that often across all daemons (``atp.tracker.ratelimit``);
-    its tasks wait while its window is full. Raises QueueEmpty when no task is due.
+    its tasks wait while its window is full; so do those whose concurrency key is full
+    (``atp.tracker.concurrency``) and those of a paused queue or type
+    (``atp.tracker.pausing``). Raises QueueEmpty when no task is due.
     """
     tasks = _take(server_id, message, limit, queues, start=False)
     if not tasks:
@@ -32,13 +34,18 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
     return [task.pk for task in tasks]
 
 
-def claim_tasks(server_id, message="", *, limit=1, queues=None, exclude_types=()) -> list[Attempt]:
+def claim_tasks(
+    server_id, message="", *, limit=1, queues=None, limited=None, exclude_types=()
+) -> list[Attempt]:
     """Claim up to ``limit`` due tasks and start them at once; return their attempts.
 
     ``dequeue_task`` and ``begin_attempt`` in one transaction and three statements for the
     whole batch (lock, update, log), for a daemon that starts what it claims right away:
     each task moves ACCEPTED → SCHEDULED → RUNNING, with both transitions logged. Same
     order, rate limits and expiry rules as ``dequeue_task``; an empty list when none is due.
+    ``limited`` caps how many tasks of concurrency-limited types it takes (None: no cap);
+    the daemon passes its idle slots, so such a task never waits behind other work in a
+    slot's queue while it holds a place of its key.
 
     On PostgreSQL the plain tasks are claimed by one statement (``batch_sql.claim``); when
     it passed over due tasks it may not judge (expired tasks, rate-limited types), the ORM
@@ -50,8 +57,17 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None, exclude_types=()
     """
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
+    limited = validation.integer(limited, "limited", minimum=0, allow_none=True)
     if not sql.is_postgresql():
-        tasks = _take(server_id, message, limit, queues, start=True, exclude_types=exclude_types)
+        tasks = _take(
+            server_id,
+            message,
+            limit,
+            queues,
+            start=True,
+            limited=limited,
+            exclude_types=exclude_types,
+        )
         return [_attempt_of(task) for task in tasks]
     with transaction.atomic():
         attempts, skipped = batch_sql.claim(
@@ -64,21 +80,31 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None, exclude_types=()
                 limit - len(attempts),
                 queues,
                 start=True,
+                limited=limited,
                 exclude_types=exclude_types,
             )
             attempts += [_attempt_of(task) for task in rest]
     return attempts
 
 
-def _take(server_id, message, limit, queues, *, start, exclude_types=()) -> list[TaskInstance]:
+def _take(
+    server_id, message, limit, queues, *, start, limited=None, exclude_types=()
+) -> list[TaskInstance]:
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
     claimed: list[TaskInstance] = []
     rate_limited = set(exclude_types)  # and types without room in their rate-limit window now
+    full_keys: set = set()  # (type id, concurrency key) pairs without a free place now
     with transaction.atomic():
         now = timezone.now()
+        pauses = pausing.current()
         while len(claimed) < limit:
-            ready = TaskInstance.objects.ready(now).exclude(type_id__in=rate_limited)
+            ready = pausing.unpaused(TaskInstance.objects.ready(now), pauses)
+            ready = ready.exclude(type_id__in=rate_limited)
+            if full_keys:
+                ready = ready.exclude(concurrency.of_keys(full_keys))
+            if limited is not None and limited <= 0:  # no idle slot left for limited types
+                ready = ready.filter(type__concurrency_limit__isnull=True)
             if queues:
                 ready = ready.filter(queue__in=list(queues))
             rows = list(
@@ -90,11 +116,15 @@ def _take(server_id, message, limit, queues, *, start, exclude_types=()) -> list
                 break
             expired = [task for task in rows if task.expires is not None and task.expires <= now]
             fresh, full = ratelimit.admit([task for task in rows if task not in expired], now)
+            fresh, keys_full, out_of_places = concurrency.admit(fresh, limited)
             rate_limited |= full
+            full_keys |= keys_full
+            if limited is not None:
+                limited -= sum(task.type.concurrency_limit is not None for task in fresh)
             _revoke_expired(expired, now)
             _claim(fresh, server_id, message, now, start)
             claimed.extend(fresh)
-            if not expired and not full:
+            if not expired and not full and not keys_full and not out_of_places:
                 break
     return claimed
 

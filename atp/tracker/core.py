@@ -37,6 +37,9 @@ class Attempt:
     soft_time_limit: float | None
     hard_time_limit: float | None
     timeout: float
+    #: Its type has a concurrency_limit: the daemon runs it in an idle slot, never queued
+    #: behind other work (it holds a place of its key from its claim).
+    limited: bool = False
 
     @property
     def time_limit(self) -> float:
@@ -234,4 +237,5 @@ def _attempt_of(task: TaskInstance) -> Attempt:
         soft_time_limit=task.type.soft_time_limit,
         hard_time_limit=task.type.hard_time_limit,
         timeout=task.type.timeout,
+        limited=task.type.concurrency_limit is not None,
     )

@@ -3,6 +3,7 @@
 import json
 import logging
 import uuid as uuid_module
+from datetime import timedelta
 from types import SimpleNamespace
 
 from django.db import IntegrityError, transaction
@@ -11,7 +12,7 @@ from django.utils import timezone
 from atp import events, sql, validation
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType, sources_of
-from atp.tracker import dependencies
+from atp.tracker import dependencies, unique
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
 
@@ -30,7 +31,12 @@ ENQUEUE_OPTIONS = (
     "depends_on",
     "on_dependency_failure",
     "workflow",
+    "unique_key",
+    "unique_for",
+    "concurrency_key",
 )
+#: The options that are per task in a batch (an item's third element may set them).
+KEY_OPTIONS = ("unique_key", "concurrency_key")
 
 
 def enqueue_task(
@@ -42,26 +48,60 @@ def enqueue_task(
     type; a UUID when None), ``input`` (JSON-serialisable), ``message`` (for the log), and
     options ``priority`` (higher first; default the type's), ``queue``, ``run_after``/``eta``
     (datetime) or ``countdown`` (seconds), ``expires`` (datetime or seconds from now; an
-    expired task is revoked, not run) and ``parent`` (task id). ``event_fields`` (a dict)
-    are added to the task's ``task-sent`` event (a schedule's run names its schedule there).
+    expired task is revoked, not run), ``parent`` (task id), ``unique_key`` and
+    ``unique_for`` (see ``enqueue_unique``: while a task of the type holds the key, the
+    call returns that task's id and creates nothing) and ``concurrency_key`` (the key the
+    type's ``concurrency_limit`` counts; None = the type's one shared key). ``event_fields``
+    (a dict) are added to the task's ``task-sent`` event (a schedule's run names its
+    schedule there).
 
     Raises UnknownTaskType, InvalidInput, DuplicateTask, or QueueFull when the type's queue
     already holds its limit of waiting tasks. The limit check and the insert are atomic.
     """
+    return _enqueue_one(type, identifier, input, message, options, event_fields)[0]
+
+
+def enqueue_unique(
+    type, identifier=None, input=None, message="", *, unique_key, unique_for=None, **options
+) -> tuple[int, bool]:
+    """Enqueue a task unless one of the same type holds ``unique_key``; ``(task id, created)``.
+
+    A task holds its key from its enqueue until it ends (waiting, blocked, scheduled,
+    running, paused or waiting for subtasks) and, with ``unique_for`` (seconds or a
+    timedelta), also until its enqueue is that old, ended or not. While the key is held,
+    the call creates nothing, writes no log record and returns the holder's id with
+    ``created`` False. Concurrent callers, in any process, get one task: the check and the
+    insert happen under a lock on the key (``atp.tracker.unique``). Other parameters and
+    errors as ``enqueue_task``; ``identifier`` and ``input`` only matter when the task is
+    created.
+    """
+    if unique_key is None:
+        raise InvalidInput("unique_key must be given to enqueue_unique")
+    options.update(unique_key=unique_key, unique_for=unique_for)
+    return _enqueue_one(type, identifier, input, message, options)
+
+
+def _enqueue_one(type, identifier, input, message, options, event_fields=None):
+    """``enqueue_task``'s work; returns ``(task id, created)``."""
     task_type = _enqueue_type(type)
     task_uuid = uuid_module.uuid4()
     identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
     where = f"task {task_type.identifier}::{identifier}"
     validation.json_input(input, where)
+    keys, unique_for = _flow_options(options)
+    if unique_for is not None and keys["unique_key"] is None:
+        raise InvalidInput(f"unique_for needs a unique_key ({where})")
+    item = (identifier, task_uuid, input, keys["unique_key"], keys["concurrency_key"])
     try:
-        (task_id,) = _enqueue(
+        (task_id,), (created,) = _enqueue(
             task_type,
-            [(identifier, task_uuid, input)],
+            [item],
             message,
             options,
             where,
             check_limit=True,
             event_fields=event_fields,
+            unique_for=unique_for,
         )
     except IntegrityError as exc:
         # By the type's identifier: ``task_type`` may be a stale copy ``_enqueue`` replaced.
@@ -71,15 +111,21 @@ def enqueue_task(
                 f"{where} already exists; choose another identifier or delete the old task"
             ) from exc
         raise
-    logger.debug("Enqueued %s (id %d)", where, task_id)
-    return task_id
+    if created:
+        logger.debug("Enqueued %s (id %d)", where, task_id)
+    else:
+        logger.debug("Not enqueued %s: task %d holds its unique key", where, task_id)
+    return task_id, created
 
 
 def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> list[int]:
     """Enqueue many tasks of one type in one transaction; return their ids in order.
 
-    ``items`` are ``(identifier, input)`` pairs (identifier None = a UUID); options as for
-    ``enqueue_task`` apply to all. The queue limit is checked once for the whole batch,
+    ``items`` are ``(identifier, input)`` pairs (identifier None = a UUID), or triples
+    whose third element is a dict that sets ``unique_key``/``concurrency_key`` for that
+    item; options as for ``enqueue_task`` apply to all. An item whose unique key a task
+    holds (or an earlier item of the batch) gets that task's id and creates nothing.
+    The queue limit is checked once for the whole batch,
     atomically with the insert: either every task is enqueued or none (QueueFull,
     DuplicateTask, InvalidInput). ``check_limit=False`` skips the limit (used for the
     subtasks of an admitted parent, see ``atp.tracker.subtasks``).
@@ -87,23 +133,31 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
     task_type = _enqueue_type(type)
     where = f"tasks of type {task_type.identifier}"
     fields = _enqueue_fields(task_type, options, where)
-    items = list(items)
+    defaults, unique_for = _flow_options(options)
+    items = [tuple(item) for item in items]
     # One check of all inputs at once is much faster than one per task; only if it fails
     # is each checked in turn, so the error still names the first bad task.
-    check_each = not _valid_json([task_input for _, task_input in items], where)
+    check_each = not _valid_json([item[1] for item in items], where)
     batch = []
-    for identifier, task_input in items:
+    for identifier, task_input, *own in items:
         task_uuid = uuid_module.uuid4()
         identifier = str(task_uuid) if identifier is None else validation.identifier(identifier)
         if check_each:
             validation.json_input(task_input, f"task {task_type.identifier}::{identifier}")
-        batch.append((identifier, task_uuid, task_input))
-    if len({identifier for identifier, _, _ in batch}) != len(batch):
+        keys = _item_keys(own, defaults, f"task {task_type.identifier}::{identifier}")
+        batch.append(
+            (identifier, task_uuid, task_input, keys["unique_key"], keys["concurrency_key"])
+        )
+    if unique_for is not None and all(item[3] is None for item in batch):
+        raise InvalidInput(f"unique_for needs a unique_key ({where})")
+    if len({item[0] for item in batch}) != len(batch):
         raise DuplicateTask(f"the batch for type {task_type.identifier!r} repeats an identifier")
     if not batch:
         return []
     try:
-        ids = _enqueue(task_type, batch, message, options, where, check_limit, fields)
+        ids, _ = _enqueue(
+            task_type, batch, message, options, where, check_limit, fields, unique_for=unique_for
+        )
     except IntegrityError as exc:
         raise DuplicateTask(
             f"a task of type {task_type.identifier!r} in the batch already exists; "
@@ -111,6 +165,33 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
         ) from exc
     logger.debug("Enqueued %d task(s) of %s", len(ids), task_type.identifier)
     return ids
+
+
+def _flow_options(options: dict) -> tuple[dict, float | None]:
+    """The checked keys (``KEY_OPTIONS``) and ``unique_for`` (seconds) among ``options``."""
+    keys = {name: _key(options.get(name), name) for name in KEY_OPTIONS}
+    unique_for = options.get("unique_for")
+    if isinstance(unique_for, timedelta):
+        unique_for = unique_for.total_seconds()
+    unique_for = validation.number(unique_for, "unique_for", minimum=0, allow_none=True)
+    return keys, unique_for or None
+
+
+def _key(value, name: str) -> str | None:
+    """A unique or concurrency key: None, or a non-empty string of at most 64 characters."""
+    return None if value is None else validation.identifier(value, name)
+
+
+def _item_keys(own: list, defaults: dict, where: str) -> dict:
+    """An item's keys: the batch's, overridden by the item's own dict (its third element)."""
+    if not own:
+        return defaults
+    if len(own) > 1 or not isinstance(own[0], dict) or set(own[0]) - set(KEY_OPTIONS):
+        raise InvalidInput(
+            f"an item of a batch is (identifier, input) or (identifier, input, keys) with "
+            f"keys a dict of {list(KEY_OPTIONS)}, not {own!r} ({where})"
+        )
+    return {**defaults, **{name: _key(value, name) for name, value in own[0].items()}}
 
 
 def _valid_json(value, where: str) -> bool:
@@ -153,10 +234,20 @@ def _reload_type(task_type: TaskType) -> TaskType:
 
 
 def _enqueue(
-    task_type, batch, message, options, where, check_limit, fields=None, event_fields=None
-) -> list[int]:
-    """Insert ``batch`` (``(identifier, uuid, input)`` triples) as ACCEPTED tasks; their ids.
+    task_type,
+    batch,
+    message,
+    options,
+    where,
+    check_limit,
+    fields=None,
+    event_fields=None,
+    unique_for=None,
+) -> tuple[list[int], list[bool]]:
+    """Insert ``batch`` as ACCEPTED tasks; their ids, and whether each was created.
 
+    Items are ``(identifier, uuid, input, unique_key, concurrency_key)``; an item whose
+    unique key is held (``atp.tracker.unique``) gets the holder's id instead.
     ``event_fields`` are added to every task's ``task-sent`` event.
 
     Raises QueueFull, or IntegrityError (a clash) for the caller to name.
@@ -170,18 +261,26 @@ def _enqueue(
         task_type = _get_type(task_type.identifier)
         fields = _enqueue_fields(task_type, options, where)
         return _insert_with_orm(
-            task_type, fields, batch, message, check_limit, after, where, event_fields
+            task_type, fields, batch, message, check_limit, after, where, event_fields, unique_for
         )
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)
         if not sql.is_postgresql():
             return _insert_with_orm(
-                task_type, fields, batch, message, check_limit, event_fields=event_fields
+                task_type,
+                fields,
+                batch,
+                message,
+                check_limit,
+                event_fields=event_fields,
+                unique_for=unique_for,
             )
-        ids = _insert_with_sql(task_type, fields, batch, message, check_limit, event_fields)
-        if ids is not None:
-            return ids
+        done = _insert_with_sql(
+            task_type, fields, batch, message, check_limit, event_fields, unique_for
+        )
+        if done is not None:
+            return done
         task_type, fields = _reload_type(task_type), None
     raise UnknownTaskType(
         f"task type {task_type.identifier!r} changed while enqueueing {where}, "
@@ -202,22 +301,30 @@ def _insert_with_orm(
     after=([], "revoke"),
     where="",
     event_fields=None,
-) -> list[int]:
-    """The portable insert: the limit check, the tasks and their logs, one transaction.
+    unique_for=None,
+):
+    """The portable insert: unique keys, the limit check, the tasks and logs, one transaction.
 
     ``after`` is ``(dependency ids, policy)`` from ``dependencies.clean``: with dependencies
     the tasks start BLOCKED (or ACCEPTED, or REVOKED, by what their dependencies did).
-    ``event_fields`` are added to each ``task-sent`` event.
+    ``event_fields`` are added to each ``task-sent`` event. Returns ``(ids, created)`` as
+    ``_enqueue``.
     """
     depends_on, policy = after
     with transaction.atomic():
+        now = timezone.now()
+        keys = [item[3] for item in batch]
+        # The keys' locks come before the queue scope's, as on the SQL path.
+        plan = unique.plan(keys, unique.held_keys(task_type, keys, unique_for, now))
+        batch = [batch[position] for position in plan.create]
+        if not batch:
+            return plan.resolve([])
         if check_limit:
             _check_queue_limit(task_type, adding=len(batch))
         locked = dependencies.lock_dependencies(depends_on, where) if depends_on else {}
         status, revoked_because = (
             dependencies.initial_status(locked, policy) if depends_on else (Status.ACCEPTED, "")
         )
-        now = timezone.now()
         tasks = [_accepted_task(task_type, fields, item, now) for item in batch]
         for task in tasks:
             task.status = status
@@ -248,7 +355,7 @@ def _insert_with_orm(
             dependencies.attach(tasks, depends_on, locked, policy)
         if status == Status.ACCEPTED:
             sql.notify_enqueued(tasks[0].queue)
-    return [task.pk for task in tasks]
+    return plan.resolve([task.pk for task in tasks])
 
 
 def _sent_lineage(task, locked, depends_on) -> dict:
@@ -262,12 +369,11 @@ def _sent_lineage(task, locked, depends_on) -> dict:
     return dependencies.sent_lineage(locked, depends_on, root)
 
 
-def _insert_with_sql(
-    task_type, fields, batch, message, check_limit, event_fields
-) -> list[int] | None:
+def _insert_with_sql(task_type, fields, batch, message, check_limit, event_fields, unique_for):
     """The PostgreSQL insert: one statement in one round trip (``sql.enqueue_rows``).
 
-    Returns the ids, or None when ``task_type`` turned out stale and nothing was inserted.
+    Returns ``(ids, created)`` as ``_enqueue``, or None when ``task_type`` turned out stale
+    and nothing was inserted.
     """
     size = get_max_queue_size(task_type) if check_limit else None
     limit = None
@@ -280,25 +386,39 @@ def _insert_with_sql(
         **_statement_values(task_type, fields, batch, message, now),
         "fields": json.dumps(template),
         "root_id": root_id,
+        "unique_since": now - timedelta(seconds=unique_for) if unique_for else None,
     }
-    result = sql.enqueue_rows(limit, params)
-    fresh, waiting = result[0][:2]
+    keys = {item[3] for item in batch} - {None}
+    result = sql.enqueue_rows(limit, params, (task_type.pk, keys) if keys else None)
+    fresh, waiting, fits = result[0][:3]
     if not fresh:
         return None
-    if result[0][2] is None:
+    if not fits:
         raise _queue_full(task_type, len(batch), waiting, size)
-    ids, log_ids = [0] * len(batch), [0] * len(batch)
-    for _, _, position, task_id, log_id in result:
+    ids, log_ids, created = [0] * len(batch), [0] * len(batch), [False] * len(batch)
+    for *_, position, task_id, log_id, made in result:
         ids[position - 1], log_ids[position - 1] = task_id, log_id
-    if events.has_listeners(events.TASK_SENT):
-        _signal_sent(task_type, fields, batch, message, now, template, root_id, ids, log_ids)
-    return ids
+        created[position - 1] = made
+    if events.has_listeners(events.TASK_SENT) and any(created):
+        made = [n for n, new in enumerate(created) if new]
+        _signal_sent(
+            task_type,
+            fields,
+            [batch[n] for n in made],
+            message,
+            now,
+            template,
+            root_id,
+            [ids[n] for n in made],
+            [log_ids[n] for n in made],
+        )
+    return ids, created
 
 
 def _statement_values(task_type, fields, batch, message, now) -> dict:
     """The enqueue statement's values: the type as cached, the batch's, and each task's."""
     rows = []
-    for identifier, task_uuid, task_input in batch:
+    for identifier, task_uuid, task_input, unique_key, concurrency_key in batch:
         args, kwargs = events.call_signature(task_input)
         rows.append(
             {
@@ -307,6 +427,8 @@ def _statement_values(task_type, fields, batch, message, now) -> dict:
                 "input": task_input,
                 "args": args,
                 "kwargs": kwargs,
+                "concurrency_key": concurrency_key,
+                "unique_key": unique_key,
             }
         )
     parent = fields.get("parent")
@@ -388,8 +510,8 @@ def _signal_sent(task_type, fields, batch, message, now, template, root_id, ids,
 
 
 def _accepted_task(task_type, fields, item, now, pk=None) -> TaskInstance:
-    """The TaskInstance of one batch ``item`` (``(identifier, uuid, input)``), enqueued ``now``."""
-    identifier, task_uuid, task_input = item
+    """The TaskInstance of one batch ``item`` (as ``_enqueue``), enqueued ``now``."""
+    identifier, task_uuid, task_input, unique_key, concurrency_key = item
     return TaskInstance(
         pk=pk,
         type=task_type,
@@ -397,6 +519,8 @@ def _accepted_task(task_type, fields, item, now, pk=None) -> TaskInstance:
         uuid=task_uuid,
         status=Status.ACCEPTED,
         input=task_input,
+        unique_key=unique_key,
+        concurrency_key=concurrency_key,
         enqueued_at=now,
         updated_at=now,
         **{"run_after": now, **fields},

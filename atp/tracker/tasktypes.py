@@ -28,6 +28,9 @@ TYPE_OPTIONS = {
         v, "hard_time_limit", minimum=0, exclusive=True, allow_none=True
     ),
     "options": lambda v: _options_dict(v),
+    "concurrency_limit": lambda v: validation.integer(
+        v, "concurrency_limit", minimum=1, allow_none=True
+    ),
 }
 
 

@@ -81,6 +81,8 @@ def test_every_slot_runs_once_with_three_daemons(daemons, noop_type, kill_one):
     assert [slot for slot in expected if slot not in runs] == []  # none missing
     # None twice: one task per slot (the unique constraint), and one task-sent each.
     assert TaskInstance.objects.filter(identifier__startswith="tick@").count() == len(runs)
+    sent = LogRecord.objects.filter(event="task-sent", instance__identifier__startswith="tick@")
+    assert sent.count() == len(runs)
     late = {
         slot: (run["enqueued"] - slot).total_seconds()
         for slot, run in runs.items()

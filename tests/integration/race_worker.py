@@ -2,12 +2,15 @@
 
     python -m tests.integration.race_worker claim SERVER_ID LIMIT
     python -m tests.integration.race_worker enqueue TYPE PREFIX COUNT
+    python -m tests.integration.race_worker unique TYPE KEY COUNT
 
 ``DATABASE_URL`` names the database (the tests pass their test database). The process sets
 Django up, connects, prints ``ready`` and then reads a start time (epoch seconds) from stdin:
 all racers sleep until that same moment, so their work really overlaps. ``claim`` dequeues
 until the queue is empty and prints the claimed ids; ``enqueue`` tries COUNT enqueues and
-prints how many were accepted and how many hit ``QueueFull``. The report is one JSON line.
+prints how many were accepted and how many hit ``QueueFull``; ``unique`` calls
+``enqueue_unique`` COUNT times with one key and prints the ids it got and how many calls
+created their task. The report is one JSON line.
 """
 
 import json
@@ -42,6 +45,17 @@ def _enqueue(type_identifier: str, prefix: str, count: str) -> dict[str, int]:
     return outcome
 
 
+def _unique(type_identifier: str, key: str, count: str) -> dict:
+    from atp import tracker
+
+    ids, created = set(), 0
+    for _ in range(int(count)):
+        task_id, made = tracker.enqueue_unique(type_identifier, unique_key=key)
+        ids.add(task_id)
+        created += made
+    return {"ids": sorted(ids), "created": created}
+
+
 def main(argv: list[str]) -> None:
     """Set up, wait at the start line, race, report."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
@@ -57,7 +71,7 @@ def main(argv: list[str]) -> None:
     time.sleep(max(0.0, start_at - time.time()))
 
     mode, args = argv[0], argv[1:]
-    report = _claim(*args) if mode == "claim" else _enqueue(*args)
+    report = {"claim": _claim, "enqueue": _enqueue, "unique": _unique}[mode](*args)
     print(json.dumps(report), flush=True)
 
 

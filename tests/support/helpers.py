@@ -5,14 +5,30 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from atp.models import Dependency, LogRecord, Response, TaskInstance, TaskType, Workflow
+from atp.models import (
+    Dependency,
+    LogRecord,
+    QueuePause,
+    Response,
+    TaskInstance,
+    TaskType,
+    Workflow,
+)
 
 
 def row_counts() -> dict[str, int]:
     """How many rows each of ATP's task tables holds."""
     return {
         model.__name__: model.objects.count()
-        for model in (TaskType, TaskInstance, LogRecord, Response, Dependency, Workflow)
+        for model in (
+            TaskType,
+            TaskInstance,
+            LogRecord,
+            Response,
+            Dependency,
+            Workflow,
+            QueuePause,
+        )
     }
 
 

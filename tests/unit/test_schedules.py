@@ -1,5 +1,6 @@
 """register/unregister/pause/resume, bad input, ticking, catch-up and the run's event."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from atp import schedules, tracker
+from atp.daemon.schedules import HORIZON, ScheduleClock
 from atp.exceptions import InvalidInput, ScheduleNotFound
 from atp.models import LogRecord, Schedule, TaskInstance, Worker
 from atp.schedules import ticking
@@ -317,3 +319,16 @@ def test_a_bad_declared_schedule_stops_the_sync_before_anything_is_written(task_
         with pytest.raises(ImproperlyConfigured, match=r"\['bad'\]: timezone"):
             schedules.sync_declared_schedules()
     assert not Schedule.objects.exists()
+
+
+def test_the_daemon_clock_wakes_for_the_next_slot_or_after_its_horizon(task_type, alive_daemon):
+    clock = ScheduleClock()
+    before = time.monotonic()
+    assert clock.tick() == 0
+    assert before + HORIZON <= clock.due_at <= time.monotonic() + HORIZON  # nothing scheduled
+    schedule = schedules.register_schedule("tick", task_type.identifier, every=3600)
+    soon = timezone.now() + timedelta(seconds=0.2)
+    Schedule.objects.filter(pk=schedule.pk).update(next_slot=soon)
+    clock.tick()
+    # Woken for the slot (0.2 s away), not after the full horizon.
+    assert clock.due_at < time.monotonic() + 0.25

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("atp", "0007_schedule"),
+        ("atp", "0008_flow_control"),
     ]
 
     operations = [

@@ -1,0 +1,91 @@
+"""Pausing and resuming a queue or a task type, for every daemon at once.
+
+A pause is stored in the database (a ``QueuePause`` row, ``TaskType.paused``) and the claim
+statement reads it on every claim, so no daemon claims paused work after the pause
+commits; running tasks finish, and paused tasks stay ACCEPTED. Resuming notifies the
+daemons (``NOTIFY atp_enqueued`` on PostgreSQL) so idle ones claim at once; on SQLite they
+see it at their next poll. A queue may be paused before any task uses it.
+"""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from atp import sql, validation
+from atp.exceptions import InvalidInput
+from atp.models import QueuePause, TaskType
+
+logger = logging.getLogger("atp.tracker")
+
+
+def pause_queue(name) -> bool:
+    """Stop every daemon from claiming tasks of queue ``name``; False if it was paused."""
+    name = validation.identifier(name, "queue")
+    _, created = QueuePause.objects.get_or_create(queue=name)
+    if created:
+        logger.info("Paused queue %s", name)
+    return created
+
+
+def resume_queue(name) -> bool:
+    """Let daemons claim tasks of queue ``name`` again; False if it was not paused."""
+    name = validation.identifier(name, "queue")
+    with transaction.atomic():
+        deleted, _ = QueuePause.objects.filter(queue=name).delete()
+        if deleted:
+            sql.notify_enqueued(name)  # wakes idle daemons when this commits
+    if deleted:
+        logger.info("Resumed queue %s", name)
+    return bool(deleted)
+
+
+def pause_task_type(identifier) -> bool:
+    """Stop every daemon from claiming tasks of a type; False if it was paused already."""
+    return _set_paused(identifier, True)
+
+
+def resume_task_type(identifier) -> bool:
+    """Let daemons claim tasks of a type again; False if it was not paused."""
+    return _set_paused(identifier, False)
+
+
+def _set_paused(identifier, paused: bool) -> bool:
+    identifier = validation.identifier(identifier, "task type")
+    with transaction.atomic():
+        task_type = TaskType.objects.select_for_update().filter(identifier=identifier).first()
+        if task_type is None:
+            raise InvalidInput(f"unknown task type {identifier!r}: nothing to pause or resume")
+        if task_type.paused == paused:
+            return False
+        TaskType.objects.filter(pk=task_type.pk).update(paused=paused, updated_at=timezone.now())
+        if not paused:
+            sql.notify_enqueued(task_type.queue)
+    logger.info("%s task type %s", "Paused" if paused else "Resumed", identifier)
+    return True
+
+
+def paused_queues() -> list[str]:
+    """The names of the paused queues."""
+    return list(QueuePause.objects.order_by("queue").values_list("queue", flat=True))
+
+
+def current() -> tuple[list[str], list[int]]:
+    """What is paused now: the queue names and the task type ids."""
+    types = TaskType.objects.filter(paused=True).values_list("pk", flat=True)
+    return paused_queues(), list(types)
+
+
+def unpaused(tasks, pauses: tuple[list[str], list[int]]):
+    """``tasks`` without those of the paused queues and types ``pauses`` (``current()``).
+
+    The pauses are written into the query as constants, and only when there are any: a
+    sub-select there would hide from the planner how few rows it removes, and it would give
+    up the claim index for a scan of every waiting task.
+    """
+    queues, types = pauses
+    if queues:
+        tasks = tasks.exclude(queue__in=queues)
+    if types:
+        tasks = tasks.exclude(type_id__in=types)
+    return tasks
