@@ -22,8 +22,12 @@ def new_instance() -> str:
     return secrets.token_hex(16)
 
 
-def register_worker(server_id: str, instance: str, *, worker_timeout: float | None = None):
+def register_worker(
+    server_id: str, instance: str | None = None, *, worker_timeout: float | None = None
+):
     """Record this process as the running daemon ``server_id``; return its Worker row.
+
+    ``instance`` is the process's token (``new_instance``; a fresh one if not given).
 
     With ``worker_timeout`` (a daemon starting), refuse with ServerIdInUse when another
     process holds the id and is alive: its row is not stopped and heartbeat within
@@ -32,6 +36,7 @@ def register_worker(server_id: str, instance: str, *, worker_timeout: float | No
     Without it (this daemon re-registering after it was declared lost) the row is taken.
     """
     now = timezone.now()
+    instance = instance or new_instance()
     with transaction.atomic():
         worker = Worker.objects.select_for_update().filter(server_id=server_id).first()
         if (
