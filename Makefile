@@ -26,6 +26,7 @@ test: $(VENV)/.installed services lint test-sqlite test-postgres
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) manage.py makemigrations --check --dry-run -v0
 
 test-sqlite: $(VENV)/.installed

@@ -171,7 +171,7 @@ class ATPBackend(BaseTaskBackend):
         alias = task_input.get("backend", self.alias)
         history = _history(instance)
         result = TaskResult(
-            task=_task_of(instance, task_input, alias),
+            task=_task_of(instance, task_input, alias),  # type: ignore[arg-type]
             id=str(instance.uuid),
             status=_STATUS[instance.status],
             enqueued_at=instance.enqueued_at,

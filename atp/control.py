@@ -13,12 +13,9 @@ import signal as signal_module
 import time
 from dataclasses import dataclass
 
-from django.db import transaction
-from django.utils import timezone
-
 from atp import tracker, validation
 from atp.exceptions import InvalidInput, TaskNotFound
-from atp.models import TERMINAL, Status, TaskInstance, TaskType
+from atp.models import TERMINAL, Status, TaskInstance
 from atp.query import OUTCOME_EVENTS, task_lookup
 from atp.query.states import state_name
 
@@ -56,7 +53,7 @@ class TaskResult:
 
     def as_flower(self) -> dict:
         """Flower's result reply: task-id and state, plus result (and traceback) once ready."""
-        reply = {"task-id": self.uuid, "state": self.state}
+        reply: dict[str, object] = {"task-id": self.uuid, "state": self.state}
         if self.ready:
             reply["result"] = self.exception if self.state == "FAILURE" else self.result
             if self.state == "FAILURE":
@@ -128,7 +125,7 @@ def _task(task_id) -> TaskInstance:
 
 
 def _result(task: TaskInstance) -> TaskResult:
-    outcome = {}
+    outcome: dict = {}
     if task.status in TERMINAL:
         record = task.log.filter(event__in=OUTCOME_EVENTS).order_by("-time", "-id").first()
         outcome = record.fields if record else {}
@@ -177,15 +174,7 @@ def abort(task_id) -> bool:
     when its handler returns the task ends REVOKED (cooperative, as Celery's
     AbortableTask). A task that has not started (or waits for subtasks) is revoked now.
     """
-    with transaction.atomic():
-        task = _locked(task_id)
-        if task.status in TERMINAL:
-            return False
-        if task.status in (Status.RUNNING, Status.PAUSED):
-            tracker.request_abort(task.pk)
-        else:
-            tracker.revoke_task(task.pk, "Aborted before it ran.")
-    return True
+    return tracker.abort_task(_task(task_id).pk) != tracker.Stopped.ENDED
 
 
 def revoke(task_id, terminate=False, signal="SIGTERM") -> bool:
@@ -197,15 +186,10 @@ def revoke(task_id, terminate=False, signal="SIGTERM") -> bool:
     as ``"SIGTERM"``/``"KILL"`` or a number) and end the task REVOKED.
     """
     signum = signal_number(signal)
-    with transaction.atomic():
-        task = _locked(task_id)
-        if task.status in TERMINAL:
-            return False
-        if terminate and task.status in (Status.RUNNING, Status.PAUSED):
-            tracker.request_kill(task.pk, signum)
-        else:
-            tracker.revoke_task(task.pk, "Revoked on request.")
-    return True
+    outcome = tracker.cancel_task(
+        _task(task_id).pk, "on request", terminate=terminate, signum=signum
+    )
+    return outcome != tracker.Stopped.ENDED
 
 
 def signal_number(signal) -> int:
@@ -228,15 +212,6 @@ def signal_number(signal) -> int:
     return tracker.check_kill_signal(number)
 
 
-def _locked(task_id) -> TaskInstance:
-    """The task, its row locked until the transaction ends."""
-    lookup = task_lookup(task_id)
-    task = TaskInstance.objects.select_for_update().filter(**lookup).first() if lookup else None
-    if task is None:
-        raise TaskNotFound(f"no task with id or uuid {task_id!r}")
-    return task
-
-
 # --- task type limits -----------------------------------------------------------------------
 
 
@@ -253,8 +228,7 @@ def rate_limit(type, rate) -> str:
     rate = validation.rate(rate)
     if rate.startswith("0/"):
         rate = ""
-    task_type = tracker._get_type(type)
-    TaskType.objects.filter(pk=task_type.pk).update(rate_limit=rate, updated_at=timezone.now())
+    tracker.update_task_type(type, rate_limit=rate)
     return rate
 
 
@@ -269,9 +243,7 @@ def set_timeouts(type, soft=None, hard=None) -> tuple[float | None, float | None
         raise InvalidInput(
             f"the soft time limit ({soft:g} s) must be below the hard one ({hard:g} s)"
         )
-    TaskType.objects.filter(pk=tracker._get_type(type).pk).update(
-        soft_time_limit=soft, hard_time_limit=hard, updated_at=timezone.now()
-    )
+    tracker.update_task_type(type, soft_time_limit=soft, hard_time_limit=hard)
     return soft, hard
 
 

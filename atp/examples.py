@@ -5,7 +5,7 @@ import json
 from atp import tracker
 
 #: identifier -> (handler path, options) of the example task types.
-EXAMPLE_TYPES = {
+EXAMPLE_TYPES: dict[str, tuple[str, dict]] = {
     "example.add": ("atp.examples.add", {}),
     "example.echo": ("atp.examples.echo", {}),
     "example.count": ("atp.examples.count", {}),

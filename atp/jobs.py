@@ -119,7 +119,7 @@ def _write_json(path: Path, data) -> None:
 def run_job(task_status, input):
     """The handler of job types: run the program, record its files, store its response."""
     info = task_status.get_info()
-    options = tracker._get_type(info.type).options or {}
+    options = tracker.get_task_type(info.type).options or {}
     workdir = job_dir(info.type, info.identifier)
     workdir.mkdir(parents=True, exist_ok=True)
     argv = _argv(options, input)

@@ -151,6 +151,12 @@ class TaskType(models.Model):
         return 1 + self.maxrestart
 
 
+#: The claim order, written once: higher priority first, then the earliest due, then the
+#: oldest. ``TaskInstanceQuerySet.ready``, the ready index (``atp_task_ready``) and the claim
+#: statement of ``atp.tracker.batch_sql`` (through ``atp.sql.order_by``) all use it.
+CLAIM_ORDER = ("-priority", "run_after", "id")
+
+
 class TaskInstanceQuerySet(models.QuerySet):
     """Task instances by state; every sweep and claim query starts here."""
 
@@ -161,9 +167,7 @@ class TaskInstanceQuerySet(models.QuerySet):
     def ready(self, now=None):
         """Waiting tasks that are due, in claim order: priority, then run_after, then id."""
         now = now or timezone.now()
-        return self.filter(status=Status.ACCEPTED, run_after__lte=now).order_by(
-            "-priority", "run_after", "id"
-        )
+        return self.filter(status=Status.ACCEPTED, run_after__lte=now).order_by(*CLAIM_ORDER)
 
     def active(self):
         """Tasks a daemon owns: SCHEDULED, RUNNING or PAUSED."""
@@ -293,7 +297,7 @@ class TaskInstance(models.Model):
             # The claim query: waiting rows in claim order. Partial, so it holds only the
             # queue, not the history, and stays small however many tasks have run.
             models.Index(
-                fields=["-priority", "run_after", "id"],
+                fields=list(CLAIM_ORDER),
                 condition=Q(status=Status.ACCEPTED),
                 name="atp_task_ready",
             ),

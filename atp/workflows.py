@@ -162,7 +162,7 @@ def _nodes(items, what) -> tuple:
 def _enqueue(node, name: str) -> WorkflowHandle:
     with transaction.atomic():
         workflow = Workflow.objects.create(name=name[:255])
-        workflow.root_uuid = None  # set by the first task written: Celery's root_id
+        workflow.root_uuid = None  # type: ignore[attr-defined]  # set by the first task written: Celery's root_id
         ids, ends = _write(node, [], workflow)
         workflow.end_task_id = ends[0] if len(ends) == 1 else None
         workflow.save(update_fields=["end_task"])
@@ -175,7 +175,7 @@ def _write(node, after: list[int], workflow) -> tuple[list[int], list[int]]:
         ids = _write_signatures([node], after, workflow)
         return ids, ids
     if isinstance(node, Chain):
-        ids: list[int] = []
+        ids = []
         for step in node.steps:
             step_ids, after = _write(step, after, workflow)
             ids += step_ids
@@ -183,8 +183,8 @@ def _write(node, after: list[int], workflow) -> tuple[list[int], list[int]]:
     if isinstance(node, Group):
         ids, ends = [], []
         # Runs of plain signatures of one type and options are one bulk enqueue.
-        for plain, members in groupby(node.members, key=_batch_key):
-            members = list(members)
+        for plain, run in groupby(node.members, key=_batch_key):
+            members = list(run)
             if plain is None:
                 for member in members:
                     member_ids, member_ends = _write(member, after, workflow)

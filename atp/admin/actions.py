@@ -20,6 +20,12 @@ from atp.validation import IDENTIFIER_MAX_LENGTH
 #: The signal "revoke + terminate" sends (Celery's default for ``revoke(terminate=True)``).
 TERMINATE_SIGNAL = signal.SIGTERM
 _RETRY_SUFFIX = re.compile(r"-retry-\d+$")
+#: What the tracker's stop decision returns when it changed nothing: reported as skipped.
+DID_NOTHING = {
+    tracker.Stopped.ENDED,
+    tracker.Stopped.KILL_PENDING,
+    tracker.Stopped.ABORT_PENDING,
+}
 
 
 class Outcome:
@@ -79,105 +85,106 @@ def retry_identifier(task) -> str:
         n += 1
 
 
-@admin.action(
-    description="Re-enqueue selected tasks (ended ones as a new task)", permissions=["change"]
-)
-def reenqueue(modeladmin, request, queryset):
-    """Put tasks back in the queue: a claimed/running/paused task itself, an ended one as a copy.
+def reenqueue_one(task, request, outcome: Outcome) -> None:
+    """Put one task back in the queue: a claimed/running/paused task itself, an ended one as a copy.
 
     An ended task never changes status again (DESIGN.md), so re-running it enqueues a NEW
     task with the same type and input, named ``<identifier>-retry-<n>``.
     """
-    outcome = Outcome("Re-enqueued")
-    for task in _tasks(queryset):
+    try:
+        if task.status in ACTIVE:
+            tracker.reenqueue_task(task.pk, f"Re-enqueued {_by(request)}.")
+            outcome.done()
+        elif task.status in TERMINAL:
+            identifier = retry_identifier(task)
+            new_id = tracker.enqueue_task(
+                task.type.identifier,
+                identifier,
+                task.input,
+                f"Re-run of {task} (id {task.pk}, {task.status_name}) {_by(request)}.",
+                priority=task.priority,
+                queue=task.queue,
+            )
+            outcome.done(f"{task} ended, so a new task {identifier} (id {new_id}) was created")
+        elif task.status == Status.ACCEPTED:
+            outcome.skip(task, "already waiting in the queue")
+        else:
+            outcome.skip(task, f"{task.status_name.lower()} (cannot be re-enqueued)")
+    except QueueFull:
+        outcome.skip(task, "not re-run: the queue is full")
+    except ATPError as exc:
+        outcome.skip(task, f"changed meanwhile: {exc}")
+
+
+def _stopper(stop):
+    """A per-task function that stops a task with ``stop(task_id, by)`` (the tracker decides)."""
+
+    def stop_one(task, request, outcome: Outcome) -> None:
         try:
-            if task.status in ACTIVE:
-                tracker.reenqueue_task(task.pk, f"Re-enqueued {_by(request)}.")
-                outcome.done()
-            elif task.status in TERMINAL:
-                identifier = retry_identifier(task)
-                new_id = tracker.enqueue_task(
-                    task.type.identifier,
-                    identifier,
-                    task.input,
-                    f"Re-run of {task} (id {task.pk}, {task.status_name}) {_by(request)}.",
-                    priority=task.priority,
-                    queue=task.queue,
-                )
-                outcome.done(f"{task} ended, so a new task {identifier} (id {new_id}) was created")
-            elif task.status == Status.ACCEPTED:
-                outcome.skip(task, "already waiting in the queue")
-            else:
-                outcome.skip(task, f"{task.status_name.lower()} (cannot be re-enqueued)")
-        except QueueFull:
-            outcome.skip(task, "not re-run: the queue is full")
+            stopped = stop(task.pk, _by(request))
         except ATPError as exc:
             outcome.skip(task, f"changed meanwhile: {exc}")
-    outcome.report(modeladmin, request)
+            return
+        if stopped in DID_NOTHING:
+            outcome.skip(task, str(stopped))
+        else:
+            outcome.done()
+
+    return stop_one
+
+
+def _terminate(task_id, by):
+    return tracker.cancel_task(task_id, by, terminate=True, signum=TERMINATE_SIGNAL)
+
+
+#: Revoke: cancel a task that has not ended; a running handler is not interrupted.
+revoke_one = _stopper(tracker.cancel_task)
+#: Revoke + terminate: the daemon that owns a running task kills the handler and revokes it
+#: (``terminated=True``), so the task is REVOKED within one heartbeat, not at once.
+revoke_terminate_one = _stopper(_terminate)
+#: Abort: running handlers are asked to stop (they poll ``is_aborted``); others are revoked.
+abort_one = _stopper(tracker.abort_task)
+
+
+def delete_one(task, request, outcome: Outcome) -> None:
+    """Delete one task through the tracker."""
+    if tracker.delete_task(task.pk):
+        outcome.done()
+    else:
+        outcome.skip(task, "already deleted")
+
+
+def apply(per_task, queryset, request, outcome: Outcome) -> Outcome:
+    """Run ``per_task`` on every task of ``queryset`` (by id), each its own tracker call."""
+    for task in _tasks(queryset):
+        per_task(task, request, outcome)
+    return outcome
+
+
+@admin.action(
+    description="Re-enqueue selected tasks (ended ones as a new task)", permissions=["change"]
+)
+def reenqueue(modeladmin, request, queryset):
+    """Put tasks back in the queue (see ``reenqueue_one``)."""
+    apply(reenqueue_one, queryset, request, Outcome("Re-enqueued")).report(modeladmin, request)
 
 
 @admin.action(description="Revoke selected tasks", permissions=["change"])
 def revoke(modeladmin, request, queryset):
     """Cancel tasks that have not ended; a running handler is not interrupted."""
-    outcome = Outcome("Revoked")
-    for task in _tasks(queryset):
-        if task.status in TERMINAL:
-            outcome.skip(task, "already ended")
-            continue
-        try:
-            tracker.revoke_task(task.pk, f"Revoked {_by(request)}.")
-            outcome.done()
-        except ATPError as exc:
-            outcome.skip(task, f"changed meanwhile: {exc}")
-    outcome.report(modeladmin, request)
+    apply(revoke_one, queryset, request, Outcome("Revoked")).report(modeladmin, request)
 
 
 @admin.action(
     description="Revoke selected tasks and terminate running handlers", permissions=["change"]
 )
 def revoke_terminate(modeladmin, request, queryset):
-    """Revoke tasks; for a running or paused one, ask its daemon to kill the handler (SIGTERM).
-
-    The daemon that owns the task kills the handler and revokes it (``terminated=True``), so
-    the task is REVOKED within one heartbeat, not at once.
-    """
+    """Revoke tasks; the daemons of running ones kill the handler and revoke the task."""
     outcome = Outcome("Revoked or asked to terminate")
-    for task in _tasks(queryset):
-        if task.status in TERMINAL:
-            outcome.skip(task, "already ended")
-            continue
-        try:
-            if task.status in (Status.RUNNING, Status.PAUSED):
-                if task.kill_signal is not None:
-                    outcome.skip(task, "termination already requested")
-                    continue
-                tracker.request_kill(
-                    task.pk, TERMINATE_SIGNAL, f"Termination requested {_by(request)}."
-                )
-            else:
-                tracker.revoke_task(task.pk, f"Revoked {_by(request)}.")
-            outcome.done()
-        except ATPError as exc:
-            outcome.skip(task, f"changed meanwhile: {exc}")
-    outcome.report(modeladmin, request)
+    apply(revoke_terminate_one, queryset, request, outcome).report(modeladmin, request)
 
 
 @admin.action(description="Abort selected tasks", permissions=["change"])
 def abort(modeladmin, request, queryset):
-    """Ask handlers to stop (they poll ``is_aborted``); a task still waiting is revoked."""
-    outcome = Outcome("Aborted")
-    for task in _tasks(queryset):
-        try:
-            if task.status in TERMINAL:
-                outcome.skip(task, "already ended")
-            elif task.abort_requested_at is not None:
-                outcome.skip(task, "abort already requested")
-            elif task.status == Status.ACCEPTED:
-                tracker.revoke_task(task.pk, f"Aborted before it started, {_by(request)}.")
-                outcome.done()
-            else:
-                tracker.request_abort(task.pk, f"Abort requested {_by(request)}.")
-                outcome.done()
-        except ATPError as exc:
-            outcome.skip(task, f"changed meanwhile: {exc}")
-    outcome.report(modeladmin, request)
+    """Ask running handlers to stop (they poll ``is_aborted``); a task not started is revoked."""
+    apply(abort_one, queryset, request, Outcome("Aborted")).report(modeladmin, request)

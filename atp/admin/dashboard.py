@@ -5,7 +5,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from atp import tracker
-from atp.admin import charts, stats
+from atp.admin import charts, display, stats
 from atp.admin.display import status_badge
 from atp.conf import settings
 from atp.models import TERMINAL, QueuePause, Status, TaskType
@@ -32,7 +32,8 @@ def dashboard_view(model_admin, request):
         }
         for task_type in types
     ]
-    oldest = stats.oldest_waiting()
+    oldest = stats.oldest_waiting(now)
+    queues = stats.queue_depths(now)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "ATP dashboard",
@@ -56,11 +57,14 @@ def dashboard_view(model_admin, request):
         "limit": limit,
         "gauge": charts.queue_gauge_svg(depth, limit),
         "chart": charts.throughput_svg(buckets),
+        "queue_chart": charts.queue_svg(queues, now),
+        "runtime_chart": charts.runtime_svg(stats.runtime_percentiles(now)),
+        "lost": stats.lost_workers(settings.WORKER_TIMEOUT, now),
         "ended_last_hour": ended,
         "failed_last_hour": failed,
         "failure_rate": (100.0 * failed / ended) if ended else None,
         "oldest": oldest,
-        "oldest_age": (now - oldest.enqueued_at) if oldest else None,
+        "oldest_age": display.ago(oldest.run_after, now) if oldest else None,
         "workers": stats.live_workers(settings.WORKER_TIMEOUT),
         "worker_timeout": settings.WORKER_TIMEOUT,
         "paused_queues": list(QueuePause.objects.values_list("queue", flat=True)),

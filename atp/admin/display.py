@@ -2,6 +2,7 @@
 
 import json
 
+from django.utils import timezone
 from django.utils.html import format_html
 
 from atp.models import Status
@@ -33,12 +34,19 @@ def status_badge(status: int):
 
 
 def progress_bar(progress):
-    """A bar for a task's ``progress`` JSON (``percent``, or ``done`` of ``total``); '' if none."""
+    """A bar for a task's ``progress`` JSON (``percent``, or ``done`` of ``total``); '' if none.
+
+    A fan-out parent's progress has no ``done``: its ended subtasks (succeeded + failed +
+    skipped) of ``total`` are the bar.
+    """
     if not isinstance(progress, dict):
         return ""
     percent = progress.get("percent")
     if percent is None and progress.get("total"):
-        percent = 100.0 * (progress.get("done") or 0) / progress["total"]
+        done = progress.get("done")
+        if done is None:
+            done = sum(progress.get(key) or 0 for key in FAN_OUT_ENDED)
+        percent = 100.0 * done / progress["total"]
     if percent is None:
         return format_html("{}", progress.get("done", ""))
     percent = max(0.0, min(100.0, float(percent)))
@@ -49,6 +57,59 @@ def progress_bar(progress):
         f"{percent:.0f}",
         f"{percent:.1f}",
     )
+
+
+#: The counters of a fan-out parent's progress that count ended subtasks.
+FAN_OUT_ENDED = ("succeeded", "failed", "skipped")
+
+
+def moment(value, now=None) -> str:
+    """A time to the second, as short as is unambiguous: ``22:27:14`` today, else with the date."""
+    if value is None:
+        return ""
+    now = timezone.localtime(now or timezone.now())
+    value = timezone.localtime(value)
+    if value.date() == now.date():
+        return value.strftime("%H:%M:%S")
+    if value.year == now.year:
+        return value.strftime("%m-%d %H:%M:%S")
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(value, now=None) -> str:
+    """How long ago ``value`` was: ``12 s ago``, ``4 min 2 s ago``; ``in 3 s`` for the future."""
+    if value is None:
+        return ""
+    seconds = ((now or timezone.now()) - value).total_seconds()
+    if seconds < 0:
+        return f"in {_whole(-seconds)}"
+    return f"{_whole(seconds)} ago"
+
+
+def _whole(seconds: float) -> str:
+    return f"{int(seconds)} s" if seconds < 60 else duration(seconds)
+
+
+def timestamp(value, now=None):
+    """A time cell: the short time to the second, the full time and the age as its tooltip."""
+    if value is None:
+        return "—"
+    full = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return format_html('<span title="{} ({})">{}</span>', full, ago(value, now), moment(value, now))
+
+
+def heartbeat(value, now=None):
+    """A heartbeat cell: the time to the second and how long ago it was."""
+    if value is None:
+        return "—"
+    return format_html("{} <small>({})</small>", moment(value, now), ago(value, now))
+
+
+def boolean_icon(value):
+    """The admin's yes/no icon, as the change list draws a ``boolean=True`` column."""
+    from django.contrib.admin.templatetags.admin_list import _boolean_icon
+
+    return _boolean_icon(value)
 
 
 def duration(seconds) -> str:

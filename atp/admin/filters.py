@@ -1,9 +1,6 @@
 """List filters of the task admin that stay cheap on a big table."""
 
-import uuid
-
 from django.contrib import admin
-from django.db.models import Q
 
 from atp.models import Worker
 from atp.query import waiting
@@ -48,15 +45,3 @@ class WaitingFilter(admin.SimpleListFilter):
         if self.value() not in dict(waiting.REASONS):
             return queryset
         return waiting.filter_tasks(queryset, self.value())
-
-
-def search_condition(term: str) -> Q:
-    """The condition one search word matches: uuid or id exactly, identifier or input text."""
-    condition = Q(identifier__icontains=term) | Q(input__icontains=term)
-    try:
-        condition |= Q(uuid=uuid.UUID(term))
-    except ValueError:
-        pass
-    if term.isdigit():
-        condition |= Q(pk=int(term))
-    return condition

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count
+from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -28,7 +28,7 @@ class Counts:
 
     def totals(self) -> dict[int, int]:
         """``{status: count}`` over all types, every status present."""
-        totals = {status: 0 for status in Status}
+        totals: dict[int, int] = {status: 0 for status in Status}
         for per_status in self.by_type.values():
             for status, n in per_status.items():
                 totals[status] += n
@@ -128,9 +128,108 @@ def throughput(now=None, minutes=60) -> list[Bucket]:
     return list(buckets.values())
 
 
-def oldest_waiting():
-    """The task that has waited longest in the queue (by enqueue time), or None."""
-    return TaskInstance.objects.waiting().select_related("type").order_by("enqueued_at").first()
+def oldest_waiting(now=None):
+    """The waiting task that has been *due* longest (``run_after`` in the past), or None.
+
+    Tasks scheduled ahead (``run_after`` later than now) are not late, so they are left out:
+    a healthy queue full of tomorrow's work must not look stuck.
+    """
+    now = now or timezone.now()
+    return (
+        TaskInstance.objects.waiting()
+        .filter(run_after__lte=now)
+        .select_related("type")
+        .order_by("run_after", "pk")
+        .first()
+    )
+
+
+@dataclass
+class QueueDepth:
+    """One queue: due tasks waiting, tasks scheduled ahead, and since when the oldest is due."""
+
+    queue: str
+    due: int = 0
+    ahead: int = 0
+    oldest_due: datetime | None = None
+
+
+def queue_depths(now=None) -> list[QueueDepth]:
+    """Waiting tasks per queue, due and scheduled ahead, with the oldest due time.
+
+    Reads only ACCEPTED rows (the claim's partial index), never the ended history.
+    """
+    now = now or timezone.now()
+    depths: dict[str, QueueDepth] = {}
+    rows = (
+        TaskInstance.objects.waiting()
+        .order_by()
+        .annotate(is_due=ExpressionWrapper(Q(run_after__lte=now), output_field=BooleanField()))
+        .values_list("queue", "is_due")
+        .annotate(n=Count("pk"), since=Min("run_after"))
+    )
+    for queue, is_due, n, since in rows:
+        depth = depths.setdefault(queue, QueueDepth(queue))
+        if is_due:
+            depth.due, depth.oldest_due = n, since
+        else:
+            depth.ahead = n
+    return sorted(depths.values(), key=lambda depth: depth.queue)
+
+
+#: How far back the run-time percentiles look, and how many tasks per type they read at most.
+RUNTIME_WINDOW = timedelta(hours=1)
+RUNTIME_SAMPLE = 2000
+
+
+@dataclass
+class Runtimes:
+    """Run-time percentiles (seconds) of one type's recently ended tasks."""
+
+    type: str
+    count: int
+    p50: float
+    p95: float
+    max: float
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    """The nearest-rank percentile of an ascending list."""
+    rank = max(1, round(share * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def runtime_percentiles(now=None) -> list[Runtimes]:
+    """p50/p95/max run time per type over the tasks that ended in the last hour.
+
+    Per type, at most the ``RUNTIME_SAMPLE`` latest ended tasks are read (the retention
+    index: type, finished_at), so a busy type costs a bounded read.
+    """
+    now = now or timezone.now()
+    result = []
+    for type_id, identifier in TaskType.objects.values_list("pk", "identifier"):
+        pairs = (
+            TaskInstance.objects.filter(
+                type_id=type_id,
+                status__in=sorted(TERMINAL),
+                finished_at__gte=now - RUNTIME_WINDOW,
+                started_at__isnull=False,
+            )
+            .order_by("-finished_at")
+            .values_list("started_at", "finished_at")[:RUNTIME_SAMPLE]
+        )
+        values = sorted(max(0.0, (end - start).total_seconds()) for start, end in pairs)
+        if values:
+            result.append(
+                Runtimes(
+                    identifier,
+                    len(values),
+                    _percentile(values, 0.5),
+                    _percentile(values, 0.95),
+                    values[-1],
+                )
+            )
+    return result
 
 
 def live_workers(timeout):
@@ -146,3 +245,28 @@ def live_workers(timeout):
     for worker in workers:
         worker.running_tasks = running.get(worker.server_id, 0)
     return workers
+
+
+def running_by_server(server_ids) -> dict[str, int]:
+    """``{server id: tasks it owns}`` for the given daemons (the active-owner index)."""
+    return dict(
+        TaskInstance.objects.active()
+        .order_by()
+        .filter(server_id__in=list(server_ids))
+        .values_list("server_id")
+        .annotate(n=Count("pk"))
+    )
+
+
+#: Lost daemons are shown on the dashboard for this long after their last heartbeat.
+LOST_WINDOW = timedelta(hours=24)
+
+
+def lost_workers(timeout, now=None, limit=10):
+    """Daemons that stopped heart-beating (not stopped cleanly) in the last day, newest first."""
+    now = now or timezone.now()
+    return list(
+        Worker.objects.lost(now - timedelta(seconds=timeout))
+        .filter(heartbeat_at__gte=now - LOST_WINDOW)
+        .order_by("-heartbeat_at")[:limit]
+    )

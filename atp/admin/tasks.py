@@ -11,9 +11,11 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from atp import tracker
-from atp.admin import actions, display
+from atp.admin import actions, columns, display
+from atp.admin import search as task_search
 from atp.admin import workflows as workflow_admin
-from atp.admin.filters import ServerFilter, WaitingFilter, search_condition
+from atp.admin.console import console_urls
+from atp.admin.filters import ServerFilter, WaitingFilter
 from atp.admin.paginator import EstimatedCountPaginator
 from atp.models import TERMINAL, Response, Status, TaskInstance
 from atp.query import waiting
@@ -45,9 +47,9 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         "server_id",
         "attempts",
         "progress_bar",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
+        columns.enqueued,
+        columns.started,
+        columns.finished,
         "runtime",
     )
     list_display_links = ("id", "identifier")
@@ -61,7 +63,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
     )
     list_per_page = 50
     search_fields = ("identifier",)  # shows the box; get_search_results does the real work
-    search_help_text = "Identifier or input text (contains), uuid or id (exact)."
+    search_help_text = task_search.HELP_TEXT
     # Big tables: no full-table COUNT on every page load, no per-filter counts.
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -143,10 +145,8 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         return computed + owned
 
     def get_search_results(self, request, queryset, search_term):
-        """Match every word against identifier/input (contains) or uuid/id (exact)."""
-        for word in search_term.split():
-            queryset = queryset.filter(search_condition(word))
-        return queryset, False
+        """ATP's search language (atp.query.search); a bare id or uuid matches exactly."""
+        return task_search.search_tasks(request, queryset, search_term)
 
     def delete_queryset(self, request, queryset):
         """Delete through the tracker (the built-in "delete selected" action ends here)."""
@@ -176,6 +176,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
 
         wrap = self.admin_site.admin_view
         return [
+            *console_urls(self, wrap),
             path(
                 "dashboard/",
                 wrap(lambda request: dashboard_view(self, request)),

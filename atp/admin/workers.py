@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from atp.admin import display
 from atp.conf import settings
 from atp.models import TaskInstance, Worker
 
@@ -74,6 +75,21 @@ class WorkerAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(running_count=Subquery(running, output_field=IntegerField()))
         )
+
+    @admin.display(description="started", ordering="started_at")
+    def started_at(self, worker):
+        """When the daemon started, to the second."""
+        return display.timestamp(worker.started_at)
+
+    @admin.display(description="last heartbeat", ordering="heartbeat_at")
+    def heartbeat_at(self, worker):
+        """The last heartbeat, to the second, with its age."""
+        return display.heartbeat(worker.heartbeat_at)
+
+    @admin.display(description="stopped", ordering="stopped_at")
+    def stopped_at(self, worker):
+        """When the daemon said it stopped, to the second."""
+        return display.timestamp(worker.stopped_at)
 
     @admin.display(boolean=True, description="alive")
     def alive(self, worker):

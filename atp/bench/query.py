@@ -29,7 +29,12 @@ USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 DAEMONS = 8
 SPAN = timedelta(days=30)
 #: (share in percent, status) of the generated tasks: mostly history, some queue.
-MIX = ((80, Status.FINISHED), (10, Status.FAILED), (3, Status.REVOKED), (4, Status.ACCEPTED))
+MIX: tuple[tuple[int, Status], ...] = (
+    (80, Status.FINISHED),
+    (10, Status.FAILED),
+    (3, Status.REVOKED),
+    (4, Status.ACCEPTED),
+)
 MIX += ((1, Status.SCHEDULED), (1, Status.RUNNING), (1, Status.PAUSED))
 TASK_COLUMNS = (
     "id type_id identifier uuid status input priority queue run_after expires server_id "
@@ -53,7 +58,7 @@ def _task_rows(n: int, task_id: int, type_ids: list[int], start):
     type_index = n % len(TYPES)
     path = f"/data/scene-{n:08d}.tif"
     if TYPES[type_index] == "bench.thumbnail":
-        task_input = [path, 64 << (n % 3)]
+        task_input: list | dict = [path, 64 << (n % 3)]
     else:
         task_input = {"path": path, "band": n % 13, "user": USERS[n % len(USERS)]}
     digest = hashlib.md5(f"atp-bench-{n}".encode(), usedforsecurity=False).digest()

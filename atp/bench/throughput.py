@@ -52,12 +52,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from atp import tracker
+from atp.bench import workflow
 from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
 from atp.models import (
     Dependency,
@@ -81,7 +83,7 @@ BENCH_TYPES = {
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000
-SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow")
+SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench")
 #: No-op tasks in the workflow section's chord (plus its callback).
 CHORD_TASKS = 1000
 DRAIN_VARIANTS = (("processes", 1), ("processes", 2), ("processes", 4), ("threads", 4))
@@ -156,7 +158,16 @@ def fill_history(count: int = HISTORY_ROWS) -> None:
         return
     statement = _FILL.format(table=_TASKS, uuid=_NEW_UUID[vendor], series=_SERIES[vendor])
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [history.pk, 0, int(Status.FINISHED), PRIORITY, history.queue, now, now, now]
+    params: list[Any] = [
+        history.pk,
+        0,
+        int(Status.FINISHED),
+        PRIORITY,
+        history.queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(statement, [*params, count])
 
@@ -212,7 +223,16 @@ def fill_backlog(count: int) -> int:
     # Numbered after every filler row so far, so identifiers stay unique per type.
     offset = TaskInstance.objects.filter(type=filler).count()
     queue = TaskType.objects.get(identifier=MEASURED).queue
-    params = [filler.pk, offset, int(Status.ACCEPTED), FILLER_PRIORITY, queue, now, now, now]
+    params: list[Any] = [
+        filler.pk,
+        offset,
+        int(Status.ACCEPTED),
+        FILLER_PRIORITY,
+        queue,
+        now,
+        now,
+        now,
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         if vendor == "postgresql":
             # The trigram index of the search is two thirds of the insert's cost row by
@@ -315,7 +335,7 @@ def _drain_run(count: int, concurrency: int, pool: str, *extra: str) -> dict:
         "steady_per_s": steady_rate([moment.timestamp() for moment in finishes]),
         "startup_s": first_claim.timestamp() - launched,
         "exit_s": exited - launched,
-        "commits_per_task": None if before is None else (after - before) / count,
+        "commits_per_task": None if before is None else (after - before) / count,  # type: ignore[operator]
     }
 
 
@@ -495,6 +515,7 @@ def run(
     sections=SECTIONS,
     out=None,
     chord_tasks=CHORD_TASKS,
+    pgbench_seconds=5,
 ) -> dict:
     """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
 
@@ -506,7 +527,15 @@ def run(
     settle()  # statistics that count the history (not here in setup: see fill_history)
     try:
         report = _run_sections(
-            tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections, chord_tasks
+            tasks,
+            runs,
+            drain,
+            latency_tasks,
+            backlog,
+            backlog_tasks,
+            sections,
+            chord_tasks,
+            pgbench_seconds,
         )
     finally:
         reset([HISTORY])
@@ -518,7 +547,15 @@ def run(
 
 
 def _run_sections(
-    tasks, runs, drain, latency_tasks, backlog, backlog_tasks, sections, chord_tasks=CHORD_TASKS
+    tasks,
+    runs,
+    drain,
+    latency_tasks,
+    backlog,
+    backlog_tasks,
+    sections,
+    chord_tasks=CHORD_TASKS,
+    pgbench_seconds=5,
 ) -> dict:
     report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
     if "enqueue" in sections:
@@ -531,9 +568,17 @@ def _run_sections(
     if "latency" in sections:
         report["latency"] = median_of([measure_latency(latency_tasks) for _ in range(runs)])
     if "workflow" in sections:
-        from atp.bench import workflow  # it imports this module
+        report["workflow"] = median_of(
+            [workflow.measure_chord(chord_tasks, MEASURED, reset, _drain_run) for _ in range(runs)]
+        )
+    if "pgbench" in sections:
+        from atp.bench import pgbench
 
-        report["workflow"] = median_of([workflow.measure_chord(chord_tasks) for _ in range(runs)])
+        report["pgbench"] = (
+            median_of([pgbench.measure(pgbench_seconds) for _ in range(runs)])
+            if connection.vendor == "postgresql"
+            else {"skipped": "PostgreSQL only"}
+        )
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
@@ -596,6 +641,13 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
         add("workflow", variant, "enqueue", chord["enqueue_s"], "s", 2)
         add("workflow", variant, "end to end", chord["end_to_end_s"], "s", 2)
         add("workflow", variant, "steady rate", chord["drain_per_s"], "tasks/s")
+    raw = report.get("pgbench", {})
+    if "skipped" in raw:
+        rows.append(("pgbench", "skipped", raw["skipped"], "", ""))
+    for clients in (1, 4):
+        if f"c{clients}_tps" in raw:
+            variant = f"raw commits: 1-row UPDATE per transaction, {clients} client(s)"
+            add("pgbench", variant, "rate", raw[f"c{clients}_tps"], "commits/s")
     backlog = report.get("backlog", {})
     if "skipped" in backlog:
         rows.append(("backlog", "skipped", backlog["skipped"], "", ""))

@@ -6,28 +6,32 @@ the callback (one transaction). ``end_to_end_s``: from launching ``atpd --burst 
 """
 
 import time
+from collections.abc import Callable
 
 from atp import workflows
-from atp.bench import throughput
 from atp.models import Status, TaskInstance, Workflow
 
 #: The daemon the chord runs on: the process pool's best drain configuration.
 DAEMON = ("processes", 4)
 
 
-def measure_chord(count: int = 1000) -> dict:
-    """Enqueue a chord of ``count`` no-op tasks and run it to its callback; the timings."""
-    throughput.reset([throughput.MEASURED])
+def measure_chord(count: int, handler: str, reset: Callable, drain_run: Callable) -> dict:
+    """Enqueue a chord of ``count`` no-op tasks and run it to its callback; the timings.
+
+    ``handler`` is the measured task type, ``reset`` and ``drain_run`` are the benchmark's
+    own (``atp.bench.throughput`` passes them, so this module need not import it).
+    """
+    reset([handler])
     begin = time.perf_counter()
     handle = workflows.chord(
-        [workflows.task(throughput.MEASURED) for _ in range(count)],
-        workflows.task(throughput.MEASURED),
+        [workflows.task(handler) for _ in range(count)],
+        workflows.task(handler),
     ).enqueue("bench chord")
     enqueue_s = time.perf_counter() - begin
     try:
         pool, concurrency = DAEMON
-        run = throughput._drain_run(count + 1, concurrency, pool, "--burst")
-        callback = TaskInstance.objects.get(pk=handle.end_task_id)
+        run = drain_run(count + 1, concurrency, pool, "--burst")
+        callback = TaskInstance.objects.get(pk=handle.end_task_id)  # type: ignore[misc]
         if callback.status != Status.FINISHED:
             raise RuntimeError(f"the chord's callback ended {callback.status_name}")
         # The callback ends last (it waits for every other task), so the run's wall time,
@@ -39,5 +43,5 @@ def measure_chord(count: int = 1000) -> dict:
             "drain_per_s": run["steady_per_s"],
         }
     finally:
-        throughput.reset([throughput.MEASURED])
+        reset([handler])
         Workflow.objects.filter(name="bench chord").delete()

@@ -41,7 +41,10 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS = {"processes": ProcessPool, "threads": ThreadPool}
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+    "processes": ProcessPool,
+    "threads": ThreadPool,
+}
 #: Longest pause between reconnection attempts while the database is away. A peer judges
 #: this daemon lost after ``WORKER_TIMEOUT``, so that must exceed this plus one
 #: ``HEARTBEAT_INTERVAL`` (the settings checks import it).
@@ -89,7 +92,8 @@ class Daemon:
     def __init__(self, options: WorkerOptions):
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
-        self.pool = None
+        # Made by run() before the loop uses it; None only between __init__ and run().
+        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.pending: list = []  # pool reports not yet recorded
@@ -221,7 +225,7 @@ class Daemon:
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
             return True
-        return bool(self.pending) and (hungry or self.stopping or self.queue_empty)
+        return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
 
     # --- signals ------------------------------------------------------------------------
 
@@ -603,7 +607,7 @@ class Daemon:
             ):
                 # SIGUSR1 makes the child raise SoftTimeLimitExceeded inside the handler.
                 self.soft_signalled.add(attempt.task_id)
-                os.kill(slot.process.pid, signal.SIGUSR1)
+                os.kill(slot.process.pid, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float:
         in_flight = self.pool.in_flight()

@@ -20,6 +20,7 @@ about ``PREFETCH_HORIZON`` before its handler is called.
 import collections
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import queue
@@ -60,7 +61,7 @@ class Slot:
     killed_at: float = 0.0  # time.monotonic() of the kill
     escalated: bool = False  # a kill with a milder signal was followed by SIGKILL
     process: multiprocessing.Process | None = None
-    pipe: object = None  # attempts, daemon → child (a multiprocessing Connection)
+    pipe: multiprocessing.connection.Connection | None = None  # attempts, daemon → child
     results: socket.socket | None = None  # outcomes, child → daemon (see ProcessPool)
     received: bytearray = field(default_factory=bytearray)  # outcome bytes not yet parsed
     sizes: collections.deque = field(default_factory=collections.deque)  # pickled, per attempt
@@ -132,7 +133,7 @@ class _SlotPool:
 
     def submit(self, attempt: Attempt) -> None:
         """Take one attempt (see the pool's ``submit_many``)."""
-        self.submit_many([attempt])
+        self.submit_many([attempt])  # type: ignore[attr-defined]
 
     def idle(self) -> int:
         """Slots with nothing to run: what a task of a concurrency-limited type may take.
@@ -199,7 +200,7 @@ class ProcessPool(_SlotPool):
         theirs.close()
         their_results.close()
         results.setblocking(False)
-        slot.process, slot.pipe, slot.results, slot.received = process, ours, results, bytearray()
+        slot.process, slot.pipe, slot.results, slot.received = process, ours, results, bytearray()  # type: ignore[assignment]
         slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
         slot.escalated = False
         slot.broken = False
@@ -267,9 +268,8 @@ class ProcessPool(_SlotPool):
 
     def wait_handles(self) -> list:
         """What to pass to ``multiprocessing.connection.wait``: result sockets, death sentinels."""
-        return [slot.results for slot in self.slots] + [
-            slot.process.sentinel for slot in self.slots
-        ]
+        handles: list = [slot.results for slot in self.slots]
+        return handles + [slot.process.sentinel for slot in self.slots]
 
     def collect(self) -> list:
         """Reports of handlers that ended since the last call; dead children are replaced."""
@@ -358,7 +358,7 @@ class ProcessPool(_SlotPool):
                 slot.kill_reason, slot.kill_signal, slot.kill_target = reason, signum, task_id
                 slot.killed_at, slot.escalated = time.monotonic(), signum == signal.SIGKILL
                 try:
-                    os.kill(slot.process.pid, signum)
+                    os.kill(slot.process.pid, signum)  # type: ignore[arg-type]
                 except ProcessLookupError:
                     pass
                 return True
@@ -499,7 +499,8 @@ class ThreadPool(_SlotPool):
             os.read(self._wake_reader, 4096)
         except BlockingIOError:
             pass
-        reports, self._abandoned = list(self._abandoned), []
+        reports: list[Crashed | Finished] = list(self._abandoned)
+        self._abandoned = []
         with self._report_lock:
             finished, self._reports, self._woken = self._reports, [], False
         for attempt, outcome in finished:

@@ -58,7 +58,7 @@ def publish_pending(dispatcher: StoredEventDispatcher, batch_size: int = BATCH_S
     if not LogRecord.objects.filter(pk__gt=cursor.position).exists():
         return 0  # the cheap check, without a lock, of an idle relay
     with transaction.atomic():
-        cursor = _lock_cursor()
+        cursor = _lock_cursor()  # type: ignore[assignment]
         if cursor is None:
             return None
         settled = sql.settled_id(LogRecord._meta.db_table)
@@ -105,7 +105,9 @@ class Relay(threading.Thread):
         self.stats = {"active": 0, "processed": 0}
         self._stopping = threading.Event()
         self._beat = threading.Event()
-        self._conn = self._stored = self._worker = None
+        self._conn = None
+        self._stored: StoredEventDispatcher | None = None
+        self._worker: EventDispatcher | None = None
         self._online = False
         self._backoff = 0.0
 
@@ -145,7 +147,7 @@ class Relay(threading.Thread):
             if self._beat.is_set():
                 self._beat.clear()
                 self._worker_event("worker-heartbeat", **self.stats, loadavg=_loadavg())
-            published = publish_pending(self._stored)
+            published = publish_pending(self._stored)  # type: ignore[arg-type]
         except DatabaseError as exc:
             self._fail("database", exc)
             drop_all()
@@ -157,7 +159,7 @@ class Relay(threading.Thread):
         if self._backoff:
             logger.warning("Event relay of %s resumed", self.hostname)
             self._backoff = 0.0
-        return bool(published) and published >= BATCH_SIZE
+        return bool(published) and published >= BATCH_SIZE  # type: ignore[operator]
 
     def _fail(self, what: str, exc: Exception) -> None:
         if not self._backoff:
@@ -189,7 +191,7 @@ class Relay(threading.Thread):
         self._conn = self._stored = self._worker = None
 
     def _worker_event(self, type_: str, **fields) -> None:
-        self._worker.send(
+        self._worker.send(  # type: ignore[union-attr]
             type_,
             freq=self.freq,
             sw_ident="atpd",

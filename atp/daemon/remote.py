@@ -141,23 +141,25 @@ def heartbeat(state, **kwargs):
 
 
 def revoke(state, task_id, terminate=False, signal=None, **kwargs):
-    """Revoke tasks by uuid: a waiting one never runs; with ``terminate`` a running one's
-    handler is killed with ``signal`` (default SIGTERM) by the daemon that runs it.
+    """Revoke tasks by uuid as ``control.revoke`` does (``tracker.cancel_task``): a task that
+    has not ended is REVOKED now; with ``terminate`` a running one's handler is killed with
+    ``signal`` (default SIGTERM) by the daemon that runs it.
 
-    Every daemon receives the broadcast; only the owner of a running task acts on it, and
-    for a waiting task the first daemon's revoke wins (the others find it ended).
+    Every daemon receives the broadcast; the first to lock the task decides, the others
+    find it ended (or its termination already requested).
     """
     uuids = [task_id] if isinstance(task_id, str) else list(task_id or [])
     signum = celery_signals.signum(signal or "SIGTERM") if terminate else None
     done = []
     for task in TaskInstance.objects.filter(uuid__in=uuids).select_related("type"):
         try:
-            if task.status in (Status.RUNNING, Status.PAUSED):
-                if terminate and task.server_id == state.server_id:
-                    tracker.request_kill(task.pk, signum)
-                    done.append(str(task.uuid))
-            elif not task.is_terminal:
-                tracker.revoke_task(task.pk, f"Revoked by remote control on {state.hostname}.")
+            stopped = tracker.cancel_task(
+                task.pk,
+                f"by remote control on {state.hostname}",
+                terminate=terminate,
+                signum=signum,
+            )
+            if stopped in (tracker.Stopped.REVOKED, tracker.Stopped.KILL_REQUESTED):
                 done.append(str(task.uuid))
         except ATPError as exc:  # another daemon got there first, or the task ended
             logger.debug("revoke %s: %s", task.uuid, exc)

@@ -116,6 +116,6 @@ class _CsrfCheck(CsrfViewMiddleware):
 
 def _csrf_failure(request) -> str | None:
     """Why the request fails Django's CSRF check, or None if it passes."""
-    check = _CsrfCheck(lambda request: None)
+    check = _CsrfCheck(lambda request: None)  # type: ignore[arg-type]
     check.process_request(request)
-    return check.process_view(request, None, (), {})
+    return check.process_view(request, None, (), {})  # type: ignore[arg-type, return-value]

@@ -116,7 +116,7 @@ def _worker(daemon: Worker, alive: bool) -> dict:
         "heartbeat": daemon.heartbeat_at.timestamp(),
         "stopped": daemon.stopped_at.timestamp() if daemon.stopped_at else None,
         "alive": alive,
-        "active": daemon.active or 0,
+        "active": daemon.active or 0,  # type: ignore[attr-defined]
     }
 
 

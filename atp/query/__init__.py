@@ -328,10 +328,10 @@ def as_dict(task: TaskInstance) -> dict:
     A task not loaded by ``iter_tasks``/``get_task_by_id`` is reloaded with its details.
     """
     if not hasattr(task, "atp_outcome"):
-        task = get_task_by_id(task.pk)
+        task = get_task_by_id(task.pk)  # type: ignore[assignment]
     status = Status(task.status)
-    outcome = task.atp_outcome or {}
-    sent = task.atp_sent or {}
+    outcome = task.atp_outcome or {}  # type: ignore[attr-defined]
+    sent = task.atp_sent or {}  # type: ignore[attr-defined]
     if "args" in sent and "kwargs" in sent:
         # The reprs made at enqueue: PostgreSQL's jsonb reorders the input's keys.
         args, kwargs = sent["args"], sent["kwargs"]
@@ -343,9 +343,9 @@ def as_dict(task: TaskInstance) -> dict:
         runtime = (task.finished_at - task.started_at).total_seconds()
     return {
         "uuid": str(task.uuid),
-        "name": task.atp_name,
+        "name": task.atp_name,  # type: ignore[attr-defined]
         "state": state_name(status),
-        "hostname": task.atp_hostname or task.server_id or None,
+        "hostname": task.atp_hostname or task.server_id or None,  # type: ignore[attr-defined]
         "worker": task.server_id or None,
         "timestamp": _epoch(task.updated_at),
         "sent": _epoch(task.enqueued_at),
@@ -353,7 +353,7 @@ def as_dict(task: TaskInstance) -> dict:
         "started": _epoch(task.started_at),
         "succeeded": ended if status == Status.FINISHED else None,
         "failed": ended if status == Status.FAILED else None,
-        "retried": _epoch(task.atp_retried_at),
+        "retried": _epoch(task.atp_retried_at),  # type: ignore[attr-defined]
         "revoked": ended if status == Status.REVOKED else None,
         "runtime": runtime,
         "args": args,
@@ -367,8 +367,8 @@ def as_dict(task: TaskInstance) -> dict:
         "queue": task.queue,
         "priority": task.priority,
         "root_id": sent.get("root_id") or _root_fallback(task),
-        "parent_id": str(task.atp_parent_uuid) if task.atp_parent_uuid else None,
-        "children": _uuids(task.atp_children),
+        "parent_id": str(task.atp_parent_uuid) if task.atp_parent_uuid else None,  # type: ignore[attr-defined]
+        "children": _uuids(task.atp_children),  # type: ignore[attr-defined]
         # ATP's own fields.
         "id": task.pk,
         "identifier": task.identifier,

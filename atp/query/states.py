@@ -23,7 +23,7 @@ UNUSED_CELERY_STATES = frozenset({"RETRY", "REJECTED", "IGNORED"})
 
 
 def _names() -> dict[str, frozenset[int]]:
-    names = {name: frozenset() for name in UNUSED_CELERY_STATES}
+    names: dict[str, frozenset[int]] = {name: frozenset() for name in UNUSED_CELERY_STATES}
     for status, celery in CELERY_STATE.items():
         for name in (celery, status.label):
             names[name] = names.get(name, frozenset()) | {status.value}

@@ -27,6 +27,12 @@ UNIQUE_LOCK_CLASS = ADVISORY_LOCK_CLASS + 2
 NOTIFY_CHANNEL = "atp_enqueued"
 
 
+def order_by(fields) -> str:
+    """The SQL ``ORDER BY`` list of Django ordering ``fields``: ``"-priority"`` is
+    ``priority DESC``. Column names only (no lookups), as in ``models.CLAIM_ORDER``."""
+    return ", ".join(f"{name[1:]} DESC" if name.startswith("-") else name for name in fields)
+
+
 def is_postgresql() -> bool:
     """Whether the default database is PostgreSQL."""
     return connection.vendor == "postgresql"

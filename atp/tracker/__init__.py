@@ -38,6 +38,7 @@ from atp.models import (
     Worker,
     sources_of,
 )
+from atp.tracker import core, dependencies, subtasks
 from atp.tracker.claiming import claim_tasks, dequeue_task
 from atp.tracker.core import (
     Attempt,
@@ -45,9 +46,6 @@ from atp.tracker.core import (
     StatusInfo,
     SweepEntry,
     TaskInfo,
-    _check_owner,
-    _get_task,
-    _get_type,
 )
 from atp.tracker.dependencies import decide_orphaned_dependents, results_of
 from atp.tracker.pausing import pause_queue, pause_task_type, resume_queue, resume_task_type
@@ -70,9 +68,17 @@ from atp.tracker.reading import (
     get_task_response,
     get_task_status,
     get_task_status_by_identifier,
+    get_task_type,
 )
 from atp.tracker.reporting import heartbeat, set_task_progress, set_task_response
-from atp.tracker.requesting import check_kill_signal, request_abort, request_kill
+from atp.tracker.requesting import (
+    Stopped,
+    abort_task,
+    cancel_task,
+    check_kill_signal,
+    request_abort,
+    request_kill,
+)
 from atp.tracker.running import (
     begin_attempt,
     finish_tasks,
@@ -126,6 +132,7 @@ __all__ = [
     "get_task_response",
     "get_task_status",
     "get_task_status_by_identifier",
+    "get_task_type",
     # queueing
     "ENQUEUE_OPTIONS",
     "enqueue_task",
@@ -158,6 +165,9 @@ __all__ = [
     "set_task_progress",
     "set_task_response",
     # operator requests
+    "Stopped",
+    "abort_task",
+    "cancel_task",
     "request_abort",
     "request_kill",
     "check_kill_signal",
@@ -169,10 +179,6 @@ __all__ = [
     "reenqueue_zombie_tasks",
     "restart_or_fail",
     "touch_active_tasks",
-    # private helpers other atp modules use (subtasks, retries, jobs)
-    "_check_owner",
-    "_get_task",
-    "_get_type",
     # re-exported exceptions and models
     "DuplicateTask",
     "InvalidInput",
@@ -191,3 +197,9 @@ __all__ = [
     "Worker",
     "sources_of",
 ]
+
+# What a task's end triggers: the subtask roll-up ends parents and the release of dependents
+# revokes or releases tasks, both through the transitions above. core calls them when a task
+# ends (core.SUBTASK_ENDED_HOOKS, DEPENDENCY_ENDED_HOOKS), so it need not import them.
+core.SUBTASK_ENDED_HOOKS.append(subtasks.subtask_ended)
+core.DEPENDENCY_ENDED_HOOKS.append(dependencies.dependency_ended)

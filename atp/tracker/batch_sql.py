@@ -11,11 +11,13 @@ goes through the ORM path, so every rule keeps exactly one implementation that d
 
 import json
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
 from atp import events
-from atp.models import Status
+from atp.models import CLAIM_ORDER, Status
+from atp.sql import order_by
 from atp.tracker.core import Attempt
 
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
@@ -29,7 +31,7 @@ CLAIM = """
 WITH picked AS (
     SELECT id FROM atp_taskinstance
     WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter} {type_filter}
-    ORDER BY priority DESC, run_after, id
+    ORDER BY {claim_order}
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
@@ -104,7 +106,7 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime, exclu
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
     statement passed over due tasks it may not judge (expired, rate-limited).
     """
-    params = {
+    params: dict[str, Any] = {
         "accepted": Status.ACCEPTED,
         "running": Status.RUNNING,
         "server_id": server_id,
@@ -118,7 +120,10 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime, exclu
     if exclude_types:
         type_filter, params["excluded"] = "AND type_id <> ALL(%(excluded)s)", list(exclude_types)
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM.format(queue_filter=queue_filter, type_filter=type_filter), params)
+        statement = CLAIM.format(
+            queue_filter=queue_filter, type_filter=type_filter, claim_order=order_by(CLAIM_ORDER)
+        )
+        cursor.execute(statement, params)
         rows = cursor.fetchall()
     picked = rows[0][-1]
     rows = [row[:-1] for row in rows if row[0] is not None]
@@ -153,7 +158,7 @@ def finish(successes, now: datetime) -> dict[int, str]:
     Returns ``{task_id: "finished"}`` for the tasks written; the others are untouched.
     """
     results = {success[0]: success[2] for success in successes}
-    params = {
+    params: dict[str, Any] = {
         "ids": [success[0] for success in successes],
         "attempts": [success[1] for success in successes],
         "results": [success[3] for success in successes],

@@ -101,9 +101,9 @@ def _lineage(task: TaskInstance) -> dict:
     if task.parent_id is None:
         return {"root_id": str(task.uuid), "parent_id": None}
     parent, root = task.parent, task.parent
-    while root.parent_id is not None:
-        root = root.parent
-    return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}
+    while root.parent_id is not None:  # type: ignore[union-attr]
+        root = root.parent  # type: ignore[union-attr]
+    return {"root_id": str(root.uuid), "parent_id": str(parent.uuid)}  # type: ignore[union-attr]
 
 
 def _join(*parts) -> str:
@@ -208,21 +208,32 @@ def _check_owner(task, attempt, server_id) -> None:
         )
 
 
+#: What a task's end triggers, called by ``_ended``; ``atp.tracker``'s ``__init__`` adds the
+#: subtask roll-up (``subtasks.subtask_ended``) and the release of dependents
+#: (``dependencies.dependency_ended``). They end or release other tasks through the
+#: transitions built on this module, so this module cannot import them without a cycle.
+SUBTASK_ENDED_HOOKS: list = []
+DEPENDENCY_ENDED_HOOKS: list = []
+
+
 def _ended(task: TaskInstance) -> None:
     """The one hook every terminal transition calls, inside its transaction.
 
-    A subtask's end is counted into its parent here (``atp.tracker.subtasks``), so the count
+    A subtask's end is counted into its parent here (``_subtask_ended``), so the count
     commits with the status, exactly once; the tasks that depend on it are released or
-    revoked here too (``atp.tracker.dependencies``), in the same transaction.
+    revoked here too (``DEPENDENCY_ENDED_HOOKS``), in the same transaction.
     """
     if task.parent_id is not None:
-        from atp.tracker import subtasks  # atp.tracker.subtasks imports this module
-
-        subtasks.subtask_ended(task)
+        _subtask_ended(task)
     if task.has_dependents:
-        from atp.tracker import dependencies
+        for hook in DEPENDENCY_ENDED_HOOKS:
+            hook(task)
 
-        dependencies.dependency_ended(task)
+
+def _subtask_ended(task: TaskInstance) -> None:
+    """Count the subtask ``task``, which just ended, into its parent (``SUBTASK_ENDED_HOOKS``)."""
+    for hook in SUBTASK_ENDED_HOOKS:
+        hook(task)
 
 
 def _attempt_of(task: TaskInstance) -> Attempt:

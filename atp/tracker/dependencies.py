@@ -26,6 +26,7 @@ from django.utils import timezone
 from atp import events, sql, validation
 from atp.exceptions import InvalidInput
 from atp.models import TERMINAL, Dependency, Status, TaskInstance
+from atp.tracker.core import _log, _subtask_ended
 
 logger = logging.getLogger("atp.tracker")
 
@@ -208,8 +209,6 @@ def _decide(dependent: TaskInstance) -> bool:
 
 
 def _release(task: TaskInstance, count: int) -> None:
-    from atp.tracker.core import _log
-
     now = timezone.now()
     TaskInstance.objects.filter(pk=task.pk).update(status=Status.ACCEPTED, updated_at=now)
     task.status, task.updated_at = Status.ACCEPTED, now
@@ -220,9 +219,6 @@ def _release(task: TaskInstance, count: int) -> None:
 
 
 def _revoke(task: TaskInstance, message: str) -> None:
-    from atp.tracker.core import _log
-    from atp.tracker.subtasks import subtask_ended
-
     now = timezone.now()
     TaskInstance.objects.filter(pk=task.pk).update(
         status=Status.REVOKED, updated_at=now, finished_at=now
@@ -231,7 +227,7 @@ def _revoke(task: TaskInstance, message: str) -> None:
     fields = events.revoked_fields(terminated=False, signum=None, expired=False)
     _log(task, Status.REVOKED, message, events.TASK_REVOKED, now, **fields).save()
     if task.parent_id is not None:
-        subtask_ended(task)
+        _subtask_ended(task)
     logger.info("Revoked %s: %s", task, message)
 
 

@@ -479,7 +479,7 @@ def _sent_fields(task_type, fields, first_uuid, now) -> tuple[dict, str | None]:
         parent=parent,
         parent_id=parent.pk if parent is not None else None,
     )
-    lineage = _lineage(first)
+    lineage = _lineage(first)  # type: ignore[arg-type]
     template = events.task_fields(first, now, **events.call_fields(first), **lineage)
     return template, lineage["root_id"] if first.parent_id is not None else None
 

@@ -4,7 +4,7 @@ from django.db.models import Count
 
 from atp.conf import settings
 from atp.exceptions import TaskNotFound
-from atp.models import Response, Status, TaskInstance
+from atp.models import Response, Status, TaskInstance, TaskType
 from atp.tracker.core import (
     LogEntry,
     StatusInfo,
@@ -34,6 +34,11 @@ def get_max_queue_size(type=None) -> int | None:
         if task_type.max_queue_size is not None:
             return task_type.max_queue_size
     return settings.MAX_QUEUE_SIZE
+
+
+def get_task_type(type) -> TaskType:
+    """The registered TaskType ``type`` (an identifier or a TaskType); raises UnknownTaskType."""
+    return _get_type(type)
 
 
 def get_task_info(task_id) -> TaskInfo:

@@ -1,9 +1,12 @@
-"""Operator requests (admin): ask the owning daemon to kill a task, or its handler to abort.
+"""Operator requests: revoke a task, ask its daemon to kill its handler, or ask it to abort.
 
-Kept apart so they can be unified with atp/control.py (revoke(terminate=True), abort) at merge:
-both only set the request fields the owning daemon / the handler act on.
+``cancel_task`` and ``abort_task`` are the one decision "revoke now, or ask the task's daemon
+(kill) or its handler (abort) to stop it?" that ``atp.control`` (Python and the HTTP API),
+the admin's actions and Celery's remote control all use. ``request_kill`` and
+``request_abort`` only set the request fields the owning daemon and the handler act on.
 """
 
+import enum
 import signal
 
 from django.db import transaction
@@ -11,8 +14,75 @@ from django.utils import timezone
 
 from atp import validation
 from atp.exceptions import InvalidInput, InvalidTransition
-from atp.models import LogRecord, Status, sources_of
+from atp.models import TERMINAL, LogRecord, Status, sources_of
 from atp.tracker.core import _get_task
+from atp.tracker.running import revoke_task
+
+
+class Stopped(enum.StrEnum):
+    """What ``cancel_task`` or ``abort_task`` did (the admin reports the ones that did nothing)."""
+
+    ENDED = "already ended"
+    REVOKED = "revoked"
+    KILL_REQUESTED = "termination requested"
+    KILL_PENDING = "termination already requested"
+    ABORT_REQUESTED = "abort requested"
+    ABORT_PENDING = "abort already requested"
+
+
+#: Statuses in which a handler runs (or is paused), so there is a handler to kill or abort.
+HANDLER_RUNS = (Status.RUNNING, Status.PAUSED)
+
+
+def cancel_task(task_id, by="", *, terminate=False, signum=signal.SIGTERM) -> Stopped:
+    """Celery's revoke: a task that has not ended is REVOKED now, its handler's later writes
+    refused; with ``terminate`` a RUNNING or PAUSED one instead gets ``kill_signal`` =
+    ``signum``, and the daemon that runs it kills the handler and revokes it.
+
+    ``by`` says who asked, for the log (``"by ops in the admin"``). Returns ``ENDED``,
+    ``REVOKED``, ``KILL_REQUESTED`` or ``KILL_PENDING`` (the same signal was already asked
+    for; a different one replaces it, so SIGKILL can follow a SIGTERM the handler ignored).
+    """
+    if terminate:
+        signum = validation.integer(signum, "signum", minimum=1)
+    # The row lock makes the status read and the write one decision: a task cannot end, or
+    # start running, between them.
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        if task.status in TERMINAL:
+            return Stopped.ENDED
+        if terminate and task.status in HANDLER_RUNS:
+            if task.kill_signal == signum:
+                return Stopped.KILL_PENDING
+            request_kill(task.pk, signum, _said(f"Termination requested (signal {signum})", by))
+            return Stopped.KILL_REQUESTED
+        revoke_task(task.pk, _said("Revoked", by))
+        return Stopped.REVOKED
+
+
+def abort_task(task_id, by="") -> Stopped:
+    """Celery's AbortableTask abort: a RUNNING or PAUSED task gets ``abort_requested_at``
+    (its handler polls ``is_aborted()`` and the task ends REVOKED when the handler returns);
+    a task that has not started, or waits for its subtasks, is REVOKED now.
+
+    Returns ``ENDED``, ``REVOKED``, ``ABORT_REQUESTED`` or ``ABORT_PENDING``.
+    """
+    with transaction.atomic():
+        task = _get_task(task_id, lock=True)
+        if task.status in TERMINAL:
+            return Stopped.ENDED
+        if task.status in HANDLER_RUNS:
+            if task.abort_requested_at is not None:
+                return Stopped.ABORT_PENDING
+            request_abort(task.pk, _said("Abort requested", by))
+            return Stopped.ABORT_REQUESTED
+        revoke_task(task.pk, _said("Aborted before it ran", by))
+        return Stopped.REVOKED
+
+
+def _said(what: str, by: str) -> str:
+    return f"{what} {by}." if by else f"{what}."
+
 
 #: Signals that do not end a process by default: they stop or continue it (a stopped
 #: handler would hold its slot for ever and hang the daemon's stop), or are ignored.

@@ -12,7 +12,10 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from atp import tracker, validation
+from atp import validation
+from atp.tracker.core import _check_owner, _get_task
+from atp.tracker.queueing import reenqueue_task
+from atp.tracker.running import stop_task_failure
 
 
 def backoff_delay(retry_backoff, retries, retry_backoff_max) -> float:
@@ -47,8 +50,8 @@ def retry_or_fail(
         countdown = validation.number(countdown, "countdown", minimum=0)
     with transaction.atomic():
         # Lock first so the retries counter read here is the one the re-enqueue increments.
-        task = tracker._get_task(task_id, lock=True)
-        tracker._check_owner(task, attempt, None)
+        task = _get_task(task_id, lock=True)
+        _check_owner(task, attempt, None)
         task_type = task.type
         if task.retries >= task_type.max_retries:
             if automatic and task_type.max_retries == 0:
@@ -58,7 +61,7 @@ def retry_or_fail(
                     f"Retry refused: the task already used its {task_type.max_retries} "
                     f"retry(ies) (max_retries). Last error: {_message_of(exception)}"
                 )
-            tracker.stop_task_failure(
+            stop_task_failure(
                 task_id, message, attempt=attempt, exception=exception, traceback=traceback
             )
             return "failed", None
@@ -69,7 +72,7 @@ def retry_or_fail(
         else:
             delay = countdown
         number = task.retries + 1
-        tracker.reenqueue_task(
+        reenqueue_task(
             task_id,
             f"Retry {number} of {task_type.max_retries} in {delay:.3f} s: {_message_of(exception)}",
             attempt=attempt,

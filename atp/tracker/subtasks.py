@@ -31,9 +31,12 @@ import uuid
 
 from django.db import transaction
 
-from atp import tracker, validation
+from atp import validation
 from atp.exceptions import InvalidInput, InvalidTransition
 from atp.models import TERMINAL, Status, TaskInstance
+from atp.tracker.core import _check_owner, _get_task, _get_type
+from atp.tracker.queueing import enqueue_tasks
+from atp.tracker.running import stop_task_failure, stop_task_success, wait_for_subtasks
 
 logger = logging.getLogger("atp.subtasks")
 
@@ -52,13 +55,13 @@ def spawn_subtasks(task_id, type, inputs, *, attempt=None, action_name="") -> li
     inputs = list(inputs)
     if not inputs:
         raise InvalidInput("spawn_subtasks needs at least one input")
-    task_type = tracker._get_type(type)
+    task_type = _get_type(type)
     identifiers = [str(uuid.uuid4()) for _ in inputs]
     for identifier, item in zip(identifiers, inputs, strict=True):
         validation.json_input(item, f"subtask {task_type.identifier}::{identifier}")
     with transaction.atomic():
-        parent = tracker._get_task(task_id, lock=True)
-        tracker._check_owner(parent, attempt, None)
+        parent = _get_task(task_id, lock=True)
+        _check_owner(parent, attempt, None)
         if parent.status not in (Status.RUNNING, Status.PAUSED):
             raise InvalidTransition(
                 f"task {parent} (id {parent.pk}) is {parent.status_name}; only a running task "
@@ -75,10 +78,10 @@ def spawn_subtasks(task_id, type, inputs, *, attempt=None, action_name="") -> li
         }
         parent.save(update_fields=["progress"])
     with transaction.atomic():
-        tracker.wait_for_subtasks(
+        wait_for_subtasks(
             task_id, f"Waiting for {len(inputs)} subtask(s) of {task_type}.", attempt=attempt
         )
-        ids = tracker.enqueue_tasks(
+        ids = enqueue_tasks(
             task_type,
             list(zip(identifiers, inputs, strict=True)),
             f"Subtask of task {task_id}.",
@@ -91,7 +94,7 @@ def spawn_subtasks(task_id, type, inputs, *, attempt=None, action_name="") -> li
 
 def get_progress(task_id) -> dict | None:
     """The task's progress: a parent's counters and subtask table, or ``set_progress``'s dict."""
-    return tracker._get_task(task_id).progress
+    return _get_task(task_id).progress
 
 
 def subtask_ended(task: TaskInstance) -> None:
@@ -128,11 +131,9 @@ def subtask_ended(task: TaskInstance) -> None:
         f"{progress['failed']} failed, {progress['skipped']} skipped."
     )
     if progress["succeeded"] == progress["total"]:
-        tracker.stop_task_success(parent.pk, summary, result=_counts(progress))
+        stop_task_success(parent.pk, summary, result=_counts(progress))
     else:
-        tracker.stop_task_failure(
-            parent.pk, summary, exception=f"atp.subtasks.SubtasksFailed: {summary}"
-        )
+        stop_task_failure(parent.pk, summary, exception=f"atp.subtasks.SubtasksFailed: {summary}")
 
 
 def _counts(progress) -> dict:

@@ -1,6 +1,8 @@
 """Registering, updating and removing task types."""
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from django.db import transaction
 
@@ -13,7 +15,7 @@ logger = logging.getLogger("atp.tracker")
 
 
 #: Options ``register_task_type`` accepts besides its named parameters, with their checks.
-TYPE_OPTIONS = {
+TYPE_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "priority": lambda v: validation.integer(v, "priority"),
     "queue": lambda v: validation.identifier(v, "queue"),
     "max_queue_size": lambda v: validation.integer(v, "max_queue_size", minimum=1, allow_none=True),

@@ -150,11 +150,13 @@ def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
         "atp_bench",
         *("--tasks", "20", "--runs", "1", "--latency-tasks", "5", "--json", str(out)),
         *("--drain", "processes:1,threads:2", "--backlog", "10,50", "--backlog-tasks", "20"),
-        *("--chord-tasks", "20"),
+        *("--chord-tasks", "20", "--pgbench-seconds", "1"),
         stdout=io.StringIO(),
     )
     report = json.loads(out.read_text())
     assert set(report) >= {"enqueue", "drain", "latency", "backlog", "workflow"}
+    if report["database"] == "postgresql":
+        assert all(report["pgbench"][key] > 0 for key in ("c1_tps", "c4_tps"))
     chord = report["workflow"]
     assert chord["tasks"] == 20 and 0 < chord["enqueue_s"] < chord["end_to_end_s"]
     on_postgres = report["database"] == "postgresql"

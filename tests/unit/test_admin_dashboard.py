@@ -1,5 +1,6 @@
 """The dashboard page and the cheap counts behind it and behind the task list."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -35,13 +36,19 @@ def test_dashboard_shows_counts_queue_oldest_chart_and_live_daemons(viewer_clien
     WorkerFactory(server_id="lost-daemon", heartbeat_at=now - timedelta(hours=1))
     page = viewer_client.get(DASHBOARD).content.decode()
     assert 'data-status="ACCEPTED">2<' in page and 'data-status="FAILED">2<' in page
-    assert "<strong>2</strong> waiting" in page and "of 64" in page
+    assert '<strong data-live="depth">2</strong> waiting' in page and "of 64" in page
     assert f"/admin/atp/taskinstance/{old.pk}/change/" in page.split('id="atp-oldest"')[1][:400]
     # Last hour: 3 ended (the 3-hour-old failure is outside the window), 1 failed.
-    assert "3 task(s) ended, 1 failed" in page and "33.3 %" in page
+    assert '<span data-live="ended">3</span> task(s) ended' in page
+    assert '<span data-live="failed">1</span> failed' in page and "33.3 %" in page
     assert '<svg class="atp-chart"' in page and "atp-failure-rate" in page
-    assert page.count("<rect") >= 3 and "<script" not in page.split('id="atp-dashboard"')[1]
-    assert "live-daemon" in page and "lost-daemon" not in page
+    charts = re.findall(r'<svg class="atp-chart".*?</svg>', page, re.S)
+    assert len(charts) == 3  # throughput, queues, run times
+    assert page.count("<rect") >= 3 and not any("<script" in chart for chart in charts)
+    # The live table lists the daemon that beats; the lost one is under "Recently lost daemons".
+    live, lost = page.split('data-live-html="workers"')[1].split("Recently lost daemons")
+    assert "live-daemon" in live and "lost-daemon" not in live
+    assert "lost-daemon" in lost and "live-daemon" not in lost
 
 
 def test_throughput_buckets_by_minute_and_status(task_type):
@@ -115,4 +122,4 @@ def test_dashboard_queue_depth_follows_the_tracker(viewer_client, enqueue):
         enqueue(f"q{n}")
     assert tracker.get_queue_size() == 3
     page = viewer_client.get(DASHBOARD).content.decode()
-    assert "<strong>3</strong> waiting" in page
+    assert '<strong data-live="depth">3</strong> waiting' in page

@@ -107,7 +107,7 @@ def test_the_table_is_committed_before_subtasks_are_enqueued_atomically_with_wai
         seen["total"] = TaskInstance.objects.get(pk=kwargs["parent"]).progress["total"]
         raise RuntimeError("database refused the batch")
 
-    monkeypatch.setattr(tracker, "enqueue_tasks", refuse)
+    monkeypatch.setattr(subtasks, "enqueue_tasks", refuse)
     parent_id, children = parent([{"n": 0}, {"n": 1}])
     assert seen == {"total": 2}
     # ... and a failed enqueue leaves no subtask and no WAITING parent behind.

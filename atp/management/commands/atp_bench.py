@@ -50,7 +50,7 @@ class Command(BaseCommand):
             "--sections",
             type=section_list,
             default=list(bench.SECTIONS),
-            help="Comma-separated: enqueue,drain,latency,backlog,workflow (default all).",
+            help="Comma-separated: enqueue,drain,latency,backlog,workflow,pgbench (default all).",
         )
         parser.add_argument("--tasks", type=int, default=5000, help="Tasks per drain run.")
         parser.add_argument("--runs", type=int, default=3, help="Runs per figure (median).")
@@ -76,6 +76,12 @@ class Command(BaseCommand):
             default=bench.CHORD_TASKS,
             help="No-op tasks in the workflow section's chord (default 1000).",
         )
+        parser.add_argument(
+            "--pgbench-seconds",
+            type=int,
+            default=5,
+            help="Seconds per pgbench run of the pgbench section (default 5).",
+        )
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
     def handle(self, *args, **opts):
@@ -90,6 +96,7 @@ class Command(BaseCommand):
             sections=opts["sections"],
             out=opts["json"],
             chord_tasks=opts["chord_tasks"],
+            pgbench_seconds=opts["pgbench_seconds"],
         )
         rows = [("section", "variant", "figure", "value", "unit"), *bench.table(report)]
         widths = [max(len(row[column]) for row in rows) for column in range(5)]
