@@ -217,7 +217,7 @@ def _figures(ids, handler_log: Path) -> dict:
             "instance_id", flat=True
         )
     )
-    intervals = defaultdict(dict)  # task → attempt → [start, end]
+    intervals: dict = defaultdict(dict)  # task → attempt → [start, end]
     for line in handler_log.read_text().splitlines() if handler_log.exists() else []:
         entry = json.loads(line)
         intervals[entry["task"]].setdefault(entry["attempt"], [None, None])

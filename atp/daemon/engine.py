@@ -309,7 +309,7 @@ class Daemon:
         except ServerIdInUse:
             raise
         except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc, StepFailed) else exc
+            cause = (exc.__cause__ or exc) if isinstance(exc, StepFailed) else exc
             kind = "error" if isinstance(exc, StepFailed) else classify(exc)
             if kind == "error" and not contain:
                 raise

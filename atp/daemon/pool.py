@@ -371,10 +371,11 @@ class ProcessPool(_SlotPool):
         REVOKED, naming the signal that was asked for.
         """
         slot.escalated = True
-        try:
-            os.kill(slot.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if slot.process is not None and slot.process.pid is not None:
+            try:
+                os.kill(slot.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def withdraw(self, reason: str) -> list[Attempt]:
         """Take back every attempt that has not started; kill children that hold some.

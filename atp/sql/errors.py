@@ -24,13 +24,14 @@ BUSY_RETRY_DEADLINE = 60.0
 
 def sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE code of a database error (psycopg2 or psycopg 3), if it has one."""
+    error: BaseException | None = exc
     for _ in range(5):  # Django's wrapper, then the driver's error
-        if exc is None:
+        if error is None:
             return None
-        code = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
+        code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
         if code:
             return code
-        exc = exc.__cause__
+        error = error.__cause__
     return None
 
 
