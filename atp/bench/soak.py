@@ -27,7 +27,6 @@ from django.conf import settings as django_settings
 
 from atp import tracker
 from atp.bench.cluster import PgCluster, point_default_at
-from atp.daemon.db import database_url
 from atp.models import TERMINAL, LogRecord, Status, TaskInstance
 
 TYPE = "soak.record"
@@ -126,7 +125,7 @@ def run(tasks=2000, daemons=3, concurrency=2, database=None, timeout=900.0, out=
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)
-        url = database_url()
+        url = database
         out(f"soak: {tasks} tasks over {daemons} daemons (-n {concurrency}) on {url}")
         tracker.register_task_type(
             TYPE, f"{__name__}.record", maxrestart=20, timeout=600, max_queue_size=tasks
