@@ -11,5 +11,11 @@ class ATPConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        """Import the checks module so its checks register."""
-        from atp import checks  # noqa: F401
+        """Register ATP's system checks and those of the tasks framework.
+
+        The framework's check runs each task backend's ``check()`` (ATPBackend's reports
+        bad OPTIONS and QUEUES). Django 6 registers it only when ``django.tasks`` is
+        imported, which may happen after ``manage.py check`` ran, or never: importing it
+        here makes the check run whatever the import order.
+        """
+        from atp import checks, tasks_compat  # noqa: F401

@@ -1,48 +1,64 @@
-"""ATP's settings: typed defaults, read live from ``settings.ATP`` on every access."""
+"""ATP's settings: typed defaults, read live from ``settings.ATP`` on every access.
 
-from dataclasses import dataclass, fields
+Each setting is one line of ``Defaults``: its default and the rule its value must pass
+(atp.setting_rules). The system check ``atp.checks.check_atp_settings`` applies every rule,
+so a new setting is validated by ``manage.py check`` and refused by ``atpd`` as soon as it
+is declared here.
+"""
+
+from dataclasses import dataclass, field, fields
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
+from atp import setting_rules as rule
+
+
+def setting(default, check):
+    """A setting's default and the rule (a function of the value → problem or None) it obeys."""
+    return field(default=default, metadata={"check": check})
+
 
 @dataclass(frozen=True)
 class Defaults:
-    """Every ATP setting with its default; the README documents each one."""
+    """Every ATP setting with its default and rule; the README documents each one."""
 
     #: Waiting (ACCEPTED) tasks allowed in the shared queue; None = no limit.
-    MAX_QUEUE_SIZE: int | None = 64
+    MAX_QUEUE_SIZE: int | None = setting(64, rule.optional(rule.positive_int))
     #: Seconds an idle daemon sleeps between polls when no wake-up arrives.
-    POLL_INTERVAL: float = 1.5
+    POLL_INTERVAL: float = setting(1.5, rule.positive_number)
     #: A daemon runs the zombie and retention sweeps after this many dequeues (and when idle).
-    CLEANUP_EVERY: int = 300
+    CLEANUP_EVERY: int = setting(300, rule.positive_int)
     #: Seconds a claimed task may stay SCHEDULED (not started) before a sweep gives it back.
-    CLAIM_TIMEOUT: float = 60.0
+    CLAIM_TIMEOUT: float = setting(60.0, rule.positive_number)
     #: Seconds between a daemon's heartbeats.
-    HEARTBEAT_INTERVAL: float = 2.0
+    HEARTBEAT_INTERVAL: float = setting(2.0, rule.positive_number)
     #: Seconds without a heartbeat after which a daemon is presumed dead.
-    WORKER_TIMEOUT: float = 10.0
+    WORKER_TIMEOUT: float = setting(10.0, rule.positive_number)
     #: Broker URL the daemons relay events to (redis://, amqp://); None = events stay in the DB.
-    EVENTS_BROKER_URL: str | None = None
+    EVENTS_BROKER_URL: str | None = setting(None, rule.optional(rule.broker_url))
     #: Root directory of subprocess jobs' working directories.
-    JOB_ROOT: str = "var/jobs"
+    JOB_ROOT: str = setting("var/jobs", rule.path)
     #: Default number of handler slots per daemon; None = the CPU count.
-    CONCURRENCY: int | None = None
+    CONCURRENCY: int | None = setting(None, rule.optional(rule.positive_int))
     #: Most attempts one pool slot holds while handlers are short: the running one plus
     #: those claimed ahead (see atp.daemon.pool). 1 turns prefetching off.
-    PREFETCH: int = 32
+    PREFETCH: int = setting(32, rule.positive_int)
     #: Rows deleted per statement by the retention sweep.
-    CLEANUP_BATCH_SIZE: int = 500
+    CLEANUP_BATCH_SIZE: int = setting(500, rule.positive_int)
     #: Declared schedules, name -> {"task": ..., "cron" or "every": ..., ...}; each daemon
     #: syncs them when it starts (atp.schedules.declared). None = none.
-    SCHEDULES: dict | None = None
+    SCHEDULES: dict | None = setting(None, rule.optional(rule.mapping))
     #: Most missed slots one schedule enqueues at once with catch_up="all" (the latest ones).
-    SCHEDULE_CATCH_UP_MAX: int = 1000
+    SCHEDULE_CATCH_UP_MAX: int = setting(1000, rule.positive_int)
     #: Bearer token that may read ``atp/metrics`` without a Django login; None = logins only.
-    METRICS_TOKEN: str | None = None
+    METRICS_TOKEN: str | None = setting(None, rule.optional(rule.text))
 
 
 _NAMES = {f.name for f in fields(Defaults)}
+
+#: Each setting's rule, by name (see ``setting``).
+RULES = {f.name: f.metadata.get("check") for f in fields(Defaults)}
 
 
 class ATPSettings:

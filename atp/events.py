@@ -11,6 +11,7 @@ import socket
 import time
 from datetime import datetime
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.dispatch import Signal
 
@@ -262,8 +263,15 @@ def state_from_events(start: datetime | None = None, end: datetime | None = None
 
     Unlike a live State (Flower's) it misses nothing: every transition's event is in the
     database. Pass ``state`` to add the events to an existing State. Returns the State.
+    Needs Celery (``pip install 'django-atp[redis]'`` or ``[amqp]``).
     """
-    from celery.events.state import State
+    try:
+        from celery.events.state import State
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            "state_from_events needs Celery, which is not installed: "
+            "pip install 'django-atp[redis]' or 'django-atp[amqp]'"
+        ) from exc
 
     state = state if state is not None else State()
     for record in stored_events(start, end).iterator(chunk_size=2000):

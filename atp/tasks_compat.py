@@ -9,6 +9,9 @@ from importlib.util import find_spec
 # find_spec, not try/except ImportError: a broken import inside django.tasks must surface,
 # not silently switch ATP to the backport.
 if find_spec("django.tasks") is not None:
+    # Importing django.tasks registers its system check of the task backends (and so
+    # ATPBackend.check); Django itself imports it only when some code uses it.
+    from django.tasks import checks as framework_checks
     from django.tasks import task, task_backends
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
@@ -18,6 +21,9 @@ if find_spec("django.tasks") is not None:
 
     FRAMEWORK = "django.tasks"
 else:
+    # The backport registers that check in its AppConfig; importing it registers it too,
+    # whether or not "django_tasks" is in INSTALLED_APPS.
+    from django_tasks import checks as framework_checks
     from django_tasks import task, task_backends
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
@@ -37,6 +43,7 @@ __all__ = [
     "TaskResultDoesNotExist",
     "TaskResultMismatch",
     "TaskResultStatus",
+    "framework_checks",
     "normalize_json",
     "task",
     "task_backends",

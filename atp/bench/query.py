@@ -23,6 +23,7 @@ from django.utils import timezone
 from atp import query, sql
 from atp.events import call_signature
 from atp.models import LogRecord, Status, TaskInstance, TaskType, Worker
+from atp.sql import driver
 
 TYPES = ("bench.resize", "bench.thumbnail", "bench.mail", "bench.report")
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
@@ -188,7 +189,8 @@ def _insert(model, columns, rows) -> None:
     buffer.seek(0)
     table = model._meta.db_table
     with connection.cursor() as cursor:
-        cursor.copy_expert(
+        driver.copy_from(
+            cursor,
             f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
             buffer,
         )

@@ -7,7 +7,15 @@ is set.
 
 import logging
 
-from celery import Celery
+from django.core.exceptions import ImproperlyConfigured
+
+try:
+    from celery import Celery
+except ImportError as exc:  # the system check says so first; this is for code that skips it
+    raise ImproperlyConfigured(
+        "ATP['EVENTS_BROKER_URL'] needs Celery, which is not installed: "
+        "pip install 'django-atp[redis]' (Redis) or 'django-atp[amqp]' (RabbitMQ)"
+    ) from exc
 
 from atp.conf import settings
 from atp.daemon.relay import Relay

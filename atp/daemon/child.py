@@ -32,18 +32,34 @@ def report(results, outcome) -> None:
     results.sendall(struct.pack("!I", len(data)) + data)
 
 
-def main(tasks, results, alive) -> None:
+#: Exit code of a child that could not set Django up (sysexits' EX_CONFIG).
+EXIT_CANNOT_START = 78
+
+
+def _report_start(ready, problem: str | None) -> None:
+    """Tell the daemon whether this child can serve (None) or why it cannot."""
+    try:
+        ready.send(problem)
+        ready.close()
+    except OSError:
+        pass  # a replacement child: nobody waits for its start
+
+
+def main(tasks, results, alive, ready) -> None:
     """Serve the attempts sent on the ``tasks`` pipe until it sends None or closes.
 
-    Each message is a list of pickled attempts, run in order; each outcome goes back on the
+    First, report on ``ready`` whether Django could be set up (with the daemon's settings,
+    atp.daemon.child_setup); a child that cannot exits without touching any task. Each
+    message is a list of pickled attempts, run in order; each outcome goes back on the
     ``results`` socket as soon as its handler ends, so the daemon always knows which
     attempt runs now (the one after the last reported).
     """
-    import django
-    from django.apps import apps
+    from atp.daemon import child_setup
 
-    if not apps.ready:
-        django.setup()
+    problem = child_setup.setup()
+    _report_start(ready, problem)
+    if problem is not None:
+        os._exit(EXIT_CANNOT_START)
     from atp.daemon.db import heal, use_persistent_connections
     from atp.daemon.runner import execute
 

@@ -15,13 +15,13 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
 from atp import events, schedules, tracker
 from atp.conf import settings
 from atp.daemon import workers
-from atp.daemon.broker import BrokerLinks
 from atp.daemon.containment import Quarantine, StepFailed, step
 from atp.daemon.db import classify, drop_all, limit_daemon_sessions, use_persistent_connections
 from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
@@ -36,6 +36,9 @@ from atp.exceptions import (
     TaskNotFound,
 )
 from atp.models import TaskInstance
+
+if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
+    from atp.daemon.broker import BrokerLinks
 
 logger = logging.getLogger("atp.daemon")
 
@@ -122,7 +125,8 @@ class Daemon:
         self.quarantine = Quarantine(self.log)
         self.exit_code = 0
         self._wake_reader, self._wake_writer = os.pipe()
-        self.broker: BrokerLinks | None = None  # event relay + remote control (atp.daemon.broker)
+        # Event relay + remote control, if a broker is configured (atp.daemon.broker).
+        self.broker: BrokerLinks | None = None
         self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
@@ -146,7 +150,11 @@ class Daemon:
             while not self._db(self._sync_schedules, "schedules", contain=False):
                 self._sleep_until(self.db_retry_at)
             self.listener.connect()
-            self.broker = BrokerLinks.start(self, events.node_name())
+            if settings.EVENTS_BROKER_URL:
+                # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
+                from atp.daemon.broker import BrokerLinks
+
+                self.broker = BrokerLinks.start(self, events.node_name())
             self.log.info(
                 "atpd started: %s pool of %d, queues %s, pid %d",
                 self.options.pool,
@@ -730,6 +738,8 @@ class Daemon:
     # --- waiting ------------------------------------------------------------------------
 
     def _wait(self) -> None:
+        if self.db_down_since is None and self.listener.ensure():
+            self.queue_empty = False  # what was notified while it was down is lost: look
         now = time.monotonic()
         can_claim = self.pool.free() and not self.stopping and not self._quota_used()
         retrying = self.db_down_since is not None or now < self.db_retry_at
@@ -745,6 +755,8 @@ class Daemon:
             wake_at = min(wake_at, self.next_heartbeat, self.schedules.due_at)
             if can_claim:
                 wake_at = min(wake_at, self.next_poll)
+            # A LISTEN connection that died is opened again (atp.daemon.wakeup).
+            wake_at = min(wake_at, self.listener.reconnect_at())
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
         ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
         if self._wake_reader in ready:

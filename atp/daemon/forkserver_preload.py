@@ -1,13 +1,12 @@
 """Imported only by the daemon's forkserver: set Django up once, before any child forks.
 
 Children forked from the server then start ready, and — the point of the forkserver — they
-inherit no database connection: the server process never opens one.
+inherit no database connection: the server process never opens one. The settings are the
+daemon's, however it was given them (atp.daemon.child_setup). A failed set-up is not raised
+here (it would kill the forkserver with a message nobody reads): each child reports it to
+the daemon, which stops.
 """
 
-import django
-from django.apps import apps
+from atp.daemon import child_setup
 
-if not apps.ready:
-    django.setup()
-
-import atp.daemon.runner  # noqa: E402,F401  (pre-import the handler-running code for the children)
+child_setup.setup()

@@ -30,8 +30,10 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from atp.conf import settings
+from atp.daemon import child_setup
 from atp.daemon.runner import Outcome, execute, failure
 from atp.tracker import Attempt
 
@@ -47,6 +49,14 @@ PIPE_BUDGET = 32 * 1024
 REPORT_HEADER = struct.Struct("!I")
 #: Weight of the newest run time in the running average that sizes ``depth``.
 RUNTIME_WEIGHT = 0.2
+
+
+#: Seconds the children of a new pool have to report that they set Django up.
+START_TIMEOUT = 60.0
+
+
+class PoolStartError(RuntimeError):
+    """The pool's child processes cannot start (their message says why)."""
 
 
 @dataclass
@@ -183,22 +193,73 @@ class ProcessPool(_SlotPool):
         # end closes and they exit (see atp.daemon.child._die_with_daemon).
         self._alive_reader, self._alive_writer = self.context.Pipe(duplex=False)
         self.waiting: collections.deque = collections.deque()  # (attempt, pickled), not sent
-        self.slots = [self._start(Slot()) for _ in range(size)]
+        self._starting: dict[int, Connection] = {}  # id(slot) → its child's start report pipe
+        self._started = False  # every first child reported ready (replacements are not awaited)
+        # Before the forkserver starts: it and the children read the daemon's settings.
+        settings_file = child_setup.export_settings()
+        try:
+            self.slots = [self._start(Slot()) for _ in range(size)]
+            self._await_started()
+            self._started = True
+        finally:
+            # Read by the forkserver once, at its start (done now); it may hold secrets.
+            if settings_file:
+                os.unlink(settings_file)
+
+    def _await_started(self) -> None:
+        """Wait until every child reports that it set Django up; else raise PoolStartError.
+
+        A child that cannot start would fail every attempt sent to it (and the daemon
+        would burn each task's restarts on it): better to stop before claiming any.
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        starting, self._starting = self._starting, {}
+        problems = []
+        for slot in self.slots:
+            ready = starting.pop(id(slot))
+            problem = None
+            if not ready.poll(max(0.0, deadline - time.monotonic())):
+                problem = f"no report from a child within {START_TIMEOUT:g} s"
+            else:
+                try:
+                    problem = ready.recv()
+                except (EOFError, OSError):
+                    slot.process.join(1.0)
+                    problem = f"a child {describe_exit(slot.process.exitcode)} before it was ready"
+            ready.close()
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            for slot in self.slots:
+                if slot.process.is_alive():
+                    slot.process.kill()
+                slot.process.join()
+                slot.results.close()
+            raise PoolStartError(
+                f"the pool's child processes cannot start ({len(problems)} of "
+                f"{len(self.slots)} failed): {problems[0]}"
+            )
 
     def _start(self, slot: Slot) -> Slot:
         from atp.daemon import child
 
         ours, theirs = self.context.Pipe()
         results, their_results = socket.socketpair()
+        ready, their_ready = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=child.main,
-            args=(theirs, their_results, self._alive_reader),
+            args=(theirs, their_results, self._alive_reader, their_ready),
             name="atpd-child",
             daemon=True,
         )
         process.start()
         theirs.close()
         their_results.close()
+        their_ready.close()
+        if self._started:
+            ready.close()  # a replacement: nobody waits for its report
+        else:
+            self._starting[id(slot)] = ready
         results.setblocking(False)
         slot.process, slot.pipe, slot.results, slot.received = process, ours, results, bytearray()  # type: ignore[assignment]
         slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None

@@ -14,6 +14,7 @@ import time
 
 from celery.platforms import signals as celery_signals
 from django.db import DatabaseError, connection
+from kombu import Exchange, Queue
 
 from atp import tracker
 from atp.daemon.db import drop_all
@@ -112,14 +113,16 @@ def stats(state, **kwargs):
 
 
 def active_queues(state, **kwargs):
-    """The queues this daemon serves, as kombu queue descriptions.
+    """The queues this daemon serves, described by kombu itself as a Celery worker's are.
 
+    Flower's worker page reads the description's keys (``exclusive``, ``durable``,
+    ``auto_delete``, ``no_ack``, ``alias``, …): kombu's ``Queue.as_dict`` has them all.
     A paused queue (``control.pause_queue``) is left out, as Celery leaves out a queue
     whose consumer was cancelled: no daemon takes its tasks until it is resumed.
     """
     paused = set(pausing.paused_queues())
     return [
-        {"name": name, "exchange": {"name": name, "type": "direct"}, "routing_key": name}
+        Queue(name, Exchange(name, type="direct"), routing_key=name).as_dict(recurse=True)
         for name in state.queues()
         if name not in paused
     ]

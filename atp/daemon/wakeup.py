@@ -3,16 +3,23 @@
 ``enqueue_task`` sends ``NOTIFY atp_enqueued`` in its transaction (atp.sql), so PostgreSQL
 delivers it on commit. The daemon waits on this listener's socket beside its pool, so an
 idle daemon claims a new task within milliseconds instead of a poll interval. On SQLite, or
-while the listening connection is down, the daemon falls back to polling.
+while the listening connection is down, the daemon falls back to polling; a listening
+connection that dies is logged and opened again (with backoff), so the fallback lasts only
+as long as the database refuses it. Works on psycopg 3 and psycopg2 (atp.sql.driver).
 """
 
 import logging
+import time
 
 from django.db import connection
 
 from atp import sql
+from atp.sql import driver
 
 logger = logging.getLogger("atp.daemon")
+
+#: Seconds between attempts to open the listening connection again, doubling up to the max.
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 
 
 class Listener:
@@ -20,11 +27,17 @@ class Listener:
 
     def __init__(self):
         self.raw = None
+        self.retry_at = 0.0  # time.monotonic() of the next attempt to connect, when down
+        self.retry_delay = RETRY_FIRST
+        self.lost = False  # the connection died (or never opened): log its return
 
-    def connect(self) -> None:
-        """Open the listening connection (PostgreSQL only); failures leave polling in charge."""
+    def connect(self) -> bool:
+        """Open the listening connection (PostgreSQL only); True if it was opened now.
+
+        A failure leaves polling in charge and schedules the next attempt.
+        """
         if self.raw is not None or not sql.is_postgresql():
-            return
+            return False
         try:
             # Django's own connection parameters, but a connection of our own: the
             # listener must stay outside the ORM's transactions.
@@ -32,9 +45,34 @@ class Listener:
             self.raw.autocommit = True
             with self.raw.cursor() as cursor:
                 cursor.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
-        except Exception as exc:  # noqa: BLE001 - any failure means: poll instead
-            logger.warning("LISTEN unavailable, polling instead: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - any failure means: poll instead, retry later
+            if not self.lost:
+                logger.warning("LISTEN unavailable, polling instead: %s", exc)
+            self.lost = True
             self.close()
+            self.retry_at = time.monotonic() + self.retry_delay
+            self.retry_delay = min(RETRY_MAX, self.retry_delay * 2)
+            return False
+        if self.lost:
+            logger.warning("LISTEN connection back: wake-ups by NOTIFY again")
+        self.lost, self.retry_delay = False, RETRY_FIRST
+        return True
+
+    def ensure(self) -> bool:
+        """Reconnect a listening connection that died, once its retry time has come.
+
+        True when it was reopened now: notifications sent while it was down are lost, so
+        the caller should look at the queue.
+        """
+        if self.raw is not None or time.monotonic() < self.retry_at:
+            return False
+        return self.connect()
+
+    def reconnect_at(self) -> float:
+        """When ``ensure`` will next try to reconnect (``inf`` while connected or on SQLite)."""
+        if self.raw is not None or not sql.is_postgresql():
+            return float("inf")
+        return self.retry_at
 
     def handles(self) -> list:
         """The socket to wait on, if listening."""
@@ -45,13 +83,13 @@ class Listener:
         if self.raw is None:
             return False
         try:
-            self.raw.poll()
-        except Exception:  # noqa: BLE001 - psycopg2's own errors, not Django's wrappers
+            return bool(driver.take_notifications(self.raw))
+        except driver.ConnectionLost as exc:
+            logger.warning("LISTEN connection lost (%s); polling until it is back", exc)
+            self.lost = True
             self.close()
+            self.retry_at = time.monotonic()  # try again at once, then with backoff
             return True  # we may have missed a notification: look at the queue
-        arrived = bool(self.raw.notifies)
-        self.raw.notifies.clear()
-        return arrived
 
     def close(self) -> None:
         """Close the listening connection."""

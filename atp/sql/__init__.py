@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, connection, transaction
 
+from atp.sql import driver
+
 #: First key of ATP's PostgreSQL advisory locks ("ATP" in ASCII), so they cannot collide
 #: with the application's own advisory locks on the same database.
 ADVISORY_LOCK_CLASS = 0x415450
@@ -65,14 +67,6 @@ def unique_lock_ids(type_id: int, keys) -> list[int]:
     return sorted(ids)
 
 
-def _unique_locks_sql(type_id: int, keys) -> str:
-    """Statements taking the unique keys' locks, one per key (integers only: no quoting)."""
-    return "".join(
-        f"SELECT pg_advisory_xact_lock({UNIQUE_LOCK_CLASS}, {lock_id});\n"
-        for lock_id in unique_lock_ids(type_id, keys)
-    )
-
-
 def lock_unique_keys(type_id: int, keys) -> None:
     """Serialise enqueues of the same unique keys of a type until the transaction ends.
 
@@ -82,7 +76,9 @@ def lock_unique_keys(type_id: int, keys) -> None:
     """
     if is_postgresql() and keys:
         with connection.cursor() as cursor:
-            cursor.execute(_unique_locks_sql(type_id, keys))
+            # One statement per execute (see enqueue_rows), in unique_lock_ids' order.
+            for lock_id in unique_lock_ids(type_id, keys):
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [UNIQUE_LOCK_CLASS, lock_id])
 
 
 def notify_enqueued(queue: str) -> None:
@@ -403,47 +399,46 @@ _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PREPARED_ERRORS = {"26000", "42P05"}
 
 
-#: The advisory lock that makes a queue-limit check and its insert atomic (see enqueue_rows).
-_LOCK_SCOPE = f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, %(lock_id)s);\n"
-
-
 def enqueue_rows(limit: QueueLimit | None, params: dict, unique_keys=None) -> list[tuple]:
     """Run the enqueue statement; return its rows
     ``(fresh, waiting, fits, ord, task id, log id, created)``.
 
-    With a ``limit``, the advisory lock of its scope is taken by a first statement
-    sent in the same round trip. It must be a statement of its own: under READ COMMITTED
-    each statement sees what committed before it started, so only a count that starts
-    after the lock is granted sees the tasks of the enqueuer that held it. Sent together
-    outside a transaction, the two statements still run as one (implicit) transaction;
-    inside one, they run in a savepoint, so an error leaves the caller's transaction usable.
-    ``unique_keys`` (``(type id, keys)``) adds the unique keys' locks the same way, before
-    the scope's (the order every enqueuer takes them in), and the statement variant that
-    answers a held key with its task instead of a new one.
+    With a ``limit``, the advisory lock of its scope is taken first, by a statement of its
+    own in the same transaction: under READ COMMITTED each statement sees what committed
+    before it started, so only a count that starts after the lock is granted sees the
+    tasks of the enqueuer that held it. ``unique_keys`` (``(type id, keys)``) adds the
+    unique keys' locks the same way, before the scope's (the order every enqueuer takes
+    them in), and the statement variant that answers a held key with its task instead of a
+    new one. The locks and the insert therefore need a transaction (one is opened in
+    autocommit); inside the caller's, they run in a savepoint, so an error leaves the
+    caller's transaction usable. One statement per ``execute``: psycopg2 and psycopg 3
+    return different result sets for several.
 
     The statement is prepared once per connection: planning it costs about as much as
     running it. Where prepared statements do not survive between transactions (a pooling
     proxy), the connection falls back to sending the plain statement.
     """
     statement = _enqueue_statement(limit, unique=unique_keys is not None)
-    lock = "" if limit is None else _LOCK_SCOPE
-    if unique_keys is not None:
-        lock = _unique_locks_sql(*unique_keys) + lock
-    params = {**params, "lock_id": limit.lock_id if limit else 0}
     connection.ensure_connection()
     prepared = _prepared.setdefault(connection.connection, set())
+    locking = limit is not None or unique_keys is not None
+    scope = transaction.atomic() if locking else _savepoint_in_transaction()
     try:
-        with _savepoint_in_transaction(), connection.cursor() as cursor:
+        with scope, connection.cursor() as cursor:
+            if unique_keys is not None:
+                lock_unique_keys(*unique_keys)
+            if limit is not None:
+                lock_queue_scope(limit.lock_id)
             if prepared is None:
-                cursor.execute(lock + statement.sql, params)
+                cursor.execute(statement.sql, params)
             else:
                 if statement.name not in prepared:
                     cursor.execute(statement.prepare)
                     prepared.add(statement.name)  # at once: a PREPARE is never rolled back
-                cursor.execute(lock + statement.execute, params)
+                cursor.execute(statement.execute, params)
             return [row[:7] for row in cursor.fetchall()]
     except DatabaseError as exc:
-        if prepared is None or getattr(exc.__cause__, "pgcode", None) not in _PREPARED_ERRORS:
+        if prepared is None or driver.sqlstate(exc) not in _PREPARED_ERRORS:
             raise
     _prepared[connection.connection] = None
     return enqueue_rows(limit, params, unique_keys)

@@ -42,6 +42,7 @@ def assert_attempts_never_overlap(attempts, killed_at=None):
             assert later["start"] >= ended, f"task {task}: two attempts ran at the same time"
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 @pytest.mark.postgres
 def test_thousand_tasks_on_three_daemons_survive_one_killed(daemons, tmp_path):
     log_path = tmp_path / "attempts.jsonl"

@@ -93,6 +93,7 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
     assert Worker.objects.get(pk=lost.pk).stopped_at is not None
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 @pytest.mark.postgres
 def test_the_daemon_survives_a_postgresql_restart(private_postgres, daemons):
     """A restart of the database server, on a private cluster (never the shared one)."""
@@ -143,6 +144,7 @@ def test_the_benchmark_drains_and_counts_real_tasks():
     }
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
     """A tiny full run: every section's figures are there and positive; nothing is left."""
     out = tmp_path / "bench.json"

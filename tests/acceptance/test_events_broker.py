@@ -95,6 +95,7 @@ def relayed_everything():
     return EventCursor.objects.filter(position__gte=newest).exists()
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 def test_receiver_gets_every_event_once_in_clock_order_across_relay_restart(broker_url, daemons):
     tracker.register_task_type("ev.noop", "tests.support.handlers.noop")
     tracker.register_task_type("ev.fail", "tests.support.handlers.fail")
@@ -156,6 +157,7 @@ def _node(server_id):
     return f"atpd-{server_id}@{socket.gethostname()}"
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 def test_celery_cli_pings_every_daemon_and_revokes_a_running_task(daemons, redis_url):
     tracker.register_task_type("ev.sleep", "tests.support.handlers.sleep")
     settings = {"EVENTS_BROKER_URL": redis_url}
@@ -266,6 +268,12 @@ def test_flower_lists_tasks_and_workers_and_revokes(daemons, redis_url, tmp_path
             interval=0.5,
             what="Flower's worker list",
         )
+        # The worker page renders every key of each queue's kombu description (issue 13).
+        page = f"{base}/worker/{node}"
+        with urllib.request.urlopen(page, timeout=30) as response:  # noqa: S310 (local Flower)
+            assert response.status == 200
+            html = response.read().decode()
+        assert "<td>default</td>" in html  # the queue of the fl.* types
         long = TaskInstance.objects.get(
             pk=tracker.enqueue_task("fl.sleep", "long", {"seconds": 60})
         )

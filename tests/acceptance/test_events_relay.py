@@ -114,6 +114,7 @@ def _received(collector):
     return [_identity(e["uuid"], e["type"], e["clock"]) for e in collector.of_type("task-")]
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 @needs_redis_server
 def test_broker_outage_loses_no_event_and_relay_resumes_where_it_stopped(private_redis, daemons):
     tracker.register_task_type("rl.noop", "tests.support.handlers.noop")
@@ -264,6 +265,7 @@ def rabbit_relay_user():
     _rabbitmqctl("delete_vhost", vhost, check=False)
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs RabbitMQ")
 def test_rabbitmq_outage_loses_no_event_and_one_receiver_gets_each_once(rabbit_relay_user, daemons):
     vhost, user, password = rabbit_relay_user

@@ -178,6 +178,7 @@ def test_a_task_revoked_through_atp_is_failed_and_never_runs():
     assert events_of(result) == ["task-sent", "task-revoked"]
 
 
+@pytest.mark.slow  # run by make test-postgres only (see Makefile)
 def test_a_task_restarted_after_its_daemon_was_killed_counts_the_extra_attempt():
     result = task_functions.slow_first_attempt.enqueue(600)
     identifier = "tests.support.task_functions.slow_first_attempt"

@@ -18,6 +18,7 @@ from django.utils import timezone
 from atp import events, sql, tracker
 from atp.exceptions import DuplicateTask, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
+from atp.sql import driver
 from atp.tracker import queueing
 from tests.conftest import ON_POSTGRES
 from tests.support.helpers import nothing_written
@@ -199,10 +200,17 @@ def test_a_type_that_keeps_changing_gives_up(task_type, monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_an_enqueue_is_one_statement_outside_a_transaction(task_type, django_assert_num_queries):
     tracker.enqueue_task(task_type.identifier)  # caches the type, prepares the statement
-    with django_assert_num_queries(1):
+    with override_settings(ATP={"MAX_QUEUE_SIZE": None}):
+        tracker.enqueue_task(task_type.identifier)  # prepares the statement without a limit
+        with django_assert_num_queries(1):
+            tracker.enqueue_task(task_type.identifier)
+        with django_assert_num_queries(1):
+            tracker.enqueue_tasks(task_type.identifier, [(None, None)] * 50)
+    # A queue limit adds its advisory lock, a statement of its own (one per execute: the
+    # drivers disagree on which result a multi-statement execute returns), in one
+    # transaction with the insert: BEGIN, lock, insert, COMMIT.
+    with django_assert_num_queries(4):
         tracker.enqueue_task(task_type.identifier)
-    with django_assert_num_queries(1):
-        tracker.enqueue_tasks(task_type.identifier, [(None, None)] * 50)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -305,12 +313,12 @@ def test_an_enqueue_notifies_its_queue_once_and_a_refused_one_not_at_all(task_ty
         tracker.enqueue_tasks(task_type.identifier, [(None, None)] * 3, queue="images")
         with override_settings(ATP={"MAX_QUEUE_SIZE": 3}), pytest.raises(QueueFull):
             tracker.enqueue_task(task_type.identifier)
-        deadline = time.monotonic() + 5
-        while not listener.notifies and time.monotonic() < deadline:
+        payloads, deadline = [], time.monotonic() + 5
+        while not payloads and time.monotonic() < deadline:
             select.select([listener], [], [], 0.1)
-            listener.poll()
+            payloads += driver.take_notifications(listener)
         time.sleep(0.2)  # a second notification, if any, would have arrived by now
-        listener.poll()
-        assert [note.payload for note in listener.notifies] == ["images"]
+        payloads += driver.take_notifications(listener)
+        assert payloads == ["images"]
     finally:
         listener.close()

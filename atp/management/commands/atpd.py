@@ -4,7 +4,10 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
+from atp.checks import settings_errors
 from atp.daemon import POOLS, Daemon, WorkerOptions
+from atp.daemon.child_setup import ChildSettingsError
+from atp.daemon.pool import PoolStartError
 
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -44,6 +47,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         """Run the command with the parsed options."""
+        # Before anything else, and also under call_command (which skips system checks).
+        errors = settings_errors()
+        if errors:
+            raise CommandError(
+                "atpd refuses to start: "
+                + " ".join(f"{error.msg} ({error.id})" for error in errors)
+            )
         options = WorkerOptions(burst=opts["burst"], max_tasks=opts["max_tasks"], pool=opts["pool"])
         if opts["concurrency"]:
             options.concurrency = opts["concurrency"]
@@ -58,7 +68,12 @@ class Command(BaseCommand):
         configure_logging(LEVELS[opts["verbosity"]])
         self.stdout.write(f"atpd server id {options.server_id}")
         self.stdout.flush()
-        raise SystemExit(Daemon(options).run())
+        try:
+            code = Daemon(options).run()
+        except (PoolStartError, ChildSettingsError) as exc:
+            # Raised before the daemon registered or claimed anything: no task was touched.
+            raise CommandError(f"atpd cannot start: {exc}") from exc
+        raise SystemExit(code)
 
 
 def configure_logging(level) -> None:

@@ -1,0 +1,25 @@
+"""Settings for ``manage.py check`` tests (tests/unit/test_settings_checks.py).
+
+The host settings with one mistake, chosen by ``ATP_CHECK_VARIANT``:
+
+- ``sqlite-defaults``: SQLite with Django's default options (no IMMEDIATE transactions);
+- ``bad-backend-options``: ATPBackend with an unknown type option;
+- ``bad-atp-settings``: a malformed ``settings.ATP`` value.
+"""
+
+import os
+
+from settings import *  # noqa: F403
+from settings import VAR_DIR
+
+VARIANT = os.environ["ATP_CHECK_VARIANT"]
+
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "check.sqlite3")}
+}
+if VARIANT != "sqlite-defaults":
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE"}
+if VARIANT == "bad-backend-options":
+    TASKS = {"default": {"BACKEND": "atp.backends.ATPBackend", "OPTIONS": {"colour": "red"}}}
+if VARIANT == "bad-atp-settings":
+    ATP = {"POLL_INTERVAL": "fast"}
