@@ -39,8 +39,7 @@ def check_atp_settings(app_configs=None, **kwargs):
 
 def settings_problems() -> list[checks.CheckMessage]:
     """Every problem of ``settings.ATP``: one rule per setting (atp.conf), then relations."""
-    from atp.conf import RULES, Defaults
-    from atp.daemon.engine import MAX_BACKOFF
+    from atp.conf import DB_RETRY_MAX_BACKOFF, RULES, Defaults
     from atp.setting_rules import relations
 
     user = getattr(django_settings, "ATP", None)
@@ -68,7 +67,7 @@ def settings_problems() -> list[checks.CheckMessage]:
             )
     # The engine's longest pause retrying an unreachable database: a daemon may go that
     # long plus one heartbeat interval without heartbeating.
-    for level, message in relations(values, max_backoff=MAX_BACKOFF):
+    for level, message in relations(values, max_backoff=DB_RETRY_MAX_BACKOFF):
         if level == "error":
             found.append(checks.Error(f"{message}.", id="atp.E003"))
         else:

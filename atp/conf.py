@@ -55,6 +55,12 @@ class Defaults:
     METRICS_TOKEN: str | None = setting(None, rule.optional(rule.text))
 
 
+#: The daemon's longest pause, in seconds, between retries of an unreachable database
+#: (``atp.daemon.engine``). Here because the settings checks need it too (a daemon may go
+#: that long plus one heartbeat interval without heartbeating), and they must not import
+#: the daemon.
+DB_RETRY_MAX_BACKOFF = 5.0
+
 _NAMES = {f.name for f in fields(Defaults)}
 
 #: Each setting's rule, by name (see ``setting``).

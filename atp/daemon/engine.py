@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from atp import events, schedules, tracker
-from atp.conf import settings
+from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
 from atp.daemon.containment import Quarantine, StepFailed, step
 from atp.daemon.db import classify, drop_all, limit_daemon_sessions, use_persistent_connections
-from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import Outcome, record, record_all
 from atp.daemon.schedules import ScheduleClock
+from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import (
     InvalidTransition,
@@ -48,10 +49,9 @@ POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
     "processes": ProcessPool,
     "threads": ThreadPool,
 }
-#: Longest pause between reconnection attempts while the database is away. A peer judges
-#: this daemon lost after ``WORKER_TIMEOUT``, so that must exceed this plus one
-#: ``HEARTBEAT_INTERVAL`` (the settings checks import it).
-MAX_BACKOFF = 5.0
+#: Longest pause between reconnection attempts while the database is away (the settings
+#: checks compare it with ``WORKER_TIMEOUT``: ``atp.conf.DB_RETRY_MAX_BACKOFF``).
+MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
 #: First and longest pause before retrying a step the database was too busy for (a lock
 #: or statement timeout; SQLite's "database is locked"). It used up nothing: retry soon.
 BUSY_BACKOFF, MAX_BUSY_BACKOFF = 0.05, 1.0

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from atp.daemon.pool import PREFETCH_HORIZON, Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import PREFETCH_HORIZON, Crashed, Finished, ProcessPool
 from atp.daemon.runner import Outcome
+from atp.daemon.thread_pool import ThreadPool
 from atp.tracker import Attempt
 
 

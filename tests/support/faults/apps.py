@@ -62,9 +62,10 @@ def _outcome(identifier_prefix):
 
 def _hand_over(identifier_prefix):
     """The pool refuses any batch holding an attempt of a task named ``prefix…``."""
-    from atp.daemon import pool
+    from atp.daemon.pool import ProcessPool
+    from atp.daemon.thread_pool import ThreadPool
 
-    for cls in (pool.ProcessPool, pool.ThreadPool):
+    for cls in (ProcessPool, ThreadPool):
         original = cls.submit_many
 
         def submit_many(self, attempts, original=original):
