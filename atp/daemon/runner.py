@@ -26,6 +26,7 @@ from atp.exceptions import (
     TaskNotFound,
 )
 from atp.taskstatus import TaskStatus
+from atp.text import storable
 from atp.tracker import retries
 from atp.tracker.results import json_text
 
@@ -161,13 +162,14 @@ def failure(attempt: tracker.Attempt, exc: BaseException, runtime: float = 0.0) 
         trace = "".join(traceback_module.format_exception(exc))
     except Exception:  # noqa: BLE001 - a broken exception must not break its own report
         trace = "".join(traceback_module.format_tb(exc.__traceback__))
+    # Storable (atp.text) already here: the daemon logs these texts too.
     return Outcome(
         attempt.task_id,
         attempt.number,
         False,
-        message=text or type(exc).__name__,
-        exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {text}",
-        traceback=trace,
+        message=storable(text or type(exc).__name__),
+        exception=storable(f"{type(exc).__module__}.{type(exc).__qualname__}: {text}"),
+        traceback=storable(trace),
         runtime=runtime,
     )
 
@@ -181,7 +183,7 @@ def _safe_str(exc: BaseException) -> str:
 
 def _safe_repr(value) -> str:
     try:
-        return repr(value)
+        return storable(repr(value))
     except Exception as exc:  # a broken __repr__ must not turn a success into a crash
         return f"<unrepresentable {type(value).__name__}: {exc}>"
 

@@ -97,9 +97,9 @@ def _sweep(times):
 
 
 def _heartbeat(times):
-    from atp import tracker
+    from atp.daemon import workers
 
-    _failing(tracker, "touch_active_tasks", times)
+    _failing(workers, "beat", times)
 
 
 def _relay(times):
