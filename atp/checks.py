@@ -40,8 +40,7 @@ def check_atp_settings(app_configs=None, **kwargs):
 def settings_problems() -> list[checks.CheckMessage]:
     """Every problem of ``settings.ATP``: one rule per setting (atp.conf), then relations."""
     from atp.conf import RULES, Defaults
-    from atp.daemon.engine import MAX_BACKOFF
-    from atp.setting_rules import relations
+    from atp.setting_rules import DATABASE_RETRY_MAX_PAUSE, relations
 
     user = getattr(django_settings, "ATP", None)
     if user is None:
@@ -66,9 +65,7 @@ def settings_problems() -> list[checks.CheckMessage]:
             found.append(
                 checks.Error(f"ATP[{name!r}] {problem}, not {values[name]!r}.", id="atp.E002")
             )
-    # The engine's longest pause retrying an unreachable database: a daemon may go that
-    # long plus one heartbeat interval without heartbeating.
-    for level, message in relations(values, max_backoff=MAX_BACKOFF):
+    for level, message in relations(values, max_backoff=DATABASE_RETRY_MAX_PAUSE):
         if level == "error":
             found.append(checks.Error(f"{message}.", id="atp.E003"))
         else:
