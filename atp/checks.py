@@ -39,8 +39,8 @@ def check_atp_settings(app_configs=None, **kwargs):
 
 def settings_problems() -> list[checks.CheckMessage]:
     """Every problem of ``settings.ATP``: one rule per setting (atp.conf), then relations."""
-    from atp.conf import RULES, Defaults
-    from atp.setting_rules import DATABASE_RETRY_MAX_PAUSE, relations
+    from atp.conf import DB_RETRY_MAX_BACKOFF, RULES, Defaults
+    from atp.setting_rules import relations
 
     user = getattr(django_settings, "ATP", None)
     if user is None:
@@ -65,7 +65,9 @@ def settings_problems() -> list[checks.CheckMessage]:
             found.append(
                 checks.Error(f"ATP[{name!r}] {problem}, not {values[name]!r}.", id="atp.E002")
             )
-    for level, message in relations(values, max_backoff=DATABASE_RETRY_MAX_PAUSE):
+    # The engine's longest pause retrying an unreachable database: a daemon may go that
+    # long plus one heartbeat interval without heartbeating.
+    for level, message in relations(values, max_backoff=DB_RETRY_MAX_BACKOFF):
         if level == "error":
             found.append(checks.Error(f"{message}.", id="atp.E003"))
         else:
@@ -76,3 +78,48 @@ def settings_problems() -> list[checks.CheckMessage]:
 def settings_errors() -> list[checks.CheckMessage]:
     """The problems of ``settings.ATP`` that must stop a daemon (errors, not warnings)."""
     return [problem for problem in settings_problems() if problem.is_serious()]
+
+
+@checks.register()
+def check_duplicate_task_names(app_configs=None, **kwargs):
+    """Error when two ``@task`` functions share one task type name (``atp.E110``)."""
+    from atp import discovery
+
+    return [
+        checks.Error(
+            f"Two or more @task functions are named {name!r}: {', '.join(handlers)}.",
+            hint="Give all but one of them another name=; until then none of them is enqueued "
+            "or synced under that name.",
+            id="atp.E110",
+        )
+        for name, handlers in sorted(discovery.clashes().items())
+    ]
+
+
+@checks.register(checks.Tags.database)
+def check_stale_task_types(app_configs=None, databases=None, **kwargs):
+    """Warn about task types whose handler no longer imports (``atp.W110``); never delete them.
+
+    A database check: it runs with ``manage.py check --database default`` and ``migrate``
+    (and ``atpd`` logs the same at start).
+    """
+    from django.db import DatabaseError
+
+    from atp import discovery
+
+    if not databases or "default" not in databases:
+        return []
+    try:
+        stale = discovery.stale_task_types()
+    except DatabaseError:  # not migrated yet: nothing to report
+        return []
+    return [
+        checks.Warning(
+            f"Task type {identifier!r} has the handler {handler!r}, which does not import "
+            f"({why}); its waiting tasks will fail.",
+            hint="Restore the function, register the type with its new handler, or remove "
+            "the type with tracker.unregister_task_type() once its tasks are gone.",
+            id="atp.W110",
+        )
+        for identifier, handler, why in stale
+    ]

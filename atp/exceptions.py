@@ -49,6 +49,10 @@ class SoftTimeLimitExceeded(ATPError):
     """
 
 
+class SyncHandlerRefused(ATPError):
+    """The asyncio pool was given a handler that is not ``async def`` (it runs only those)."""
+
+
 # --- errors of Django tasks run by ATP (atp.backends) -------------------------------------
 # Django's TaskResult.errors name an exception class by its dotted path; these are the paths
 # ATP reports when a task ended without an exception of its own.
@@ -63,7 +67,7 @@ class TaskFailed(ATPError):
 
 
 class ReturnValueNotJSON(ATPError, TypeError):
-    """A Django task function returned a value that cannot be stored as JSON."""
+    """A Django task function or ``@task`` returned a value that cannot be stored as JSON."""
 
 
 class Retry(BaseException):  # noqa: N818 - a control-flow signal, named like Celery's

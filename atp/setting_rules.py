@@ -9,12 +9,6 @@ import sys
 from importlib.util import find_spec
 from urllib.parse import urlsplit
 
-#: The daemon's longest pause retrying an unreachable database (atp.daemon.engine's
-#: MAX_BACKOFF; tests/unit/test_settings_checks.py keeps them equal): a daemon may go that
-#: long plus one heartbeat interval without heartbeating. Not imported from the engine: only
-#: atpd imports atp.daemon.
-DATABASE_RETRY_MAX_PAUSE = 5.0
-
 #: The event relay's broker URL schemes, the modules each needs, and the extra that
 #: installs them (``pip install 'django-atp[redis]'``).
 BROKERS = {
@@ -42,6 +36,13 @@ def positive_int(value) -> str | None:
     """An integer of at least 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         return "must be an integer of at least 1"
+    return None
+
+
+def boolean(value) -> str | None:
+    """True or False."""
+    if not isinstance(value, bool):
+        return "must be True or False"
     return None
 
 

@@ -5,6 +5,7 @@ import traceback as traceback_module
 from django.db.models import Q
 
 from atp import tracker
+from atp.asyncdb import db_call
 from atp.exceptions import Retry
 from atp.models import Status, TaskInstance
 from atp.tracker import retries, subtasks
@@ -131,3 +132,64 @@ class TaskStatus:
         return TaskInstance.objects.filter(
             Q(abort_requested_at__isnull=False) | Q(status=Status.REVOKED), pk=self.task_id
         ).exists()
+
+    # --- for async handlers: the same calls, awaited --------------------------------------
+    # Django refuses ORM calls from a thread that runs an event loop, so an ``async def``
+    # handler awaits these instead; each runs its sync twin on the loop's database threads
+    # (atp.asyncdb.db_call), so handlers share a few connections.
+
+    async def aget_info(self) -> tracker.TaskInfo:
+        """``get_info``, for async handlers."""
+        return await _db_call(self.get_info)
+
+    async def aget_status(self) -> tracker.StatusInfo:
+        """``get_status``, for async handlers."""
+        return await _db_call(self.get_status)
+
+    async def aset_success(self, message="") -> None:
+        """``set_success``, for async handlers."""
+        await _db_call(self.set_success, message)
+
+    async def aset_failure(self, message="") -> None:
+        """``set_failure``, for async handlers."""
+        await _db_call(self.set_failure, message)
+
+    async def aset_paused(self, message="") -> None:
+        """``set_paused``, for async handlers."""
+        await _db_call(self.set_paused, message)
+
+    async def aset_running(self, message="") -> None:
+        """``set_running``, for async handlers."""
+        await _db_call(self.set_running, message)
+
+    async def astore_response(self, response, mime_type="text/xml") -> None:
+        """``store_response``, for async handlers."""
+        await _db_call(self.store_response, response, mime_type)
+
+    async def aset_progress(self, done, total=None, message="") -> dict:
+        """``set_progress``, for async handlers."""
+        return await _db_call(self.set_progress, done, total, message)
+
+    async def aheartbeat(self) -> None:
+        """``heartbeat``, for async handlers."""
+        await _db_call(self.heartbeat)
+
+    async def aretry(self, countdown=None, exc=None):
+        """``retry``, for async handlers (raises ``Retry`` like it)."""
+        await _db_call(self.retry, countdown, exc)
+
+    async def aspawn_subtasks(self, type, inputs, action_name="") -> list[int]:
+        """``spawn_subtasks``, for async handlers."""
+        return await _db_call(self.spawn_subtasks, type, inputs, action_name)
+
+    async def aget_progress(self) -> dict | None:
+        """``get_progress``, for async handlers."""
+        return await _db_call(self.get_progress)
+
+    async def ais_aborted(self) -> bool:
+        """``is_aborted``, for async handlers."""
+        return await _db_call(self.is_aborted)
+
+
+async def _db_call(function, *args):
+    return await db_call(function, *args)

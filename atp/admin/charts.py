@@ -59,7 +59,8 @@ def nice_ticks(top: float, count: int = 5) -> list[float]:
 
 def sqrt_ticks(top: float, most: int = 7) -> list[float]:
     """0 and the 1-2-5 values up to ``top``, thinned to at most ``most`` (for a sqrt axis)."""
-    values, power = [], 1
+    values: list[float] = []
+    power = 1
     while power <= top:
         values.extend(v for v in (power, 2 * power, 5 * power) if v <= top)
         power *= 10
@@ -324,11 +325,9 @@ def queue_svg(depths, now) -> str:
 def _seconds_label(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:g} ms"
-    if seconds < 60:
+    if seconds <= 10_000:
         return f"{seconds:g} s"
-    if seconds < 3600:
-        return f"{seconds / 60:g} min"
-    return f"{seconds / 3600:g} h"
+    return f"{seconds / 3600:.3g} h"
 
 
 def runtime_svg(runtimes) -> str:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from atp.admin import bulk, live
+from atp.admin import bulk, live, pause_buttons
 
 
 def console_urls(model_admin, wrap) -> list:
@@ -16,4 +16,5 @@ def console_urls(model_admin, wrap) -> list:
         path("live/dashboard.json", view(live.dashboard_json), name="atp_live_dashboard"),
         path("live/tasks.json", view(live.tasks_json), name="atp_live_tasks"),
         path("live/workers.json", view(live.workers_json), name="atp_live_workers"),
+        path("pause/", view(pause_buttons.pause_view), name="atp_pause"),
     ]

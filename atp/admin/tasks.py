@@ -36,7 +36,7 @@ def is_text(mime_type: str) -> bool:
 
 
 @admin.register(TaskInstance)
-class TaskInstanceAdmin(admin.ModelAdmin):
+class TaskInstanceAdmin(columns.DetailTimes, admin.ModelAdmin):
     """Tasks: what is queued, running, stuck or failing, why, and where."""
 
     list_display = (
@@ -44,8 +44,8 @@ class TaskInstanceAdmin(admin.ModelAdmin):
         "status_badge",
         "type",
         "identifier",
-        "server_id",
-        "attempts",
+        columns.server,
+        columns.attempts,
         "progress_bar",
         columns.enqueued,
         columns.started,
@@ -97,10 +97,10 @@ class TaskInstanceAdmin(admin.ModelAdmin):
                 "fields": (
                     ("server_link", "attempts", "retries"),
                     ("progress_bar", "runtime"),
-                    ("enqueued_at", "received_at"),
-                    ("started_at", "finished_at"),
-                    "updated_at",
-                    ("abort_requested_at", "kill_signal"),
+                    ("enqueued_time", "received_time"),
+                    ("started_time", "finished_time"),
+                    "updated_time",
+                    ("abort_requested_time", "kill_signal"),
                 )
             },
         ),
@@ -142,7 +142,7 @@ class TaskInstanceAdmin(admin.ModelAdmin):
             for field in TaskInstance._meta.concrete_fields
             if obj is None or obj.status in TERMINAL or field.name not in self.editable_fields
         ]
-        return computed + owned
+        return computed + list(columns.DetailTimes.names) + owned
 
     def get_search_results(self, request, queryset, search_term):
         """ATP's search language (atp.query.search); a bare id or uuid matches exactly."""

@@ -99,7 +99,16 @@ def pages() -> dict[str, str]:
         "task type list": "/admin/atp/tasktype/",
         "worker list": "/admin/atp/worker/",
         "metrics (Prometheus)": "/atp/metrics",
+        "live dashboard JSON": f"{base}live/dashboard.json",
+        "live task rows JSON (50 ids)": f"{base}live/tasks.json?ids={_page_ids()}",
+        "search: exception text": f"{base}?q=refused",
     }
+
+
+def _page_ids() -> str:
+    """The ids of the task list's first page, as the live script sends them."""
+    ids = TaskInstance.objects.order_by("-pk").values_list("pk", flat=True)[:50]
+    return ",".join(str(pk) for pk in ids)
 
 
 def measure(runs: int = 7) -> list[dict]:

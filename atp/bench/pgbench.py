@@ -33,12 +33,11 @@ def _env_and_args() -> tuple[dict, list[str]]:
 
 def measure(seconds: float = 5.0) -> dict:
     """Transactions per second of pgbench's single-row UPDATE, by client count."""
-    program = shutil.which("pgbench")
-    if connection.vendor != "postgresql" or program is None:
-        return {"skipped": "needs PostgreSQL and the pgbench program"}
+    program, dropdb, createdb = (shutil.which(name) for name in ("pgbench", "dropdb", "createdb"))
+    if connection.vendor != "postgresql" or program is None or dropdb is None or createdb is None:
+        return {"skipped": "needs PostgreSQL and the pgbench, createdb and dropdb programs"}
     env, server = _env_and_args()
     scratch = f"{connection.settings_dict['NAME']}_pgbench"[:63]
-    dropdb, createdb = shutil.which("dropdb"), shutil.which("createdb")
     subprocess.run([dropdb, "--if-exists", *server, scratch], env=env, check=True)
     subprocess.run([createdb, *server, scratch], env=env, check=True)
     try:

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
 
-from atp import events, schedules, tracker
-from atp.conf import settings
+from atp import discovery, events, schedules, tracker
+from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
+from atp.daemon.asyncio_pool import AsyncioPool
 from atp.daemon.db import drop_all, use_persistent_connections
-from atp.daemon.pool import Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import record_all
 from atp.daemon.schedules import ScheduleClock
+from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
@@ -35,11 +37,12 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool] | type[AsyncioPool]] = {
     "processes": ProcessPool,
     "threads": ThreadPool,
+    "asyncio": AsyncioPool,
 }
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
 
 
 def new_server_id() -> str:
@@ -75,7 +78,7 @@ class Daemon:
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
         # Made by run() before the loop uses it; None only between __init__ and run().
-        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
+        self.pool: ProcessPool | ThreadPool | AsyncioPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.pending: list = []  # pool reports not yet recorded
@@ -92,6 +95,8 @@ class Daemon:
         self._wake_reader, self._wake_writer = os.pipe()
         # Event relay + remote control, if a broker is configured (atp.daemon.broker).
         self.broker: BrokerLinks | None = None
+        self.paused: list[str] = []  # the paused queues as last read (atp.tracker.pausing)
+        self.paused_read_at = float("-inf")
         self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
@@ -108,6 +113,7 @@ class Daemon:
                 self._sleep_until(self.db_retry_at)
             while not self._db(self._sync_schedules):
                 self._sleep_until(self.db_retry_at)
+            self._db(self._sync_task_types)  # if the database fails here, enqueues do it
             self.listener.connect()
             if settings.EVENTS_BROKER_URL:
                 # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
@@ -127,6 +133,18 @@ class Daemon:
             self._shut_down(previous)
         self.log.info("atpd stopped after %d task(s)", self.processed)
         return 0
+
+    def _sync_task_types(self) -> None:
+        """Create or update the types of the installed apps' ``@task`` functions; log stale ones."""
+        for line in discovery.sync_task_types():
+            self.log.info("%s", line.capitalize())
+        for identifier, handler, why in discovery.stale_task_types():
+            self.log.warning(
+                "Task type %s: its handler %s does not import (%s); its tasks cannot run",
+                identifier,
+                handler,
+                why,
+            )
 
     def _finished(self) -> bool:
         busy = self.pool.busy() or self.pending
@@ -263,6 +281,19 @@ class Daemon:
 
     # --- claiming and starting ----------------------------------------------------------
 
+    def _paused_queues(self) -> list[str]:
+        """The paused queues, read again at every poll interval or when a pause notifies.
+
+        Kept here so the one-statement claim needs no other table; a pause reaches this
+        daemon within one poll interval, at once on PostgreSQL (``Listener.pauses_changed``).
+        Call inside the claim's transaction.
+        """
+        now = time.monotonic()
+        if self.listener.pauses_changed or now >= self.paused_read_at + self.options.poll_interval:
+            self.listener.pauses_changed = False
+            self.paused, self.paused_read_at = tracker.paused_queues(), now
+        return self.paused
+
     def _claim_size(self) -> int:
         """How many tasks to claim now: the free slots, within ``--max-tasks``."""
         if self.stopping or self.queue_empty:
@@ -289,6 +320,7 @@ class Daemon:
                     limit=claim,
                     queues=self.options.queues,
                     limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
+                    paused_queues=self._paused_queues(),
                 )
                 if claim
                 else []

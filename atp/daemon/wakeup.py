@@ -30,6 +30,7 @@ class Listener:
         self.retry_at = 0.0  # time.monotonic() of the next attempt to connect, when down
         self.retry_delay = RETRY_FIRST
         self.lost = False  # the connection died (or never opened): log its return
+        self.pauses_changed = False  # a queue was paused or resumed (sql.PAUSES_CHANGED)
 
     def connect(self) -> bool:
         """Open the listening connection (PostgreSQL only); True if it was opened now.
@@ -83,13 +84,17 @@ class Listener:
         if self.raw is None:
             return False
         try:
-            return bool(driver.take_notifications(self.raw))
+            payloads = driver.take_notifications(self.raw)
         except driver.ConnectionLost as exc:
             logger.warning("LISTEN connection lost (%s); polling until it is back", exc)
             self.lost = True
             self.close()
             self.retry_at = time.monotonic()  # try again at once, then with backoff
+            self.pauses_changed = True  # a pause's notification may be lost with it
             return True  # we may have missed a notification: look at the queue
+        if sql.PAUSES_CHANGED in payloads:
+            self.pauses_changed = True
+        return bool(payloads)
 
     def close(self) -> None:
         """Close the listening connection."""

@@ -25,6 +25,8 @@ UNIQUE_LOCK_CLASS = ADVISORY_LOCK_CLASS + 2
 
 #: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
 NOTIFY_CHANNEL = "atp_enqueued"
+#: The payload (on ``NOTIFY_CHANNEL``) saying that a queue was paused or resumed.
+PAUSES_CHANGED = "atp:pauses"
 
 
 def order_by(fields) -> str:
@@ -77,6 +79,13 @@ def lock_unique_keys(type_id: int, keys) -> None:
             # One statement per execute (see enqueue_rows), in unique_lock_ids' order.
             for lock_id in unique_lock_ids(type_id, keys):
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [UNIQUE_LOCK_CLASS, lock_id])
+
+
+def notify_pauses() -> None:
+    """Tell the daemons to read the paused queues again (delivered on commit)."""
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, PAUSES_CHANGED])
 
 
 def notify_enqueued(queue: str) -> None:

@@ -11,3 +11,9 @@ register = template.Library()
 def ago(value, now=None):
     """``12 s ago`` for a past time (relative to ``now``, default the current time)."""
     return display.ago(value, now)
+
+
+@register.filter
+def in_list(value, values):
+    """Whether ``value`` is one of ``values``."""
+    return value in values

@@ -48,7 +48,13 @@ from atp.tracker.core import (
     TaskInfo,
 )
 from atp.tracker.dependencies import decide_orphaned_dependents, results_of
-from atp.tracker.pausing import pause_queue, pause_task_type, resume_queue, resume_task_type
+from atp.tracker.pausing import (
+    pause_queue,
+    pause_task_type,
+    paused_queues,
+    resume_queue,
+    resume_task_type,
+)
 from atp.tracker.queueing import (
     ENQUEUE_OPTIONS,
     enqueue_task,
@@ -134,6 +140,7 @@ __all__ = [
     # pausing
     "pause_queue",
     "pause_task_type",
+    "paused_queues",
     "resume_queue",
     "resume_task_type",
     # claiming

@@ -43,10 +43,10 @@ claimed AS (
     WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
         AND tt.concurrency_limit IS NULL AND (t.expires IS NULL OR t.expires > %(now)s)
         -- Paused types and queues (atp.tracker.pausing) are left to the ORM path too. Here,
-        -- not in "picked": there the planner cannot estimate the filter and would give up
-        -- the claim index for a scan; here it only checks the picked rows. The sub-select
-        -- runs once per statement over a tiny table.
-        AND NOT tt.paused AND t.queue <> ALL (ARRAY(SELECT queue FROM atp_queuepause))
+        -- not in "picked": there the planner cannot estimate such a filter and would give
+        -- up the claim index for a scan; here it only checks the picked rows. The paused
+        -- queues come as constants, and only when there are any: no other table to read.
+        AND NOT tt.paused {pause_filter}
     RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
         t.run_after, t.expires, t.queue, t.parent_id,
         tt.identifier AS type_name, tt.handler, tt.soft_time_limit, tt.hard_time_limit,
@@ -100,11 +100,12 @@ RETURNING id
 """
 
 
-def claim(server_id: str, message: str, limit: int, queues, now: datetime):
-    """Claim and start up to ``limit`` plain due tasks.
+def claim(server_id: str, message: str, limit: int, queues, now: datetime, paused_queues=()):
+    """Claim and start up to ``limit`` plain due tasks, none of the ``paused_queues``.
 
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
-    statement passed over due tasks it may not judge (expired, rate-limited).
+    statement passed over due tasks it may not judge (expired, rate- or concurrency-limited,
+    paused).
     """
     params: dict[str, Any] = {
         "accepted": Status.ACCEPTED,
@@ -116,8 +117,16 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime):
     queue_filter = ""
     if queues:
         queue_filter, params["queues"] = "AND queue = ANY(%(queues)s)", list(queues)
+    pause_filter = ""
+    if paused_queues:
+        pause_filter = "AND t.queue <> ALL (%(paused_queues)s)"
+        params["paused_queues"] = list(paused_queues)
     with connection.cursor() as cursor:
-        statement = CLAIM.format(queue_filter=queue_filter, claim_order=order_by(CLAIM_ORDER))
+        statement = CLAIM.format(
+            queue_filter=queue_filter,
+            claim_order=order_by(CLAIM_ORDER),
+            pause_filter=pause_filter,
+        )
         cursor.execute(statement, params)
         rows = cursor.fetchall()
     picked = rows[0][-1]

@@ -34,7 +34,9 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
     return [task.pk for task in tasks]
 
 
-def claim_tasks(server_id, message="", *, limit=1, queues=None, limited=None) -> list[Attempt]:
+def claim_tasks(
+    server_id, message="", *, limit=1, queues=None, limited=None, paused_queues=None
+) -> list[Attempt]:
     """Claim up to ``limit`` due tasks and start them at once; return their attempts.
 
     ``dequeue_task`` and ``begin_attempt`` in one transaction and three statements for the
@@ -43,7 +45,9 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None, limited=None) ->
     order, rate limits and expiry rules as ``dequeue_task``; an empty list when none is due.
     ``limited`` caps how many tasks of concurrency-limited types it takes (None: no cap);
     the daemon passes its idle slots, so such a task never waits behind other work in a
-    slot's queue while it holds a place of its key.
+    slot's queue while it holds a place of its key. ``paused_queues`` are the queues the
+    caller knows to be paused (the daemon keeps them, see ``atp.tracker.pausing``); None
+    reads them from the database now.
 
     On PostgreSQL the plain tasks are claimed by one statement (``batch_sql.claim``); when
     it passed over due tasks it may not judge (expired tasks, rate-limited types), the ORM
@@ -57,7 +61,11 @@ def claim_tasks(server_id, message="", *, limit=1, queues=None, limited=None) ->
         tasks = _take(server_id, message, limit, queues, start=True, limited=limited)
         return [_attempt_of(task) for task in tasks]
     with transaction.atomic():
-        attempts, skipped = batch_sql.claim(server_id, message, limit, queues, timezone.now())
+        if paused_queues is None:
+            paused_queues = pausing.paused_queues()
+        attempts, skipped = batch_sql.claim(
+            server_id, message, limit, queues, timezone.now(), paused_queues
+        )
         if skipped:
             rest = _take(
                 server_id, message, limit - len(attempts), queues, start=True, limited=limited

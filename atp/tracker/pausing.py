@@ -1,10 +1,13 @@
 """Pausing and resuming a queue or a task type, for every daemon at once.
 
-A pause is stored in the database (a ``QueuePause`` row, ``TaskType.paused``) and the claim
-statement reads it on every claim, so no daemon claims paused work after the pause
-commits; running tasks finish, and paused tasks stay ACCEPTED. Resuming notifies the
-daemons (``NOTIFY atp_enqueued`` on PostgreSQL) so idle ones claim at once; on SQLite they
-see it at their next poll. A queue may be paused before any task uses it.
+A pause is stored in the database (a ``QueuePause`` row, ``TaskType.paused``); running tasks
+finish, and paused tasks stay ACCEPTED. A type's pause is read by the claim statement itself
+(the type's row is already joined there). The paused queues are read once per claim by the
+ORM path (SQLite, and PostgreSQL's judged tasks), while a daemon on PostgreSQL keeps them
+in memory for its one-statement claim: it reads them at start, at every poll interval and
+at once when a pause or resume notifies it (``NOTIFY atp_enqueued`` with the payload
+``sql.PAUSES_CHANGED``, delivered on commit). A queue may be paused before any task uses
+it. Resuming also wakes idle daemons, so they claim at once.
 """
 
 import logging
@@ -22,7 +25,10 @@ logger = logging.getLogger("atp.tracker")
 def pause_queue(name) -> bool:
     """Stop every daemon from claiming tasks of queue ``name``; False if it was paused."""
     name = validation.identifier(name, "queue")
-    _, created = QueuePause.objects.get_or_create(queue=name)
+    with transaction.atomic():
+        _, created = QueuePause.objects.get_or_create(queue=name)
+        if created:
+            sql.notify_pauses()
     if created:
         logger.info("Paused queue %s", name)
     return created
@@ -34,6 +40,7 @@ def resume_queue(name) -> bool:
     with transaction.atomic():
         deleted, _ = QueuePause.objects.filter(queue=name).delete()
         if deleted:
+            sql.notify_pauses()
             sql.notify_enqueued(name)  # wakes idle daemons when this commits
     if deleted:
         logger.info("Resumed queue %s", name)

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from atp import events, sql, validation
+from atp.conf import settings
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType, sources_of
 from atp.tracker import dependencies, unique
@@ -113,6 +114,7 @@ def _enqueue_one(type, identifier, input, message, options, event_fields=None):
         raise
     if created:
         logger.debug("Enqueued %s (id %d)", where, task_id)
+        _eager()
     else:
         logger.debug("Not enqueued %s: task %d holds its unique key", where, task_id)
     return task_id, created
@@ -164,7 +166,19 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
             "nothing was enqueued"
         ) from exc
     logger.debug("Enqueued %d task(s) of %s", len(ids), task_type.identifier)
+    _eager()
     return ids
+
+
+#: Called after every enqueue in eager mode: ``atp.testing.after_enqueue``, set by the app's
+#: ready() (a hook, not an import: atp.testing runs the daemon's runner, a layer above).
+eager_hook = None
+
+
+def _eager() -> None:
+    """In eager mode (``ATP["EAGER"]``), run the queue in this process on commit (atp.testing)."""
+    if settings.EAGER and eager_hook is not None:
+        eager_hook()
 
 
 def _flow_options(options: dict) -> tuple[dict, float | None]:

@@ -2,8 +2,7 @@
 
 An operator logs in, opens the dashboard, filters the failed tasks, opens one, re-enqueues
 it, and sees the re-run processed by a running ``atpd`` subprocess. Screenshots go to
-``var/screenshots/``; with ``ATP_README_SCREENSHOTS=1`` the README's two images in ``docs/``
-are refreshed too.
+``var/screenshots/`` (the README's images in ``docs/`` come from test_console_browser.py).
 """
 
 import os
@@ -116,7 +115,7 @@ def test_operator_reenqueues_a_failed_task_and_atpd_runs_it(
     assert browser.find_element(By.CSS_SELECTOR, "svg.atp-chart rect")
     assert "15 task(s) ended, 3 failed" in browser.find_element(By.ID, "atp-last-hour").text
     assert browser.find_elements(By.CSS_SELECTOR, "#atp-workers tbody td")  # a live daemon
-    screenshot(browser, "1-dashboard", readme_copy="dashboard.png")
+    screenshot(browser, "1-dashboard")
 
     # The task list, filtered to the failed tasks with the status filter.
     browser.get(live_server.url + "/admin/atp/taskinstance/")
@@ -136,7 +135,7 @@ def test_operator_reenqueues_a_failed_task_and_atpd_runs_it(
     traceback = browser.find_element(By.CSS_SELECTOR, "pre.atp-traceback").text
     assert "upstream service unavailable while rendering Q1 2024" in traceback
     assert "Traceback" in traceback
-    screenshot(browser, "3-task-detail", readme_copy="task-detail.png")
+    screenshot(browser, "3-task-detail")
 
     # The outage is over; the operator re-enqueues the task from its page.
     outage.unlink()

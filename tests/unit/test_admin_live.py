@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from atp import tracker
 from atp.admin import charts, display, stats
-from atp.models import Status
+from atp.models import Status, TaskInstance
 from tests.support.admin_fixtures import DASHBOARD, TASKS
 from tests.support.factories import TaskInstanceFactory, WorkerFactory
 
@@ -50,7 +50,7 @@ def test_tasks_json_gives_the_row_cells(viewer_client, running):
     assert list(rows) == [str(task_id)]
     cells = rows[str(task_id)]
     assert "atp-status-running" in cells["status_badge"] and 'title="25%"' in cells["progress_bar"]
-    assert cells["server_id"] == "server-1" and cells["finished"] == "—"
+    assert cells["server"] == "server-1" and cells["finished"] == "—"
     assert re.search(r">\d\d:\d\d:\d\d<", cells["started"])  # to the second
 
 
@@ -143,3 +143,34 @@ def test_task_page_buttons_return_to_the_filtered_list(superuser_client, running
     )
     assert response.status_code == 302
     assert response["Location"] == f"{TASKS}?status__exact={Status.RUNNING}&q=busy"
+
+
+def test_task_page_times_show_seconds(viewer_client, running):
+    task_id, _ = running("busy")
+    page = viewer_client.get(f"{TASKS}{task_id}/change/").content.decode()
+    started = TaskInstance.objects.get(pk=task_id).started_at
+    assert timezone.localtime(started).strftime("%Y-%m-%d %H:%M:%S") in page
+    assert "s ago)</small>" in page
+
+
+def test_dashboard_pause_buttons_for_queues_and_types(superuser_client, viewer_client, enqueue):
+    from atp.models import QueuePause, TaskType
+
+    enqueue("waits")
+    page = superuser_client.get(DASHBOARD).content.decode()
+    assert 'class="atp-pause-queue" data-name="default"' in page
+    assert 'class="atp-pause-type" data-name="test.noop"' in page
+    assert "atp-pause-queue" not in viewer_client.get(DASHBOARD).content.decode()
+    pause = TASKS + "pause/"
+    form = {"target": "queue", "name": "default", "do": "pause"}
+    assert viewer_client.post(pause, form).status_code == 403
+    assert not QueuePause.objects.exists()
+    response = superuser_client.post(pause, form, follow=True)
+    assert "Queue default paused." in response.content.decode()
+    assert list(QueuePause.objects.values_list("queue", flat=True)) == ["default"]
+    assert 'class="atp-resume-queue" data-name="default"' in response.content.decode()
+    superuser_client.post(pause, {"target": "type", "name": "test.noop", "do": "pause"})
+    assert TaskType.objects.get(identifier="test.noop").paused
+    superuser_client.post(pause, {"target": "queue", "name": "default", "do": "resume"})
+    assert not QueuePause.objects.exists()
+    assert superuser_client.get(pause).status_code == 405

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from atp import control, tracker
+from atp.daemon import Daemon, WorkerOptions
 from atp.daemon.remote import NodeState, active_queues
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidInput
@@ -86,10 +87,14 @@ def test_resuming_wakes_listening_daemons_at_once(task_type):
     listener.connect()
     try:
         control.pause_task_type(task_type.identifier)
-        assert not select.select(listener.handles(), [], [], 0.2)[0]  # a pause wakes nobody
+        assert not select.select(listener.handles(), [], [], 0.2)[0]  # the claim reads it
+        control.pause_queue("reports")  # daemons keep the paused queues: they are told
+        assert select.select(listener.handles(), [], [], 5)[0]
+        assert listener.drain() and listener.pauses_changed
+        listener.pauses_changed = False
         control.resume_queue("mail")
         assert select.select(listener.handles(), [], [], 5)[0]
-        assert listener.drain()
+        assert listener.drain() and listener.pauses_changed
         control.resume_task_type(task_type.identifier)
         assert select.select(listener.handles(), [], [], 5)[0]
     finally:
@@ -140,3 +145,15 @@ def test_the_http_routes_refuse_bad_names(task_type):
     assert client.post(f"/atp/api/queue/pause/{'q' * 65}").status_code == 400
     assert client.get("/atp/api/queue/pause/mail").status_code == 405
     assert not QueuePause.objects.exists()
+
+
+def test_a_daemon_reads_the_paused_queues_again_when_told_or_after_a_poll(task_type):
+    daemon = Daemon(WorkerOptions(concurrency=1, poll_interval=60))
+    assert daemon._paused_queues() == []
+    control.pause_queue("mail")
+    assert daemon._paused_queues() == []  # kept until told or until the next poll
+    daemon.listener.pauses_changed = True  # what the NOTIFY of the pause sets
+    assert daemon._paused_queues() == ["mail"]
+    control.resume_queue("mail")
+    daemon.paused_read_at -= 61  # a poll interval later
+    assert daemon._paused_queues() == []

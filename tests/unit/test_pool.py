@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from atp.daemon.pool import PREFETCH_HORIZON, Crashed, Finished, ProcessPool, ThreadPool
+from atp.daemon.pool import PREFETCH_HORIZON, Crashed, Finished, ProcessPool
 from atp.daemon.runner import Outcome
+from atp.daemon.thread_pool import ThreadPool
 from atp.tracker import Attempt
 
 
@@ -194,3 +195,17 @@ def test_an_attempt_sent_to_a_child_that_just_died_waits_for_its_replacement(pro
     [report] = collect_until(process_pool, 1)
     assert isinstance(report, Finished) and report.attempt.task_id == 1
     assert process_pool.slots[0].process is not child
+
+
+def test_idle_counts_the_slots_with_nothing_to_run_not_the_prefetch_room(thread_pool):
+    """What a daemon may claim of concurrency-limited types (``claim_tasks(limited=...)``):
+    only slots that would start the task at once, however much prefetch room is left."""
+    fast(thread_pool)
+    assert (thread_pool.idle(), thread_pool.free()) == (2, 16)
+    thread_pool.submit(attempt(1, "sleep", {"seconds": 0.5}))
+    assert thread_pool.idle() == 1
+    thread_pool.submit(attempt(2, "sleep", {"seconds": 0.5}))
+    assert thread_pool.idle() == 0
+    assert thread_pool.free() == 14  # room to prefetch, but not for a limited task
+    collect_until(thread_pool, 2)
+    assert thread_pool.idle() == 2

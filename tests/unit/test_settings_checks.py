@@ -75,10 +75,6 @@ def test_good_values_pass(name, value):
     assert problems(**{name: value}) == []
 
 
-def test_the_checks_know_the_engines_longest_database_retry_pause():
-    assert setting_rules.DATABASE_RETRY_MAX_PAUSE == MAX_BACKOFF
-
-
 def test_the_heartbeat_must_be_shorter_than_the_worker_timeout():
     found = problems(HEARTBEAT_INTERVAL=5, WORKER_TIMEOUT=5)
     assert [problem_id for problem_id, _ in found] == ["atp.E003"]
