@@ -42,6 +42,10 @@ def fail(n: int) -> None:
 
 #: The example tasks, in the order ``enqueue_examples`` enqueues them.
 EXAMPLE_TASKS = (add, echo, count, fail)
+#: Example types whose tasks fail on purpose, and why (``atp_status`` says so).
+INTENDED_FAILURES = {
+    "example.fail": "its handler always raises, to show how a failure is recorded",
+}
 #: identifier -> (handler path, options) of the example task types.
 EXAMPLE_TYPES = {example.name: (example.handler, example.type_options) for example in EXAMPLE_TASKS}
 

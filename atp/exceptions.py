@@ -44,8 +44,8 @@ class StaleAttempt(ATPError):
 class SoftTimeLimitExceeded(ATPError):
     """Raised inside a handler that ran past its type's ``soft_time_limit``.
 
-    The handler may catch it to clean up; the hard limit (``hard_time_limit``, or
-    ``timeout``) still kills it later.
+    The handler may catch it to clean up; ``hard_time_limit``, if set, still kills it later
+    (and so does its type's ``timeout`` if it stays silent that long).
     """
 
 

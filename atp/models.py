@@ -185,8 +185,9 @@ class TaskInstanceQuerySet(models.QuerySet):
         """Zombies: active tasks not updated for longer than their type's ``timeout``.
 
         Tasks owned by a live daemon (a heartbeat within ``worker_timeout`` seconds) are
-        not zombies, however old their last update: that daemon kills an overrunning
-        handler itself. Re-enqueueing them would run the task twice, the seed's defect.
+        not zombies here, however old their last update: that daemon kills its silent
+        handlers itself (``atp.daemon.limits``); re-enqueueing them while they run would run
+        the task twice.
         """
         now = now or timezone.now()
         cutoffs = {

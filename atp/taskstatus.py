@@ -43,8 +43,8 @@ class TaskStatus:
         """``(type, identifier, status, status name)`` of the task."""
         return tracker.get_task_info(self.task_id)
 
-    def get_identifier(self) -> str:
-        """The task's identifier."""
+    def get_identifier(self) -> tracker.TaskIdentifier:
+        """``(type identifier, task identifier)`` of the task, as the seed's getIdentifier."""
         return tracker.get_task_identifier(self.task_id)
 
     def get_status(self) -> tracker.StatusInfo:
@@ -52,7 +52,7 @@ class TaskStatus:
         return tracker.get_task_status(self.task_id)
 
     def set_success(self, message="") -> None:
-        """End the task as FINISHED."""
+        """End the task as FINISHED (not once it waits for subtasks: InvalidTransition)."""
         tracker.stop_task_success(self.task_id, message, attempt=self.attempt)
 
     def set_failure(self, message="") -> None:
@@ -109,6 +109,23 @@ class TaskStatus:
         """
         return subtasks.spawn_subtasks(
             self.task_id, type, inputs, attempt=self.attempt, action_name=action_name
+        )
+
+    def add_item_counts(self, *, attempted=None, succeeded=0, failed=0, skipped=0) -> dict:
+        """Report items this subtask processed; they add up on its parent, atomically.
+
+        edX's ``increment_subtask_status``: ``attempted`` defaults to ``succeeded + failed``.
+        The parent's ``progress["items"]`` holds the totals, each subtask's entry its own
+        counts (a restarted subtask's earlier attempt stops counting). Returns this
+        subtask's counts so far. Only for a subtask its parent spawned (else InvalidInput).
+        """
+        return subtasks.add_item_counts(
+            self.task_id,
+            attempt=self.attempt,
+            attempted=attempted,
+            succeeded=succeeded,
+            failed=failed,
+            skipped=skipped,
         )
 
     def dependency_results(self) -> list:

@@ -13,15 +13,18 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from atp import discovery, events, schedules, tracker
 from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
 from atp.daemon.asyncio_pool import AsyncioPool
 from atp.daemon.db import drop_all, use_persistent_connections
+from atp.daemon.limits import SILENT, silence_reason, silent_slots
 from atp.daemon.pool import Crashed, Finished, ProcessPool
 from atp.daemon.runner import record_all
 from atp.daemon.schedules import ScheduleClock
@@ -29,6 +32,7 @@ from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import TaskInstance
+from atp.tracker import subtasks
 
 if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
     from atp.daemon.broker import BrokerLinks
@@ -43,6 +47,13 @@ POOLS: dict[str, type[ProcessPool] | type[ThreadPool] | type[AsyncioPool]] = {
     "asyncio": AsyncioPool,
 }
 MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
+
+
+def _exception_of(kill_reason: str) -> str:
+    """The exception a crashed attempt is recorded with: why its handler stopped."""
+    if not kill_reason:
+        return "WorkerLostError"
+    return "TimeoutError" if kill_reason.startswith(SILENT) else "TimeLimitExceeded"
 
 
 def new_server_id() -> str:
@@ -81,6 +92,7 @@ class Daemon:
         self.pool: ProcessPool | ThreadPool | AsyncioPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
+        self.stop_announced = ""  # the stop stage last logged (signal handlers cannot log)
         self.pending: list = []  # pool reports not yet recorded
         self.claimed_total = 0
         self.processed = 0
@@ -157,6 +169,8 @@ class Daemon:
         return self.options.max_tasks is not None and self.claimed_total >= self.options.max_tasks
 
     def _step(self) -> None:
+        if self.stopping != self.stop_announced:
+            self._announce_stop()
         if self.stopping == "cold":
             self._stop_cold()
         reports = self.pool.collect()
@@ -206,6 +220,31 @@ class Daemon:
             os.write(self._wake_writer, b"s")
         except BlockingIOError:
             pass
+
+    def _announce_stop(self) -> None:
+        """Log, once per stage, that a stop began and what it waits for."""
+        self.stop_announced = self.stopping
+        running = [slot.attempt for slot in self.pool.in_flight()]
+        names = ", ".join(f"{a.type}::{a.identifier} (id {a.task_id})" for a in running[:10])
+        names += " …" if len(running) > 10 else ""
+        queued = max(0, self.pool.held - len(running))
+        if self.stopping == "warm":
+            self.log.warning(
+                "Warm stop: claiming nothing more; waiting for %d running handler(s)%s, "
+                "%d prefetched attempt(s) and %d outcome(s) to record. Signal again for a "
+                "cold stop.",
+                len(running),
+                f" ({names})" if names else "",
+                queued,
+                len(self.pending),
+            )
+        else:
+            self.log.warning(
+                "Cold stop: killing %d running handler(s) and giving their tasks and %d "
+                "prefetched attempt(s) back to the queue",
+                len(running),
+                queued,
+            )
 
     def request_stop(self) -> None:
         """Warm stop asked from another thread (remote control's ``shutdown``)."""
@@ -397,7 +436,7 @@ class Daemon:
                 attempt.task_id,
                 f"Attempt {attempt.number} ended: {cause}.",
                 attempt=attempt.number,
-                exception="TimeLimitExceeded" if crash.kill_reason else "WorkerLostError",
+                exception=_exception_of(crash.kill_reason),
             )
             return logging.WARNING, "%s %s: %s", (name, action, cause)
         except TASK_GONE as exc:
@@ -406,16 +445,17 @@ class Daemon:
     # --- time limits --------------------------------------------------------------------
 
     def _enforce_time_limits(self) -> None:
+        """The wall-clock limits: soft (SIGUSR1), hard (SIGKILL). Timeout: ``_kill_silent``."""
         now = time.monotonic()
         for slot in self.pool.in_flight():
             attempt, elapsed = slot.attempt, now - slot.started
             if slot.kill_reason:
                 continue
-            if elapsed > attempt.time_limit:
+            if attempt.hard_time_limit and elapsed > attempt.hard_time_limit:
                 self.pool.kill(
                     attempt.task_id,
                     signal.SIGKILL,
-                    f"killed after exceeding its time limit of {attempt.time_limit:g} s",
+                    f"killed after exceeding its hard time limit of {attempt.hard_time_limit:g} s",
                 )
             elif (
                 attempt.soft_time_limit
@@ -429,7 +469,11 @@ class Daemon:
 
     def _next_deadline(self) -> float:
         running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
-        deadlines = [slot.started + slot.attempt.time_limit for slot in running]
+        deadlines = [
+            slot.started + slot.attempt.hard_time_limit
+            for slot in running
+            if slot.attempt.hard_time_limit
+        ]
         deadlines += [
             slot.started + slot.attempt.soft_time_limit
             for slot in running
@@ -440,7 +484,7 @@ class Daemon:
     # --- heartbeats, liveness, sweeps ---------------------------------------------------
 
     def _heartbeat(self) -> None:
-        """Beat, vouch for our tasks, act on kill requests, recover daemons that died."""
+        """Beat, kill silent handlers, act on kill requests, recover daemons that died."""
         self.next_heartbeat = time.monotonic() + settings.HEARTBEAT_INTERVAL
         server_id = self.options.server_id
         if not workers.beat(server_id):
@@ -448,7 +492,7 @@ class Daemon:
             # Its tasks, started or not, now belong to other daemons: run none of them.
             self._kill_running("declared lost")
             workers.register_worker(server_id)
-        tracker.touch_active_tasks(server_id)
+        self._kill_silent()
         self._act_on_kill_requests()
         # After an outage every heartbeat is old; wait one WORKER_TIMEOUT of our own
         # uptime before judging others, so their heartbeats have had time to resume.
@@ -457,6 +501,14 @@ class Daemon:
                 self.log.warning("Recovered %s from a lost daemon: %s", entry.name, entry.action)
         if self.broker is not None:
             self.broker.beat(active=len(self.pool.in_flight()), processed=self.processed)
+
+    def _kill_silent(self) -> None:
+        """Kill handlers silent for longer than their type's timeout (``atp.daemon.limits``)."""
+        quiet_from = timezone.now() - timedelta(seconds=time.monotonic() - self.db_up_since)
+        for slot, quiet in silent_slots(self.pool.in_flight(), quiet_from):
+            reason = silence_reason(slot.attempt.timeout, quiet)
+            self.log.warning("Killing task %d: %s", slot.attempt.task_id, reason)
+            self.pool.kill(slot.attempt.task_id, signal.SIGKILL, reason)
 
     def _act_on_kill_requests(self) -> None:
         """Terminate handlers whose tasks were revoked with ``terminate`` (atp.control)."""
@@ -484,6 +536,8 @@ class Daemon:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
         for entry in tracker.delete_retired_tasks():
             self.log.info("Deleted retired task %s", entry.name)
+        for entry in subtasks.settle_waiting_parents():
+            self.log.warning("Parent %s %s: its subtasks had all ended", entry.name, entry.action)
         released = tracker.decide_orphaned_dependents()
         if released:
             self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)

@@ -26,6 +26,7 @@ from atp.exceptions import (
     TaskNotFound,
 )
 from atp.taskstatus import TaskStatus
+from atp.text import storable
 from atp.tracker import retries
 from atp.tracker.results import json_text
 
@@ -148,20 +149,21 @@ def _failed(attempt, exc: BaseException, begin: float, errors) -> Outcome:
         raise exc
     if errors is not None:
         errors.append(exc)
+    # Storable (atp.text) already here: the daemon logs these texts too.
     return Outcome(
         attempt.task_id,
         attempt.number,
         False,
-        message=str(exc) or type(exc).__name__,
-        exception=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
-        traceback="".join(traceback_module.format_exception(exc)),
+        message=storable(str(exc) or type(exc).__name__),
+        exception=storable(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"),
+        traceback=storable("".join(traceback_module.format_exception(exc))),
         runtime=time.monotonic() - begin,
     )
 
 
 def _safe_repr(value) -> str:
     try:
-        return repr(value)
+        return storable(repr(value))
     except Exception as exc:  # a broken __repr__ must not turn a success into a crash
         return f"<unrepresentable {type(value).__name__}: {exc}>"
 

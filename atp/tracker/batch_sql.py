@@ -18,6 +18,7 @@ from django.db import connection
 from atp import events
 from atp.models import CLAIM_ORDER, Status
 from atp.sql import order_by
+from atp.text import dumps_storable, storable
 from atp.tracker.core import Attempt
 
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
@@ -194,7 +195,10 @@ def insert_log(records) -> None:
     if not records:
         return
     columns = [list(column) for column in zip(*(record[:5] for record in records), strict=True)]
-    columns.append([json.dumps(record[5]) for record in records])
+    # Made storable here as in the ORM path (atp.text): NUL or a lone surrogate in a
+    # message or a result repr would make psycopg2 raise outside DatabaseError.
+    columns[3] = [storable(message) for message in columns[3]]
+    columns.append([dumps_storable(record[5]) for record in records])
     with connection.cursor() as cursor:
         cursor.execute(INSERT_LOG, columns)
         rows = cursor.fetchall()

@@ -10,6 +10,7 @@ from django.utils import timezone
 from atp import events
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound, UnknownTaskType
 from atp.models import TERMINAL, LogRecord, Status, TaskInstance, TaskType, sources_of
+from atp.text import storable, storable_json
 
 logger = logging.getLogger("atp.tracker")
 
@@ -18,8 +19,29 @@ logger = logging.getLogger("atp.tracker")
 TaskInfo = namedtuple("TaskInfo", "type identifier status status_name")
 #: ``get_task_status`` result.
 StatusInfo = namedtuple("StatusInfo", "status status_name")
-#: One task a sweep acted on; unpacks like the seed's ``(id, "type::identifier")`` pairs.
-SweepEntry = namedtuple("SweepEntry", "task_id name action")
+#: ``get_task_identifier`` result: the seed's (type identifier, instance identifier) tuple.
+TaskIdentifier = namedtuple("TaskIdentifier", "type identifier")
+
+
+class SweepEntry(namedtuple("SweepPair", "task_id name")):
+    """One task a sweep acted on: the seed's ``(id, "type::identifier")`` pair.
+
+    It unpacks and compares as that pair (``for task_id, name in reenqueue_zombie_tasks()``);
+    what the sweep did ("reenqueued", "failed", "deleted") is the ``action`` attribute.
+    """
+
+    action: str  # not a field: the entry stays a pair
+
+    def __new__(cls, task_id, name, action=""):
+        """The pair ``(task_id, name)``, carrying ``action``."""
+        entry = super().__new__(cls, task_id, name)
+        entry.action = action
+        return entry
+
+    def __repr__(self):
+        return f"SweepEntry(task_id={self.task_id!r}, name={self.name!r}, action={self.action!r})"
+
+
 #: One entry of ``get_task_log``: ``(time, (status, status_name), message)``.
 LogEntry = namedtuple("LogEntry", "time status message")
 
@@ -36,15 +58,12 @@ class Attempt:
     input: object
     soft_time_limit: float | None
     hard_time_limit: float | None
+    #: Seconds without an update of the task after which the handler is killed as silent
+    #: (``atp.daemon.limits``); ``hard_time_limit`` is the only wall-clock limit.
     timeout: float
     #: Its type has a concurrency_limit: the daemon runs it in an idle slot, never queued
     #: behind other work (it holds a place of its key from its claim).
     limited: bool = False
-
-    @property
-    def time_limit(self) -> float:
-        """Seconds the daemon lets the handler run before killing it."""
-        return self.hard_time_limit or self.timeout
 
 
 def _get_type(identifier) -> TaskType:
@@ -83,14 +102,16 @@ def _log(task, status, message, event, moment, **fields) -> LogRecord:
     """Build (unsaved) the LogRecord of one transition, with its Celery event.
 
     Every caller saves it in the transition's transaction; its signals fire on commit.
+    The message and every string of the fields are made storable here (``atp.text``): they
+    carry what handlers raised and returned, which may hold NUL or lone surrogates.
     """
     record = LogRecord(
         instance=task,
         time=moment,
         status=status,
-        message=message,
+        message=storable(message),
         event=event,
-        fields=events.task_fields(task, moment, **fields),
+        fields=storable_json(events.task_fields(task, moment, **fields)),
     )
     events.signal_on_commit(record)
     return record
@@ -131,6 +152,14 @@ def _transition(
     with transaction.atomic():
         task = _get_task(task_id, lock=True)
         _check_owner(task, attempt, server_id)
+        if attempt is not None and task.status == Status.WAITING:
+            # The handler handed its task to its subtasks: only their roll-up (or a revoke,
+            # which passes no attempt) ends it, or the parent could end FINISHED while its
+            # subtasks go on to fail.
+            raise InvalidTransition(
+                f"task {task} (id {task.pk}) is WAITING for its subtasks; only their roll-up "
+                "or a revoke ends it, not its handler"
+            )
         allowed = sources if sources is not None else sources_of(target)
         if task.status not in allowed:
             names = ", ".join(Status(source).label for source in sorted(allowed))

@@ -14,14 +14,18 @@ from atp.tracker.core import SweepEntry, _check_owner, _get_task, _join, _transi
 logger = logging.getLogger("atp.tracker")
 
 
-def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
+def reenqueue_zombie_tasks(message="", *, progress=None) -> list[SweepEntry]:
     """Recover tasks whose daemon stopped caring for them; return what was done.
 
     Two passes, each in short transactions that skip rows another sweeper holds:
     claims not started within ``ATP['CLAIM_TIMEOUT']`` go back to the queue without using
     up a restart; SCHEDULED/RUNNING/PAUSED tasks not updated for their type's ``timeout``
-    (and not owned by a live daemon, which enforces its own time limits) are re-enqueued,
-    or FAILED once they have used ``maxrestart`` restarts.
+    (and not owned by a live daemon, which applies the timeout to its own handlers) are
+    re-enqueued, or FAILED once they have used ``maxrestart`` restarts.
+
+    Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``), each
+    with ``action`` "reenqueued" or "failed". ``progress(count)``, if given, hears after
+    each batch how many tasks were handled so far (``atp_cleanup`` reports long runs).
     """
     now = timezone.now()
 
@@ -32,11 +36,12 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
     def stale(task):
         return f"No update for {task.type.timeout:g} s."
 
-    done = []
+    done: list[SweepEntry] = []
     for tasks, reason, exception in (
         (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted, "claim timed out"),
         (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale, "TimeoutError"),
     ):
+        before = len(done)
         done += _sweep_batches(
             tasks,
             lambda task, reason=reason, exception=exception: SweepEntry(
@@ -44,11 +49,12 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
                 str(task),
                 restart_or_fail(task.pk, _join(message, reason(task)), exception=exception),
             ),
+            progress and (lambda count, before=before: progress(before + count)),
         )
     return done
 
 
-def _sweep_batches(queryset, act) -> list[SweepEntry]:
+def _sweep_batches(queryset, act, progress=None) -> list[SweepEntry]:
     """Run ``act(task)`` on locked rows of ``queryset``, a batch per transaction."""
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
@@ -60,6 +66,8 @@ def _sweep_batches(queryset, act) -> list[SweepEntry]:
                 .order_by("pk")[:batch_size]
             )
             done += [act(task) for task in batch]
+        if progress is not None:
+            progress(len(done))
         if len(batch) < batch_size:
             return done
 
@@ -101,20 +109,12 @@ def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") 
         return "reenqueued"
 
 
-def touch_active_tasks(server_id) -> int:
-    """Refresh ``updated_at`` of the tasks daemon ``server_id`` owns (its heartbeat).
-
-    A live daemon vouches for its tasks, so the timeout-based zombie sweep only catches
-    tasks whose daemon stopped beating (the seed re-enqueued long handlers while they ran).
-    """
-    return TaskInstance.objects.claimed_by(server_id).update(updated_at=timezone.now())
-
-
-def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
+def recover_lost_workers(worker_timeout, message="", *, progress=None) -> list[SweepEntry]:
     """Re-enqueue (or fail) the tasks of daemons whose heartbeat is older than ``worker_timeout``.
 
     Each lost daemon is handled by one recoverer: its Worker row is locked with SKIP LOCKED
-    and marked stopped in the same transaction as its tasks' transitions.
+    and marked stopped in the same transaction as its tasks' transitions. Returns
+    ``SweepEntry`` pairs; ``progress(count)`` hears the count so far after each daemon.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=worker_timeout)
@@ -146,11 +146,17 @@ def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
                 action = restart_or_fail(task.pk, reason, exception="WorkerLostError")
                 done.append(SweepEntry(task.pk, str(task), action))
         logger.warning("%s: recovered %d task(s)", reason, len(done))
+        if progress is not None:
+            progress(len(done))
     return done
 
 
-def delete_retired_tasks() -> list[SweepEntry]:
-    """Delete ended tasks older than their type's ``timeret``, in batches; return them."""
+def delete_retired_tasks(*, progress=None) -> list[SweepEntry]:
+    """Delete ended tasks older than their type's ``timeret``, in batches.
+
+    Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``, ``action``
+    "deleted"); ``progress(count)`` hears the count so far after each batch.
+    """
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
     while True:
@@ -163,6 +169,8 @@ def delete_retired_tasks() -> list[SweepEntry]:
             )
             TaskInstance.objects.filter(pk__in=[task.pk for task in batch]).delete()
         done += [SweepEntry(task.pk, str(task), "deleted") for task in batch]
+        if progress is not None:
+            progress(len(done))
         if len(batch) < batch_size:
             break
     if done:
