@@ -49,6 +49,15 @@ class SoftTimeLimitExceeded(ATPError):
     """
 
 
+class ServerIdInUse(ATPError):
+    """``atpd`` refused to start: a live daemon already runs with the ``--server-id`` given."""
+
+
+class OutcomeNotRecorded(ATPError):
+    """The daemon could not record how an attempt ended (the error is in its log); the task
+    ended by its rules for a failed attempt instead."""
+
+
 class SyncHandlerRefused(ATPError):
     """The asyncio pool was given a handler that is not ``async def`` (it runs only those)."""
 

@@ -471,6 +471,10 @@ class Worker(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(default=timezone.now)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Which process holds the row now: a random token per daemon start. A daemon writes its
+    # row only while the token is its own, so another process that reuses the server id
+    # can never make it believe it was declared lost.
+    instance = models.CharField(max_length=32, blank=True, default="")
 
     objects = WorkerQuerySet.as_manager()
 

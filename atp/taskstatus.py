@@ -8,7 +8,17 @@ from atp import tracker
 from atp.asyncdb import db_call
 from atp.exceptions import Retry
 from atp.models import Status, TaskInstance
+from atp.sql.errors import retry_when_busy
 from atp.tracker import retries, subtasks
+
+
+def _write(function, *args, **kwargs):
+    """Run one of ATP's own writes for a handler, retried while the database is busy.
+
+    A lock timeout (SQLite's "database is locked" under concurrent writers) says nothing
+    about the handler: it must not fail the attempt and cost the task a restart.
+    """
+    return retry_when_busy(function)(*args, **kwargs)
 
 
 class TaskStatus:
@@ -53,31 +63,33 @@ class TaskStatus:
 
     def set_success(self, message="") -> None:
         """End the task as FINISHED (not once it waits for subtasks: InvalidTransition)."""
-        tracker.stop_task_success(self.task_id, message, attempt=self.attempt)
+        _write(tracker.stop_task_success, self.task_id, message, attempt=self.attempt)
 
     def set_failure(self, message="") -> None:
         """End the task as FAILED."""
-        tracker.stop_task_failure(self.task_id, message, attempt=self.attempt)
+        _write(tracker.stop_task_failure, self.task_id, message, attempt=self.attempt)
 
     def set_paused(self, message="") -> None:
         """Pause the task (RUNNING → PAUSED)."""
-        tracker.pause_task(self.task_id, message, attempt=self.attempt)
+        _write(tracker.pause_task, self.task_id, message, attempt=self.attempt)
 
     def set_running(self, message="") -> None:
         """Resume the task (PAUSED → RUNNING)."""
-        tracker.resume_task(self.task_id, message, attempt=self.attempt)
+        _write(tracker.resume_task, self.task_id, message, attempt=self.attempt)
 
     def store_response(self, response, mime_type="text/xml") -> None:
         """Store the task's response (bytes or text) with its MIME type."""
-        tracker.set_task_response(self.task_id, response, mime_type, attempt=self.attempt)
+        _write(tracker.set_task_response, self.task_id, response, mime_type, attempt=self.attempt)
 
     def set_progress(self, done, total=None, message="") -> dict:
         """Report progress: ``done`` of ``total`` units, with an optional message."""
-        return tracker.set_task_progress(self.task_id, done, total, message, attempt=self.attempt)
+        return _write(
+            tracker.set_task_progress, self.task_id, done, total, message, attempt=self.attempt
+        )
 
     def heartbeat(self) -> None:
         """Tell the zombie sweep this long-running handler is still alive."""
-        tracker.heartbeat(self.task_id, attempt=self.attempt)
+        _write(tracker.heartbeat, self.task_id, attempt=self.attempt)
 
     def retry(self, countdown=None, exc=None):
         """Run this task again later, and stop the handler (raises ``Retry``).
@@ -89,7 +101,8 @@ class TaskStatus:
         Call it as ``raise task_status.retry(...)`` or plainly: it always raises.
         """
         trace = "".join(traceback_module.format_exception(exc)) if exc is not None else ""
-        action, delay = retries.retry_or_fail(
+        action, delay = _write(
+            retries.retry_or_fail,
             self.task_id,
             attempt=self.attempt,
             countdown=countdown,
@@ -107,8 +120,13 @@ class TaskStatus:
         with the counts in its progress (``get_progress``). Returns the subtask ids. The
         handler should return soon after; it can no longer change its task's status.
         """
-        return subtasks.spawn_subtasks(
-            self.task_id, type, inputs, attempt=self.attempt, action_name=action_name
+        return _write(
+            subtasks.spawn_subtasks,
+            self.task_id,
+            type,
+            inputs,
+            attempt=self.attempt,
+            action_name=action_name,
         )
 
     def add_item_counts(self, *, attempted=None, succeeded=0, failed=0, skipped=0) -> dict:

@@ -146,19 +146,39 @@ def _failed(attempt, exc: BaseException, begin: float, errors) -> Outcome:
             transient=True,
         )
     if not isinstance(exc, (Exception, SystemExit)):  # a handler's sys.exit() fails its task only
-        raise exc
+        raise exc  # the pools' last net (thread_pool, child) still fails only this task
     if errors is not None:
         errors.append(exc)
+    return failure(attempt, exc, time.monotonic() - begin)
+
+
+def failure(attempt: tracker.Attempt, exc: BaseException, runtime: float = 0.0) -> Outcome:
+    """The outcome of a handler that raised ``exc``, described without trusting ``exc``.
+
+    An exception whose ``__str__`` raises still gets its class and traceback recorded.
+    """
+    text = _safe_str(exc)
+    try:
+        trace = "".join(traceback_module.format_exception(exc))
+    except Exception:  # noqa: BLE001 - a broken exception must not break its own report
+        trace = "".join(traceback_module.format_tb(exc.__traceback__))
     # Storable (atp.text) already here: the daemon logs these texts too.
     return Outcome(
         attempt.task_id,
         attempt.number,
         False,
-        message=storable(str(exc) or type(exc).__name__),
-        exception=storable(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"),
-        traceback=storable("".join(traceback_module.format_exception(exc))),
-        runtime=time.monotonic() - begin,
+        message=storable(text or type(exc).__name__),
+        exception=storable(f"{type(exc).__module__}.{type(exc).__qualname__}: {text}"),
+        traceback=storable(trace),
+        runtime=runtime,
     )
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as error:  # noqa: BLE001 - its __str__ raised
+        return f"<str() of the exception raised {type(error).__name__}>"
 
 
 def _safe_repr(value) -> str:

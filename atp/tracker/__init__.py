@@ -77,7 +77,14 @@ from atp.tracker.reading import (
     get_task_type,
 )
 from atp.tracker.reporting import heartbeat, set_task_progress, set_task_response
-from atp.tracker.requesting import Stopped, abort_task, cancel_task, request_abort, request_kill
+from atp.tracker.requesting import (
+    Stopped,
+    abort_task,
+    cancel_task,
+    check_kill_signal,
+    request_abort,
+    request_kill,
+)
 from atp.tracker.running import (
     begin_attempt,
     finish_tasks,
@@ -92,6 +99,7 @@ from atp.tracker.running import (
 )
 from atp.tracker.sweeps import (
     delete_retired_tasks,
+    reclaim_orphans,
     recover_lost_workers,
     reenqueue_zombie_tasks,
     restart_or_fail,
@@ -170,9 +178,11 @@ __all__ = [
     "cancel_task",
     "request_abort",
     "request_kill",
+    "check_kill_signal",
     # sweeps
     "decide_orphaned_dependents",
     "delete_retired_tasks",
+    "reclaim_orphans",
     "recover_lost_workers",
     "reenqueue_zombie_tasks",
     "restart_or_fail",

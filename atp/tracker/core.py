@@ -170,7 +170,19 @@ def _transition(
         moment = timezone.now()
         values = changes(task) if changes else {}
         event_fields = fields(task, moment) if fields else {}
-        if task.abort_requested_at is not None and target in (Status.FINISHED, Status.FAILED):
+        attempt_ends = target in (Status.FINISHED, Status.FAILED) or (
+            target == Status.ACCEPTED and task.status in (Status.RUNNING, Status.PAUSED)
+        )
+        if task.kill_signal is not None and attempt_ends:
+            # revoke(terminate=True) was asked: the task ends REVOKED whatever its handler
+            # reported (it caught the signal and returned, failed, or asked for a retry), and
+            # is never re-run by a restart. Under the row lock, as the abort below.
+            if target == Status.ACCEPTED:
+                values = {}  # a re-enqueue's changes (server, run_after) do not apply
+            target, event = Status.REVOKED, events.TASK_REVOKED
+            event_fields = events.revoked_fields(True, task.kill_signal, False)
+            message = _join(f"Terminated on request (signal {task.kill_signal}).", message)
+        elif task.abort_requested_at is not None and target in (Status.FINISHED, Status.FAILED):
             # An aborted task's handler stopped (or ended anyway): the abort wins, whatever
             # the handler reported. Checked here, under the row lock, so it costs no query.
             target, event, event_fields = (
@@ -184,6 +196,8 @@ def _transition(
             )
             message = _join("Aborted on request.", message)
         values.update(status=target, updated_at=moment)
+        if target == Status.ACCEPTED and task.kill_signal is not None:
+            values["kill_signal"] = None  # a kill request never outlives its attempt
         if target in TERMINAL:
             values["finished_at"] = moment
         for name, value in values.items():

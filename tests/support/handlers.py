@@ -230,6 +230,42 @@ def oom_killed(task_status, input):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def ignore_sigterm(task_status, input):
+    """Ignore SIGTERM, then sleep ``input["seconds"]`` and succeed (a handler that survives it)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(float((input or {}).get("seconds", 30)))
+    return "survived"
+
+
+def catch_sigterm(task_status, input):
+    """On SIGTERM, return at once as if all went well (the task must still end REVOKED)."""
+    import signal
+
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
+    deadline = time.monotonic() + float((input or {}).get("seconds", 30))
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "returned after SIGTERM"
+
+
+class _Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("this exception cannot be printed")
+
+
+def raise_base_exception(task_status, input):
+    """Raise ``KeyboardInterrupt``, ``GeneratorExit`` or an exception whose ``__str__`` raises."""
+    kind = (input or {}).get("kind")
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if kind == "GeneratorExit":
+        raise GeneratorExit
+    raise _Unprintable
+
+
 # --- text no database can store (issue 14.1) ----------------------------------------------
 
 
