@@ -28,7 +28,7 @@ NOT_SLOW := -m "not slow"
 WHEEL_DIR := var/wheel-test
 TEST_JOBS ?= 2
 
-.PHONY: run test test-sqlite test-postgres test-psycopg3 test-django6 test-wheel lint services clean
+.PHONY: run test test-sqlite test-postgres test-psycopg3 test-django6 test-wheel test-examples lint services clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,7 +60,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed services lint
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) -O \
-		test-postgres test-sqlite test-psycopg3 test-django6 test-wheel
+		test-postgres test-sqlite test-psycopg3 test-django6 test-wheel test-examples
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -105,6 +105,11 @@ test-wheel: $(VENV)/.installed $(WHEEL_DIR)/venv/.installed
 		../venv/bin/$(PYTEST) --rootdir=. tests/unit/test_packaging.py \
 		tests/unit/test_admin.py tests/unit/test_admin_actions.py \
 		tests/unit/test_admin_dashboard.py tests/unit/test_api.py
+
+# The shop example's own tests (eager mode, drain(), one atpd run), on SQLite and PostgreSQL.
+test-examples: $(VENV)/.installed services
+	cd examples/shop && ../../$(VENV)/bin/pytest -p no:cacheprovider
+	cd examples/shop && DATABASE_URL=$(PG_URL)_shop ../../$(VENV)/bin/pytest -p no:cacheprovider
 
 services:
 	scripts/ensure-services

@@ -78,3 +78,48 @@ def settings_problems() -> list[checks.CheckMessage]:
 def settings_errors() -> list[checks.CheckMessage]:
     """The problems of ``settings.ATP`` that must stop a daemon (errors, not warnings)."""
     return [problem for problem in settings_problems() if problem.is_serious()]
+
+
+@checks.register()
+def check_duplicate_task_names(app_configs=None, **kwargs):
+    """Error when two ``@task`` functions share one task type name (``atp.E110``)."""
+    from atp import discovery
+
+    return [
+        checks.Error(
+            f"Two or more @task functions are named {name!r}: {', '.join(handlers)}.",
+            hint="Give all but one of them another name=; until then none of them is enqueued "
+            "or synced under that name.",
+            id="atp.E110",
+        )
+        for name, handlers in sorted(discovery.clashes().items())
+    ]
+
+
+@checks.register(checks.Tags.database)
+def check_stale_task_types(app_configs=None, databases=None, **kwargs):
+    """Warn about task types whose handler no longer imports (``atp.W110``); never delete them.
+
+    A database check: it runs with ``manage.py check --database default`` and ``migrate``
+    (and ``atpd`` logs the same at start).
+    """
+    from django.db import DatabaseError
+
+    from atp import discovery
+
+    if not databases or "default" not in databases:
+        return []
+    try:
+        stale = discovery.stale_task_types()
+    except DatabaseError:  # not migrated yet: nothing to report
+        return []
+    return [
+        checks.Warning(
+            f"Task type {identifier!r} has the handler {handler!r}, which does not import "
+            f"({why}); its waiting tasks will fail.",
+            hint="Restore the function, register the type with its new handler, or remove "
+            "the type with tracker.unregister_task_type() once its tasks are gone.",
+            id="atp.W110",
+        )
+        for identifier, handler, why in stale
+    ]

@@ -46,6 +46,14 @@ class Defaults:
     PREFETCH: int = setting(32, rule.positive_int)
     #: Rows deleted per statement by the retention sweep.
     CLEANUP_BATCH_SIZE: int = setting(500, rule.positive_int)
+    #: Run every enqueued task in the enqueuing process when its transaction commits
+    #: (atp.testing); for tests and development, never for production.
+    EAGER: bool = setting(False, rule.boolean)
+    #: In eager mode, raise a failed task's error from the enqueue (else it is only stored).
+    EAGER_PROPAGATE: bool = setting(False, rule.boolean)
+    #: Database threads (so connections) the async handlers of one asyncio pool share
+    #: (atp.daemon.asyncrun).
+    ASYNC_DB_THREADS: int = setting(4, rule.positive_int)
     #: Declared schedules, name -> {"task": ..., "cron" or "every": ..., ...}; each daemon
     #: syncs them when it starts (atp.schedules.declared). None = none.
     SCHEDULES: dict | None = setting(None, rule.optional(rule.mapping))

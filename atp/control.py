@@ -214,7 +214,7 @@ def signal_number(signal) -> int:
         raise InvalidInput(f"signal must be a name or number, not {signal!r}")
     if number not in set(signal_module.valid_signals()):
         raise InvalidInput(f"{number} is not a valid signal number")
-    return number
+    return tracker.check_kill_signal(number)
 
 
 # --- task type limits -----------------------------------------------------------------------

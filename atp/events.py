@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.dispatch import Signal
 
+from atp.calls import is_call_input
 from atp.models import LogRecord, Status
 
 TASK_SENT = "task-sent"
@@ -86,9 +87,12 @@ def _epoch(moment: datetime | None) -> float | None:
 def call_signature(task_input) -> tuple[str, str]:
     """Return Celery's ``(args, kwargs)`` reprs for a task's JSON input.
 
-    A JSON object is the keyword arguments, a list the positional ones, any other value a
-    single positional argument.
+    A ``@task`` call's input ``{"args": [...], "kwargs": {...}}`` (exactly those two keys)
+    gives both; any other JSON object is the keyword arguments, a list the positional
+    ones, any other value a single positional argument.
     """
+    if is_call_input(task_input):
+        return repr(tuple(task_input["args"])), repr(task_input["kwargs"])
     if isinstance(task_input, dict):
         return "()", repr(task_input)
     if isinstance(task_input, list):

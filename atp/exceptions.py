@@ -44,9 +44,22 @@ class StaleAttempt(ATPError):
 class SoftTimeLimitExceeded(ATPError):
     """Raised inside a handler that ran past its type's ``soft_time_limit``.
 
-    The handler may catch it to clean up; the hard limit (``hard_time_limit``, or
-    ``timeout``) still kills it later.
+    The handler may catch it to clean up; ``hard_time_limit``, if set, still kills it later
+    (and so does its type's ``timeout`` if it stays silent that long).
     """
+
+
+class ServerIdInUse(ATPError):
+    """``atpd`` refused to start: a live daemon already runs with the ``--server-id`` given."""
+
+
+class OutcomeNotRecorded(ATPError):
+    """The daemon could not record how an attempt ended (the error is in its log); the task
+    ended by its rules for a failed attempt instead."""
+
+
+class SyncHandlerRefused(ATPError):
+    """The asyncio pool was given a handler that is not ``async def`` (it runs only those)."""
 
 
 # --- errors of Django tasks run by ATP (atp.backends) -------------------------------------
@@ -63,7 +76,7 @@ class TaskFailed(ATPError):
 
 
 class ReturnValueNotJSON(ATPError, TypeError):
-    """A Django task function returned a value that cannot be stored as JSON."""
+    """A Django task function or ``@task`` returned a value that cannot be stored as JSON."""
 
 
 class Retry(BaseException):  # noqa: N818 - a control-flow signal, named like Celery's

@@ -227,8 +227,9 @@ class TaskInstanceQuerySet(models.QuerySet):
         """Zombies: active tasks not updated for longer than their type's ``timeout``.
 
         Tasks owned by a live daemon (a heartbeat within ``worker_timeout`` seconds) are
-        not zombies, however old their last update: that daemon kills an overrunning
-        handler itself. Re-enqueueing them would run the task twice, the seed's defect.
+        not zombies here, however old their last update: that daemon kills its silent
+        handlers itself (``atp.daemon.limits``); re-enqueueing them while they run would run
+        the task twice.
         """
         now = now or timezone.now()
         cutoffs = {
@@ -523,6 +524,10 @@ class Worker(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(default=timezone.now)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Which process holds the row now: a random token per daemon start. A daemon writes its
+    # row only while the token is its own, so another process that reuses the server id
+    # can never make it believe it was declared lost.
+    instance = models.CharField(max_length=32, blank=True, default="")
 
     objects = WorkerQuerySet.as_manager()
 

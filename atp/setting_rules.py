@@ -39,6 +39,13 @@ def positive_int(value) -> str | None:
     return None
 
 
+def boolean(value) -> str | None:
+    """True or False."""
+    if not isinstance(value, bool):
+        return "must be True or False"
+    return None
+
+
 def positive_number(value) -> str | None:
     """A finite number (int or float) greater than 0: seconds, intervals."""
     if not _is_number(value) or not math.isfinite(value) or value <= 0:

@@ -3,7 +3,7 @@
 Everything here runs before the tracker writes anything, so bad input leaves nothing behind.
 Every number and moment has a bound: a value past it would overflow a datetime sum in a
 sweep, a database column or an SQL ``LIMIT``, and crash whoever reads it later (the daemons).
-The bounds are enforced again by the schema's CHECK constraints (migration 0010).
+The bounds are enforced again by the schema's CHECK constraints (migration 0011).
 """
 
 import json

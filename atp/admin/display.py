@@ -140,3 +140,18 @@ def pretty_json(value):
         '<pre class="atp-json" style="white-space:pre-wrap;margin:0">{}</pre>',
         json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False),
     )
+
+
+def item_counts_of(task) -> dict | None:
+    """The item counts to show for ``task``: a parent's totals, or a subtask's own entry.
+
+    A subtask's counts live in its parent's table (one extra query, on its page only).
+    """
+    progress = task.progress if isinstance(task.progress, dict) else {}
+    if isinstance(progress.get("items"), dict):
+        return progress["items"]
+    if task.parent_id is None or task.parent is None:
+        return None
+    parent_progress = task.parent.progress if isinstance(task.parent.progress, dict) else {}
+    entry = (parent_progress.get("subtasks") or {}).get(task.identifier) or {}
+    return entry.get("items")

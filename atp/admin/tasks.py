@@ -19,6 +19,7 @@ from atp.admin.filters import ServerFilter, WaitingFilter
 from atp.admin.paginator import EstimatedCountPaginator
 from atp.models import TERMINAL, Response, Status, TaskInstance
 from atp.query import waiting
+from atp.tracker.subtasks import ITEM_COUNTERS
 
 #: Log records shown on a task's page (newest kept); a task with more links to the rest.
 TIMELINE_LIMIT = 200
@@ -97,6 +98,7 @@ class TaskInstanceAdmin(columns.DetailTimes, admin.ModelAdmin):
                 "fields": (
                     ("server_link", "attempts", "retries"),
                     ("progress_bar", "runtime"),
+                    "item_counts",
                     ("enqueued_time", "received_time"),
                     ("started_time", "finished_time"),
                     "updated_time",
@@ -132,6 +134,7 @@ class TaskInstanceAdmin(columns.DetailTimes, admin.ModelAdmin):
             "server_link",
             "progress_bar",
             "runtime",
+            "item_counts",
             "input_json",
             "response_view",
             "traceback",
@@ -266,6 +269,14 @@ class TaskInstanceAdmin(columns.DetailTimes, admin.ModelAdmin):
         all_url = reverse("admin:atp_taskinstance_changelist") + f"?parent__id__exact={task.pk}"
         more = "more…" if len(children) > CHILDREN_LIMIT else "list"
         return format_html('{} <a href="{}">({})</a>', items, all_url, more)
+
+    @admin.display(description="items")
+    def item_counts(self, task):
+        """Items the subtasks reported (``add_item_counts``): a parent's totals, a subtask's own."""
+        counts = display.item_counts_of(task)
+        if counts is None:
+            return "—"
+        return ", ".join(f"{counts[name]} {name}" for name in ITEM_COUNTERS)
 
     @admin.display(description="workflow")
     def workflow_link(self, task):

@@ -42,6 +42,7 @@ backlog
     and SQLite skip the section.
 """
 
+import asyncio
 import json
 import logging
 import math
@@ -75,17 +76,21 @@ from atp.models import (
 logger = logging.getLogger("atp.bench")
 
 MEASURED, STAMP, FILLER, HISTORY = "bench.noop", "bench.stamp", "bench.filler", "bench.history"
+ASYNC_SLEEP = "bench.async_sleep"
 BENCH_TYPES = {
     MEASURED: "atp.bench.throughput.noop",
     STAMP: "atp.bench.throughput.stamp",
     FILLER: "atp.bench.throughput.noop",
     HISTORY: "atp.bench.throughput.noop",
+    ASYNC_SLEEP: "atp.bench.throughput.async_sleep",
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000
-SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench")
+SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench", "async")
 #: No-op tasks in the workflow section's chord (plus its callback).
 CHORD_TASKS = 1000
+#: The async section: tasks, each ``await asyncio.sleep(ASYNC_SECONDS)``, on ``asyncio -n``.
+ASYNC_TASKS, ASYNC_SECONDS, ASYNC_CONCURRENCY = 1000, 0.1, 100
 DRAIN_VARIANTS = (("processes", 1), ("processes", 2), ("processes", 4), ("threads", 4))
 BACKLOG_DAEMON = ("processes", 2)  # the configuration the issue's targets are stated for
 BACKLOGS = (1_000, 1_000_000)
@@ -112,6 +117,11 @@ _FILL = (
 
 def noop(task_status, input):
     """The benchmark's no-op handler."""
+
+
+async def async_sleep(task_status, input):
+    """Wait ``input["seconds"]`` without blocking the loop (the async section's handler)."""
+    await asyncio.sleep(input["seconds"])
 
 
 def stamp(task_status, input):
@@ -337,6 +347,47 @@ def _drain_run(count: int, concurrency: int, pool: str, *extra: str) -> dict:
         "exit_s": exited - launched,
         "commits_per_task": None if before is None else (after - before) / count,  # type: ignore[operator]
     }
+
+
+def measure_async(
+    count: int = ASYNC_TASKS, seconds: float = ASYNC_SECONDS, concurrency: int = ASYNC_CONCURRENCY
+) -> dict:
+    """``count`` async tasks that each sleep ``seconds``, drained by ``atpd --burst --pool
+    asyncio -n concurrency``: wall time from the daemon's launch to the last ``finished_at``.
+
+    The floor is ``count / concurrency × seconds`` (1 s for the defaults) plus start-up.
+    """
+    reset([ASYNC_SLEEP])
+    for start in range(0, count, BATCH):
+        size = min(BATCH, count - start)
+        tracker.enqueue_tasks(ASYNC_SLEEP, [(None, {"seconds": seconds})] * size)
+    launched = time.time()
+    daemon = _daemon("-n", str(concurrency), "--pool", "asyncio", "--burst")
+    try:
+        code = daemon.wait(timeout=120 + count * seconds)
+    except subprocess.TimeoutExpired:
+        _stop(daemon)
+        raise RuntimeError(f"atpd --pool asyncio did not finish {count} tasks in time") from None
+    try:
+        if code != 0:
+            raise RuntimeError(f"atpd exited with status {code}")
+        tasks = TaskInstance.objects.filter(type__identifier=ASYNC_SLEEP)
+        finishes = sorted(
+            tasks.filter(status=Status.FINISHED).values_list("finished_at", flat=True)
+        )
+        if len(finishes) != count:
+            raise RuntimeError(f"the daemon finished {len(finishes)} of {count} tasks")
+        first_start = min(tasks.values_list("started_at", flat=True))
+        return {
+            "tasks": count,
+            "sleep_s": seconds,
+            "concurrency": concurrency,
+            "wall_s": finishes[-1].timestamp() - launched,
+            "startup_s": first_start.timestamp() - launched,
+            "running_s": (finishes[-1] - first_start).total_seconds(),
+        }
+    finally:
+        reset([ASYNC_SLEEP])
 
 
 def steady_rate(finishes: list[float], warmup: float = WARMUP) -> float | None:
@@ -579,6 +630,8 @@ def _run_sections(
             if connection.vendor == "postgresql"
             else {"skipped": "PostgreSQL only"}
         )
+    if "async" in sections:
+        report["async"] = median_of([measure_async() for _ in range(runs)])
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
@@ -594,7 +647,9 @@ steady rate  (tasks - k) / (k-th -> last finished_at), k = first 5 % of finishes
 wall time    launch of atpd -> last finished_at; start-up: launch -> first task claimed
 commits      pg_stat_database.xact_commit during the run / tasks (n/a on SQLite)
 backlog      measured tasks drained while that many lower-priority tasks wait in the queue;
-             ratio: steady rate / steady rate with the smallest backlog (target within 10 %)"""
+             ratio: steady rate / steady rate with the smallest backlog (target within 10 %)
+async        1,000 tasks that each await asyncio.sleep(0.1) on atpd --pool asyncio -n 100:
+             wall time launch -> last finished_at (target < 5 s; the floor is 1 s + start-up)"""
 
 
 def table(report: dict) -> list[tuple[str, str, str, str, str]]:
@@ -648,6 +703,15 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
         if f"c{clients}_tps" in raw:
             variant = f"raw commits: 1-row UPDATE per transaction, {clients} client(s)"
             add("pgbench", variant, "rate", raw[f"c{clients}_tps"], "commits/s")
+    if "async" in report:
+        figures = report["async"]
+        variant = (
+            f"asyncio -n {figures['concurrency']}, {figures['tasks']:,} tasks "
+            f"sleeping {figures['sleep_s']:g} s"
+        )
+        add("async", variant, "wall time", figures["wall_s"], "s", 2)
+        add("async", variant, "start-up", figures["startup_s"], "s", 2)
+        add("async", variant, "first start->last end", figures["running_s"], "s", 2)
     backlog = report.get("backlog", {})
     if "skipped" in backlog:
         rows.append(("backlog", "skipped", backlog["skipped"], "", ""))

@@ -61,7 +61,7 @@ def main(tasks, results, alive, ready) -> None:
     if problem is not None:
         os._exit(EXIT_CANNOT_START)
     from atp.daemon.db import heal, use_persistent_connections
-    from atp.daemon.runner import execute
+    from atp.daemon.runner import execute, failure
 
     use_persistent_connections()
 
@@ -83,7 +83,12 @@ def main(tasks, results, alive, ready) -> None:
             heal()
             # Pickles from the daemon that forked us, over a private pipe (as multiprocessing
             # itself does); a task's input inside them is JSON-checked data, never a pickle.
-            outcome = execute(pickle.loads(data))  # noqa: S301
+            attempt = pickle.loads(data)  # noqa: S301
+            try:
+                outcome = execute(attempt)
+            except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, GeneratorExit…
+                # …from a handler fail its task (with its error), not this child.
+                outcome = failure(attempt, exc)
             heal()
             report(results, outcome)
     # os._exit: skip interpreter teardown, which has nothing to flush here.

@@ -1,9 +1,93 @@
-"""Database-connection policy of long-running ATP processes (daemon and pool children)."""
+"""Database-connection policy of long-running ATP processes (daemon and pool children).
 
-from django.db import InterfaceError, OperationalError, close_old_connections, connections
+Also the one place that tells what a database error means for the daemon (``classify``):
+an *outage* (the server or the line went away: reconnect with backoff), a *busy* database
+(a lock wait gave up: retry the step soon, it used up nothing), or an *error* (a bad value
+or a bug: contain it to the task or type that caused it; retrying would fail again).
+"""
+
+import threading
+
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
+from django.db.backends.signals import connection_created
+
+from atp.sql.errors import is_busy
 
 #: Errors that mean "the database is unreachable right now", as opposed to a bad query.
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
+#: Seconds a daemon's statement waits for a lock another process holds (PostgreSQL
+#: ``lock_timeout``): a peer frozen while it holds a row lock costs the others at most this.
+LOCK_TIMEOUT = 2.0
+#: Seconds a daemon's statement may run (``statement_timeout``); its statements take
+#: milliseconds, so this only ends a statement stuck on something unforeseen.
+STATEMENT_TIMEOUT = 120.0
+
+
+def classify(exc: BaseException) -> str:
+    """What an exception raised by a daemon's database step means: "outage", "busy", "error".
+
+    - "busy": a lock or statement timeout, a deadlock, SQLite's "database is locked". The
+      database answers; the step retries after a short pause and counts against nothing.
+    - "outage": the connection is lost (``OperationalError``/``InterfaceError``, or any
+      database error after which the connection no longer answers).
+    - "error": anything else (``DataError``, ``IntegrityError``, ``ProgrammingError``,
+      ``ValueError``…): retrying the same step would fail the same way, so the daemon
+      contains it to the task or type that caused it.
+    """
+    if is_busy(exc):
+        return "busy"
+    if isinstance(exc, CONNECTION_ERRORS):
+        return "outage"
+    if isinstance(exc, DatabaseError) and not _answers():
+        return "outage"
+    return "error"
+
+
+def _answers() -> bool:
+    connection = connections["default"]
+    try:
+        return connection.connection is None or connection.is_usable()
+    except Exception:  # noqa: BLE001 - any failure to ask means it does not answer
+        return False
+
+
+def limit_daemon_sessions(idle_in_transaction: float) -> None:
+    """Give this thread's future PostgreSQL connections the daemon's timeouts.
+
+    ``lock_timeout`` and ``statement_timeout`` bound how long the daemon's loop can wait on
+    anyone; ``idle_in_transaction_session_timeout`` makes the server end the session of a
+    daemon frozen in the middle of a transaction (SIGSTOP, VM pause, half-open TCP), which
+    releases its row locks so the others can recover its tasks. Only the calling thread's
+    connections get them: handlers (pool threads and children) may hold transactions open
+    as long as they like.
+    """
+    owner = threading.get_ident()
+
+    def configure(sender, connection, **kwargs) -> None:
+        if connection.vendor != "postgresql" or threading.get_ident() != owner:
+            return
+        settings = {
+            "lock_timeout": LOCK_TIMEOUT,
+            "statement_timeout": STATEMENT_TIMEOUT,
+            "idle_in_transaction_session_timeout": max(1.0, idle_in_transaction),
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+                [value for name, seconds in settings.items() for value in (name, _ms(seconds))],
+            )
+
+    connection_created.connect(configure, weak=False, dispatch_uid="atp-daemon-session-limits")
+
+
+def _ms(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms"
 
 
 def use_persistent_connections() -> None:

@@ -4,30 +4,44 @@ One loop, one thread: collect what the pool reports, record it, enforce time lim
 heartbeat, sweep, claim as many tasks as there are free slots, then sleep until a child
 reports, a task is enqueued (LISTEN/NOTIFY), a signal arrives or a timer is due. Every
 database step tolerates the database going away: the step is retried with backoff, and
-outcomes not yet recorded are kept until it is back.
+outcomes not yet recorded are kept until it is back. A step that fails with an error
+(not an outage) is contained to its task or type (``atp.daemon.containment``).
 """
 
 import logging
 import multiprocessing.connection
 import os
+import random
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
+from django.utils import timezone
 
-from atp import events, schedules, tracker
+from atp import discovery, events, schedules, tracker
 from atp.conf import DB_RETRY_MAX_BACKOFF, settings
 from atp.daemon import workers
-from atp.daemon.db import drop_all, use_persistent_connections
+from atp.daemon.asyncio_pool import AsyncioPool
+from atp.daemon.containment import Quarantine, StepFailed, step
+from atp.daemon.db import classify, drop_all, limit_daemon_sessions, use_persistent_connections
+from atp.daemon.limits import SILENT, silence_reason, silent_slots
 from atp.daemon.pool import Crashed, Finished, ProcessPool
-from atp.daemon.runner import record_all
+from atp.daemon.runner import Outcome, record, record_all
 from atp.daemon.schedules import ScheduleClock
 from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
-from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
+from atp.exceptions import (
+    InvalidTransition,
+    OutcomeNotRecorded,
+    ServerIdInUse,
+    StaleAttempt,
+    TaskNotFound,
+)
 from atp.models import TaskInstance
+from atp.tracker import subtasks
 
 if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
     from atp.daemon.broker import BrokerLinks
@@ -36,11 +50,30 @@ logger = logging.getLogger("atp.daemon")
 
 #: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
 TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
-POOLS: dict[str, type[ProcessPool] | type[ThreadPool]] = {
+POOLS: dict[str, type[ProcessPool] | type[ThreadPool] | type[AsyncioPool]] = {
     "processes": ProcessPool,
     "threads": ThreadPool,
+    "asyncio": AsyncioPool,
 }
+#: Longest pause between reconnection attempts while the database is away (the settings
+#: checks compare it with ``WORKER_TIMEOUT``: ``atp.conf.DB_RETRY_MAX_BACKOFF``).
 MAX_BACKOFF = DB_RETRY_MAX_BACKOFF
+#: First and longest pause before retrying a step the database was too busy for (a lock
+#: or statement timeout; SQLite's "database is locked"). It used up nothing: retry soon.
+BUSY_BACKOFF, MAX_BUSY_BACKOFF = 0.05, 1.0
+#: Longest pause of a step that keeps failing with an error (claims of no type in
+#: particular, sweeps), so a persistent bug is logged once a minute, not in a tight loop.
+MAX_ERROR_BACKOFF = 60.0
+#: Seconds a handler may outlive a terminate signal (``revoke(terminate=True)``) before
+#: it is killed with SIGKILL: a handler that ignores SIGTERM still ends.
+TERMINATE_GRACE = 5.0
+
+
+def _exception_of(kill_reason: str) -> str:
+    """The exception a crashed attempt is recorded with: why its handler stopped."""
+    if not kill_reason:
+        return "WorkerLostError"
+    return "TimeoutError" if kill_reason.startswith(SILENT) else "TimeLimitExceeded"
 
 
 def new_server_id() -> str:
@@ -76,9 +109,10 @@ class Daemon:
         self.options = options
         self.log = _ServerLog(logger, {"server_id": options.server_id})
         # Made by run() before the loop uses it; None only between __init__ and run().
-        self.pool: ProcessPool | ThreadPool = None  # type: ignore[assignment]
+        self.pool: ProcessPool | ThreadPool | AsyncioPool = None  # type: ignore[assignment]
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
+        self.stop_announced = ""  # the stop stage last logged (signal handlers cannot log)
         self.pending: list = []  # pool reports not yet recorded
         self.claimed_total = 0
         self.processed = 0
@@ -90,6 +124,20 @@ class Daemon:
         self.db_down_since: float | None = None
         self.db_retry_at = 0.0
         self.db_up_since = now
+        self.busy_streak = 0  # steps in a row the database was too busy for
+        self.errors: dict[str, int] = {}  # step → errors in a row (for their backoff)
+        self.retry_at: dict[str, float] = {}  # step → when a step that failed may run again
+        self.instance = workers.new_instance()
+        self.registered = False
+        # Attempts handed to the pool and not yet recorded: task id → attempt number. What
+        # the database says this daemon runs, beyond these, is an orphan (``_reconcile``).
+        self.holding: dict[int, int] = {}
+        self.reconcile_due = True
+        self.reconciled = False  # the first reconcile (at start) has not run yet
+        self.record_singly = False  # the last batch of outcomes failed with an error
+        self.search_poison = False  # the last claim failed with an error
+        self.quarantine = Quarantine(self.log)
+        self.exit_code = 0
         self._wake_reader, self._wake_writer = os.pipe()
         # Event relay + remote control, if a broker is configured (atp.daemon.broker).
         self.broker: BrokerLinks | None = None
@@ -100,17 +148,26 @@ class Daemon:
     # --- life cycle ---------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve the queue until stopped (or, with ``burst``, until it is empty); return 0."""
+        """Serve the queue until stopped (or, with ``burst``, until it is empty).
+
+        Returns 0, or 1 when it refused to start (another live daemon has its server id)
+        or stopped because another process took its server id over.
+        """
         use_persistent_connections()
+        limit_daemon_sessions(idle_in_transaction=settings.WORKER_TIMEOUT)
         # Before the pool starts: its children inherit the name they send events under.
         events.set_node_name(events.daemon_node_name(self.options.server_id))
         self.pool = POOLS[self.options.pool](self.options.concurrency)
         previous = self._install_signal_handlers()
         try:
-            while not self._db(lambda: workers.register_worker(self.options.server_id)):
+            # At start an error is not contained: the daemon refuses to start with it.
+            while not self._db(self._register, "register", contain=False):
                 self._sleep_until(self.db_retry_at)
-            while not self._db(self._sync_schedules):
+            while not self._db(self._sync_schedules, "schedules", contain=False):
                 self._sleep_until(self.db_retry_at)
+            self._db(
+                self._sync_task_types, "task types"
+            )  # if the database fails here, enqueues do it
             self.listener.connect()
             if settings.EVENTS_BROKER_URL:
                 # Imported only here: Celery is needed only with a broker (atp[redis], atp[amqp]).
@@ -125,11 +182,33 @@ class Daemon:
                 os.getpid(),
             )
             while not self._finished():
-                self._step()
+                self._contained_step()
+        except ServerIdInUse as exc:
+            self.log.error("atpd refused to start: %s", exc)
+            return 1
         finally:
             self._shut_down(previous)
         self.log.info("atpd stopped after %d task(s)", self.processed)
-        return 0
+        return self.exit_code
+
+    def _register(self) -> None:
+        """Register the Worker row, refusing an id a live daemon holds (ServerIdInUse)."""
+        workers.register_worker(
+            self.options.server_id, self.instance, worker_timeout=settings.WORKER_TIMEOUT
+        )
+        self.registered = True
+
+    def _sync_task_types(self) -> None:
+        """Create or update the types of the installed apps' ``@task`` functions; log stale ones."""
+        for line in discovery.sync_task_types():
+            self.log.info("%s", line.capitalize())
+        for identifier, handler, why in discovery.stale_task_types():
+            self.log.warning(
+                "Task type %s: its handler %s does not import (%s); its tasks cannot run",
+                identifier,
+                handler,
+                why,
+            )
 
     def _finished(self) -> bool:
         busy = self.pool.busy() or self.pending
@@ -141,7 +220,17 @@ class Daemon:
     def _quota_used(self) -> bool:
         return self.options.max_tasks is not None and self.claimed_total >= self.options.max_tasks
 
+    def _contained_step(self) -> None:
+        """One turn of the loop; an unforeseen error is logged and the daemon serves on."""
+        try:
+            self._step()
+        except Exception:
+            self.log.exception("Error in the daemon's loop (contained; it serves on)")
+            time.sleep(0.5)  # a bug that fails every turn must not spin the CPU
+
     def _step(self) -> None:
+        if self.stopping != self.stop_announced:
+            self._announce_stop()
         if self.stopping == "cold":
             self._stop_cold()
         reports = self.pool.collect()
@@ -149,17 +238,21 @@ class Daemon:
             self.pending += reports
             self.queue_empty = False  # a finished task may have re-enqueued work
         self._enforce_time_limits()
+        if self.reconcile_due:
+            self._db(self._reconcile, "reconcile")
         now = time.monotonic()
         if now >= self.next_heartbeat:
-            self._db(self._heartbeat)
+            self._db(self._heartbeat, "heartbeat")
         # Every CLEANUP_EVERY dequeues, but not more often than heartbeats: at thousands of
         # tasks a second the sweeps would otherwise run several times a second for nothing.
         if self.since_cleanup >= settings.CLEANUP_EVERY and now >= self.next_sweep:
-            self._db(self._cleanup)
+            self._db(self._cleanup, "sweep")
         if now >= self.schedules.due_at:
-            self._db(self._tick_schedules)
+            self._db(self._tick_schedules, "schedules")
         if self._db_step_due():
-            self._db(self._record_and_claim)
+            self._db(self._record_and_claim, "record and claim")
+        if self.queue_empty and now >= self.next_idle_cleanup:
+            self._db(self._idle_cleanup, "sweep")
         self._wait()
 
     def _db_step_due(self) -> bool:
@@ -192,6 +285,31 @@ class Daemon:
         except BlockingIOError:
             pass
 
+    def _announce_stop(self) -> None:
+        """Log, once per stage, that a stop began and what it waits for."""
+        self.stop_announced = self.stopping
+        running = [slot.attempt for slot in self.pool.in_flight()]
+        names = ", ".join(f"{a.type}::{a.identifier} (id {a.task_id})" for a in running[:10])
+        names += " …" if len(running) > 10 else ""
+        queued = max(0, self.pool.held - len(running))
+        if self.stopping == "warm":
+            self.log.warning(
+                "Warm stop: claiming nothing more; waiting for %d running handler(s)%s, "
+                "%d prefetched attempt(s) and %d outcome(s) to record. Signal again for a "
+                "cold stop.",
+                len(running),
+                f" ({names})" if names else "",
+                queued,
+                len(self.pending),
+            )
+        else:
+            self.log.warning(
+                "Cold stop: killing %d running handler(s) and giving their tasks and %d "
+                "prefetched attempt(s) back to the queue",
+                len(running),
+                queued,
+            )
+
     def request_stop(self) -> None:
         """Warm stop asked from another thread (remote control's ``shutdown``)."""
         if not self.stopping:
@@ -202,7 +320,8 @@ class Daemon:
             self._cold_stop()
         self.pool.stop()
         self.listener.close()
-        self._db(lambda: workers.stop_worker(self.options.server_id))
+        if self.registered:
+            self._db(lambda: workers.stop_worker(self.options.server_id, self.instance), "stop")
         if self.broker is not None:
             self.broker.stop()
         for sig, handler in previous_handlers.items():
@@ -231,38 +350,97 @@ class Daemon:
         deadline = time.monotonic() + 10
         while (self.pool.busy() or self.pending) and time.monotonic() < deadline:
             self.pending += self.pool.collect()
-            self._db(self._record_and_claim)  # claims nothing: stopping
+            self._db(self._record_and_claim, "record")  # claims nothing: stopping
             time.sleep(0.05)
 
     # --- the database -------------------------------------------------------------------
 
-    def _db(self, step) -> bool:
-        """Run one database step; on a connection error, note the outage and back off.
+    def _db(self, work, name: str, *, contain: bool = True) -> bool:
+        """Run one database step; return whether it ran to the end.
 
-        Returns whether the step ran. While the database is away every step is skipped
-        until the backoff expires; the loop itself keeps serving the pool.
+        What a failure means decides what follows (``atp.daemon.db.classify``):
+        an outage is noted once, every connection dropped, and every step retried with
+        backoff, while the loop keeps serving the pool; a busy database (a lock timeout)
+        retries soon, on the same connections; an error is contained (``_contain``),
+        or raised when ``contain`` is false.
         """
-        if self.db_down_since is not None and time.monotonic() < self.db_retry_at:
+        now = time.monotonic()
+        if now < self.db_retry_at or now < self.retry_at.get(name, 0.0):
             return False
+        if self.db_down_since is not None:
+            # The outage guard starts at reconnection, before any step can judge peers.
+            self.db_up_since = now
         try:
-            step()
-        except DatabaseError as exc:  # unreachable, restarting, or (SQLite) locked
-            now = time.monotonic()
-            if self.db_down_since is None:
-                self.db_down_since = now
-                self.log.error("Database unavailable, retrying with backoff: %s", exc)
-            backoff = min(MAX_BACKOFF, 0.25 * 2 ** min(6, (now - self.db_down_since)))
-            self.db_retry_at = now + backoff
-            drop_all()
-            self.listener.close()
+            work()
+        except ServerIdInUse:
+            raise
+        except Exception as exc:
+            cause = (exc.__cause__ or exc) if isinstance(exc, StepFailed) else exc
+            kind = "error" if isinstance(exc, StepFailed) else classify(exc)
+            if kind == "error" and not contain:
+                raise
+            if kind == "outage":
+                self._outage(exc)
+            elif kind == "busy":
+                self._busy(name, exc)
+            else:
+                self._contain(exc.step if isinstance(exc, StepFailed) else name, cause)
             return False
+        self.busy_streak = 0
+        self.errors.pop(name, None)
         if self.db_down_since is not None:
             self.log.warning("Database back after %.1f s", time.monotonic() - self.db_down_since)
             self.db_down_since = None
-            self.db_up_since = time.monotonic()
             self.queue_empty = False
+            self.reconcile_due = True  # a commit whose reply was lost may have left orphans
             self.listener.connect()
         return True
+
+    def _outage(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.db_down_since is None:
+            self.db_down_since = now
+            self.log.error("Database unavailable, retrying with backoff: %s", exc)
+        backoff = min(MAX_BACKOFF, 0.25 * 2 ** min(6, (now - self.db_down_since)))
+        self.db_retry_at = now + backoff
+        drop_all()
+        self.listener.close()
+
+    def _busy(self, name: str, exc: Exception) -> None:
+        """The database was too busy for a step (a lock wait gave up): retry it soon."""
+        self.busy_streak += 1
+        if self.busy_streak == 1 or self.busy_streak % 100 == 0:
+            self.log.warning(
+                "Database busy during %s (%d in a row), retrying: %s", name, self.busy_streak, exc
+            )
+        backoff = min(MAX_BUSY_BACKOFF, BUSY_BACKOFF * 2 ** min(5, self.busy_streak - 1))
+        self.db_retry_at = time.monotonic() + backoff * (0.5 + random.random())  # noqa: S311
+
+    def _contain(self, name: str, exc: BaseException) -> None:
+        """A step failed with an error (not an outage): keep it to its task or type.
+
+        Outcomes are recorded one by one next time, and a failed claim looks for the type
+        that fails it; other steps just wait for their next turn, longer each time.
+        """
+        count = self.errors[name] = self.errors.get(name, 0) + 1
+        backoff = min(MAX_ERROR_BACKOFF, 0.5 * 2 ** min(8, count - 1))
+        if name == "outcome":
+            self.record_singly = True
+            backoff = 0.0
+            what = "recording outcomes; recording them one by one"
+        elif name == "claim":
+            self.search_poison = count == 1
+            what = "claiming; looking for the task type that fails it"
+            if count > 1:
+                what = f"claiming (no one task type fails it); claims pause {backoff:g} s"
+            else:
+                backoff = 0.0
+        else:
+            what = f"{name}; retried in {backoff:g} s"
+        self.retry_at[name] = time.monotonic() + backoff
+        self.log.error(
+            "Error in %s (contained): %s: %s", what, type(exc).__name__, exc, exc_info=exc
+        )
 
     # --- claiming and starting ----------------------------------------------------------
 
@@ -281,12 +459,22 @@ class Daemon:
 
     def _claim_size(self) -> int:
         """How many tasks to claim now: the free slots, within ``--max-tasks``."""
-        if self.stopping or self.queue_empty:
+        if self.stopping or self.queue_empty or time.monotonic() < self.retry_at.get("claim", 0):
             return 0
         free = self.pool.free()
         if self.options.max_tasks is not None:
             free = min(free, self.options.max_tasks - self.claimed_total)
         return max(0, free)
+
+    def _claim(self, limit: int, exclude_types=()) -> list:
+        return tracker.claim_tasks(
+            self.options.server_id,
+            limit=limit,
+            queues=self.options.queues,
+            limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
+            paused_queues=self._paused_queues(),
+            exclude_types=exclude_types,
+        )
 
     def _record_and_claim(self) -> None:
         """Record the collected outcomes and claim the next batch, in one transaction.
@@ -295,35 +483,67 @@ class Daemon:
         (``tracker.claim_tasks``) leaves no window in which this daemon holds a claimed task
         it has not started. Reports leave ``pending`` only after the commit, so an outage in
         the middle loses none of them: they are recorded again once the database is back.
+        An error in either half names its half (``StepFailed``), for ``_contain``.
         """
         batch, claim = list(self.pending), self._claim_size()
         with transaction.atomic():
-            lines = self._record(batch) if batch else []
-            attempts = (
-                tracker.claim_tasks(
-                    self.options.server_id,
-                    limit=claim,
-                    queues=self.options.queues,
-                    limited=self.pool.idle(),  # concurrency-limited tasks: idle slots only
-                    paused_queues=self._paused_queues(),
-                )
-                if claim
-                else []
-            )
+            if self.search_poison and claim:
+                self.search_poison = False
+                with step("claim"):
+                    self.quarantine.search(
+                        lambda exclude: self._claim(1, exclude), self.options.queues
+                    )
+            with step("outcome"):
+                lines = self._record_singly(batch) if self.record_singly else self._record(batch)
+            with step("claim"):
+                attempts = self._claim(claim, self.quarantine.excluded()) if claim else []
+        self.record_singly = False
+        for name in ("outcome", "claim"):
+            self.errors.pop(name, None)
         del self.pending[: len(batch)]
+        for report in batch:
+            if self.holding.get(report.attempt.task_id) == report.attempt.number:
+                del self.holding[report.attempt.task_id]
         self.processed += len(batch)
         for level, message, args in lines:
             self.log.log(level, message, *args)
         if claim and not attempts:
             self.queue_empty = True
             self.next_poll = time.monotonic() + self.options.poll_interval
-            self._idle_cleanup()
         self.claimed_total += len(attempts)
         self.since_cleanup += len(attempts)
         # Limited attempts first, so they take the idle slots they were claimed for instead
         # of queueing behind other work while holding a place of their concurrency key.
         attempts.sort(key=lambda attempt: not attempt.limited)
-        self.pool.submit_many(attempts)  # only now: the children must see the committed rows
+        self._hand_over(attempts)  # only now: the children must see the committed rows
+
+    def _hand_over(self, attempts) -> None:
+        """Give claimed (committed, RUNNING) attempts to the pool.
+
+        An attempt the pool cannot take is reported as crashed, so its task is restarted
+        or failed by its type's rules instead of staying RUNNING with no handler.
+        """
+        for attempt in attempts:
+            self.holding[attempt.task_id] = attempt.number
+        try:
+            self.pool.submit_many(attempts)
+        except Exception:
+            self.log.exception(
+                "Handing %d attempt(s) to the pool failed; one by one", len(attempts)
+            )
+            for attempt in attempts:
+                try:
+                    self.pool.submit_many([attempt])
+                except Exception as exc:
+                    self.log.error(
+                        "Task %s::%s (id %d) could not be handed to the pool",
+                        attempt.type,
+                        attempt.identifier,
+                        attempt.task_id,
+                        exc_info=exc,
+                    )
+                    reason = f"could not be handed to the pool ({type(exc).__name__}: {exc})"
+                    self.pending.append(Crashed(attempt, reason, "", 0))
         for attempt in attempts:
             self.log.info(
                 "Started %s::%s (id %d, attempt %d)",
@@ -345,6 +565,52 @@ class Daemon:
         for report in batch:
             if isinstance(report, Crashed):
                 lines.append(self._record_crash(report))
+        return lines
+
+    def _record_singly(self, batch) -> list[tuple]:
+        """Record each report in a savepoint of its own, after a batch failed with an error.
+
+        A report that still fails is the culprit: its task ends as a failed attempt (by its
+        type's rules: retried, restarted or FAILED) with the error named, and the daemon
+        logs the task with the traceback. The other reports are recorded as usual.
+        """
+        lines = []
+        for report in batch:
+            try:
+                with transaction.atomic():
+                    lines += self._record([report])
+                continue
+            except Exception as exc:
+                if classify(exc) != "error":
+                    raise
+                error = exc
+            attempt = report.attempt
+            name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
+            self.log.error("Recording the outcome of %s failed (contained)", name, exc_info=error)
+            failed = Outcome(
+                attempt.task_id,
+                attempt.number,
+                False,
+                message=f"ATP could not record how attempt {attempt.number} ended: "
+                f"{type(error).__name__}; see the daemon's log.",
+                exception=f"{OutcomeNotRecorded.__module__}.{OutcomeNotRecorded.__name__}: "
+                f"{type(error).__name__}",
+            )
+            try:
+                with transaction.atomic():
+                    lines.append(
+                        (
+                            logging.WARNING,
+                            "%s ended as a failed attempt: %s",
+                            (name, record(failed)),
+                        )
+                    )
+            except Exception as exc:
+                if classify(exc) != "error":
+                    raise
+                self.log.error(
+                    "%s: nothing could be recorded; it stays as it is", name, exc_info=exc
+                )
         return lines
 
     def _describe(self, attempt, outcome, result) -> tuple:
@@ -382,7 +648,7 @@ class Daemon:
                 attempt.task_id,
                 f"Attempt {attempt.number} ended: {cause}.",
                 attempt=attempt.number,
-                exception="TimeLimitExceeded" if crash.kill_reason else "WorkerLostError",
+                exception=_exception_of(crash.kill_reason),
             )
             return logging.WARNING, "%s %s: %s", (name, action, cause)
         except TASK_GONE as exc:
@@ -391,16 +657,29 @@ class Daemon:
     # --- time limits --------------------------------------------------------------------
 
     def _enforce_time_limits(self) -> None:
+        """The wall-clock limits: soft (SIGUSR1), hard (SIGKILL). Timeout: ``_kill_silent``."""
         now = time.monotonic()
         for slot in self.pool.in_flight():
             attempt, elapsed = slot.attempt, now - slot.started
             if slot.kill_reason:
+                # A handler may survive a terminate signal (SIGTERM caught or ignored): the
+                # grace period, and the hard limit, still end it with SIGKILL.
+                if slot.kill_signal != signal.SIGKILL and not slot.escalated:
+                    past_hard = attempt.hard_time_limit and elapsed > attempt.hard_time_limit
+                    if now >= slot.killed_at + TERMINATE_GRACE or past_hard:
+                        self.log.warning(
+                            "Task %d outlived signal %d for %.1f s; killing it (SIGKILL)",
+                            attempt.task_id,
+                            slot.kill_signal,
+                            now - slot.killed_at,
+                        )
+                        self.pool.escalate(slot)
                 continue
-            if elapsed > attempt.time_limit:
+            if attempt.hard_time_limit and elapsed > attempt.hard_time_limit:
                 self.pool.kill(
                     attempt.task_id,
                     signal.SIGKILL,
-                    f"killed after exceeding its time limit of {attempt.time_limit:g} s",
+                    f"killed after exceeding its hard time limit of {attempt.hard_time_limit:g} s",
                 )
             elif (
                 attempt.soft_time_limit
@@ -413,27 +692,52 @@ class Daemon:
                 os.kill(slot.process.pid, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float:
-        running = [slot for slot in self.pool.in_flight() if not slot.kill_reason]
-        deadlines = [slot.started + slot.attempt.time_limit for slot in running]
+        in_flight = self.pool.in_flight()
+        running = [slot for slot in in_flight if not slot.kill_reason]
+        deadlines = [
+            slot.started + slot.attempt.hard_time_limit
+            for slot in running
+            if slot.attempt.hard_time_limit
+        ]
         deadlines += [
             slot.started + slot.attempt.soft_time_limit
             for slot in running
             if slot.attempt.soft_time_limit and slot.attempt.task_id not in self.soft_signalled
+        ]
+        deadlines += [
+            min(
+                slot.killed_at + TERMINATE_GRACE,
+                slot.started + (slot.attempt.hard_time_limit or float("inf")),
+            )
+            for slot in in_flight
+            if slot.kill_reason and slot.kill_signal != signal.SIGKILL and not slot.escalated
         ]
         return min(deadlines, default=float("inf"))
 
     # --- heartbeats, liveness, sweeps ---------------------------------------------------
 
     def _heartbeat(self) -> None:
-        """Beat, vouch for our tasks, act on kill requests, recover daemons that died."""
+        """Beat, kill silent handlers, act on kill requests, recover daemons that died."""
         self.next_heartbeat = time.monotonic() + settings.HEARTBEAT_INTERVAL
         server_id = self.options.server_id
-        if not workers.beat(server_id):
+        state = workers.beat(server_id, self.instance)
+        if state == "taken":
+            self.log.error(
+                "Another process took over server id %s while this daemon was silent (its "
+                "tasks were recovered); this daemon stops without touching them",
+                server_id,
+            )
+            self._drop_held(self._kill_running("server id taken over"))
+            self.registered = False  # the row is the other process's now
+            self.exit_code = 1
+            self.stopping = "cold"
+            return
+        if state == "lost":
             self.log.error("This daemon was declared lost; its tasks were recovered elsewhere")
             # Its tasks, started or not, now belong to other daemons: run none of them.
-            self._kill_running("declared lost")
-            workers.register_worker(server_id)
-        tracker.touch_active_tasks(server_id)
+            self._drop_held(self._kill_running("declared lost"))
+            workers.register_worker(server_id, self.instance)
+        self._kill_silent()
         self._act_on_kill_requests()
         # After an outage every heartbeat is old; wait one WORKER_TIMEOUT of our own
         # uptime before judging others, so their heartbeats have had time to resume.
@@ -442,6 +746,37 @@ class Daemon:
                 self.log.warning("Recovered %s from a lost daemon: %s", entry.name, entry.action)
         if self.broker is not None:
             self.broker.beat(active=len(self.pool.in_flight()), processed=self.processed)
+
+    def _drop_held(self, attempts) -> None:
+        """Forget attempts withdrawn from the pool that will never be reported."""
+        for attempt in attempts:
+            if self.holding.get(attempt.task_id) == attempt.number:
+                del self.holding[attempt.task_id]
+
+    def _reconcile(self) -> None:
+        """Give back the tasks the database says this daemon runs but its pool does not hold.
+
+        Runs at start and after every outage. A claim whose COMMIT reached the database but
+        whose reply was lost leaves RUNNING tasks no handler runs; so does an earlier
+        process that ran under this server id. Each is handled under its row lock and only
+        while still this daemon's: given back unused (it never started) after an outage, or
+        by the lost-attempt rule at start (the earlier process may have run it).
+        """
+        # The first one (at start) may meet the attempts of an earlier process that ran them.
+        entries = tracker.reclaim_orphans(
+            self.options.server_id, dict(self.holding), ran=not self.reconciled
+        )
+        self.reconcile_due, self.reconciled = False, True
+        for entry in entries:
+            self.log.warning("%s was not in this daemon's pool: %s", entry.name, entry.action)
+
+    def _kill_silent(self) -> None:
+        """Kill handlers silent for longer than their type's timeout (``atp.daemon.limits``)."""
+        quiet_from = timezone.now() - timedelta(seconds=time.monotonic() - self.db_up_since)
+        for slot, quiet in silent_slots(self.pool.in_flight(), quiet_from):
+            reason = silence_reason(slot.attempt.timeout, quiet)
+            self.log.warning("Killing task %d: %s", slot.attempt.task_id, reason)
+            self.pool.kill(slot.attempt.task_id, signal.SIGKILL, reason)
 
     def _act_on_kill_requests(self) -> None:
         """Terminate handlers whose tasks were revoked with ``terminate`` (atp.control)."""
@@ -469,6 +804,8 @@ class Daemon:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
         for entry in tracker.delete_retired_tasks():
             self.log.info("Deleted retired task %s", entry.name)
+        for entry in subtasks.settle_waiting_parents():
+            self.log.warning("Parent %s %s: its subtasks had all ended", entry.name, entry.action)
         released = tracker.decide_orphaned_dependents()
         if released:
             self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)
@@ -496,14 +833,15 @@ class Daemon:
             self.queue_empty = False  # what was notified while it was down is lost: look
         now = time.monotonic()
         can_claim = self.pool.free() and not self.stopping and not self._quota_used()
-        if self.db_down_since is None and self._db_step_due():
+        retrying = self.db_down_since is not None or now < self.db_retry_at
+        if not retrying and self._db_step_due():
             return  # more work may be waiting right now, or outcomes to record
         if self._finished():
             return
         wake_at = self._next_deadline()
-        if self.db_down_since is not None:
+        if retrying:
             # Timers that need the database wait for the next retry, or the loop would spin.
-            wake_at = min(wake_at, self.db_retry_at)
+            wake_at = min(wake_at, max(self.db_retry_at, now + 0.01))
         else:
             wake_at = min(wake_at, self.next_heartbeat, self.schedules.due_at)
             if can_claim:

@@ -68,6 +68,8 @@ class Slot:
     kill_reason: str = ""  # set when the daemon killed the handler on purpose
     kill_signal: int = 0
     kill_target: int | None = None  # the task the kill was meant for
+    killed_at: float = 0.0  # time.monotonic() of the kill
+    escalated: bool = False  # a kill with a milder signal was followed by SIGKILL
     process: multiprocessing.Process | None = None
     pipe: multiprocessing.connection.Connection | None = None  # attempts, daemon → child
     results: socket.socket | None = None  # outcomes, child → daemon (see ProcessPool)
@@ -261,14 +263,21 @@ class ProcessPool(_SlotPool):
         results.setblocking(False)
         slot.process, slot.pipe, slot.results, slot.received = process, ours, results, bytearray()  # type: ignore[assignment]
         slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
+        slot.escalated = False
         slot.broken = False
         return slot
 
     def submit_many(self, attempts) -> None:
-        """Take attempts: each goes to a child at once if one has room, else waits here."""
-        for attempt in attempts:
-            self.held += 1
-            self.waiting.append((attempt, pickle.dumps(attempt, pickle.HIGHEST_PROTOCOL)))
+        """Take attempts: each goes to a child at once if one has room, else waits here.
+
+        All or nothing: every attempt is pickled before any is taken, so an attempt that
+        cannot be pickled leaves the pool as it was (the daemon then tries them one by one).
+        """
+        pickled = [
+            (attempt, pickle.dumps(attempt, pickle.HIGHEST_PROTOCOL)) for attempt in attempts
+        ]
+        self.held += len(pickled)
+        self.waiting.extend(pickled)
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -368,6 +377,7 @@ class ProcessPool(_SlotPool):
             slot.sizes.popleft()
             slot.started = time.monotonic()
             slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
+            slot.escalated = False
             self._reported(outcome)
             reports.append(Finished(attempt, outcome))
         return reports
@@ -407,12 +417,26 @@ class ProcessPool(_SlotPool):
         for slot in self.slots:
             if slot.attempt is not None and slot.attempt.task_id == task_id:
                 slot.kill_reason, slot.kill_signal, slot.kill_target = reason, signum, task_id
+                slot.killed_at, slot.escalated = time.monotonic(), signum == signal.SIGKILL
                 try:
                     os.kill(slot.process.pid, signum)  # type: ignore[arg-type]
                 except ProcessLookupError:
                     pass
                 return True
         return False
+
+    def escalate(self, slot: Slot) -> None:
+        """SIGKILL the child of a slot whose handler outlived a milder kill signal.
+
+        The kill's reason and signal stay as they were: a terminated task still ends
+        REVOKED, naming the signal that was asked for.
+        """
+        slot.escalated = True
+        if slot.process is not None and slot.process.pid is not None:
+            try:
+                os.kill(slot.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def withdraw(self, reason: str) -> list[Attempt]:
         """Take back every attempt that has not started; kill children that hold some.

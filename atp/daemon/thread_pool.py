@@ -11,7 +11,7 @@ import threading
 import time
 
 from atp.daemon.pool import Crashed, Finished, Slot, _SlotPool
-from atp.daemon.runner import Outcome, execute
+from atp.daemon.runner import Outcome, execute, failure
 from atp.tracker import Attempt
 
 logger = logging.getLogger("atp.daemon")
@@ -60,8 +60,11 @@ class ThreadPool(_SlotPool):
                     break
                 slot.started = time.monotonic()
                 slot.queue.append(attempt)
-            heal()
-            outcome = execute(attempt)
+            try:
+                heal()
+                outcome = execute(attempt)
+            except BaseException as exc:  # noqa: BLE001 - the last net: the thread serves on
+                outcome = failure(attempt, exc)
             with slot.lock:
                 slot.queue.clear()
             self._report(attempt, outcome)

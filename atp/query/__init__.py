@@ -394,8 +394,15 @@ def as_dict(task: TaskInstance) -> dict:
         "status": status.label,
         "status_code": status.value,
         "progress": task.progress,
+        "items": _items(task.progress),
         "attempts": task.attempts,
     }
+
+
+def _items(progress) -> dict | None:
+    """A parent's item totals (``TaskStatus.add_item_counts`` of its subtasks), else None."""
+    items = progress.get("items") if isinstance(progress, dict) else None
+    return dict(items) if isinstance(items, dict) else None
 
 
 def _root_fallback(task) -> str:

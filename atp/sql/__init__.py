@@ -19,6 +19,8 @@ ADVISORY_LOCK_CLASS = 0x415450
 
 #: First key of the advisory lock that serialises rate-limited claims.
 RATE_LIMIT_LOCK_CLASS = ADVISORY_LOCK_CLASS + 1
+#: Longest a claim waits for that lock before it counts the rate-limited types as full.
+RATE_LIMIT_LOCK_WAIT = 0.5
 
 #: First key of the advisory locks of unique keys (one per task type and unique_key).
 UNIQUE_LOCK_CLASS = ADVISORY_LOCK_CLASS + 2
@@ -95,7 +97,7 @@ def notify_enqueued(queue: str) -> None:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
 
 
-def lock_rate_limits() -> None:
+def lock_rate_limits() -> bool:
     """Serialise rate-limited claims across daemons until the current transaction ends.
 
     Counting a type's recent claims and claiming one more must not interleave, or two
@@ -103,10 +105,23 @@ def lock_rate_limits() -> None:
     types (taken only by claims that meet one) cannot deadlock, and costs little: a
     rate-limited type is by definition claimed rarely. The lock is re-entrant within the
     transaction. SQLite needs nothing: its write transactions are already serialised.
+
+    Waits at most ``RATE_LIMIT_LOCK_WAIT`` seconds, then returns False, and the caller
+    counts the rate-limited types as full for now: a daemon frozen inside its claim (which
+    holds the lock until the server ends its session) must not stop every other daemon's
+    claims with it. A live holder keeps it for milliseconds.
     """
-    if is_postgresql():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [RATE_LIMIT_LOCK_CLASS])
+    if not is_postgresql():
+        return True
+    deadline = time.monotonic() + RATE_LIMIT_LOCK_WAIT
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", [RATE_LIMIT_LOCK_CLASS])
+            if cursor.fetchone()[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 # --- row-count estimates (the admin's lists on big tables) ------------------------------

@@ -11,10 +11,10 @@ overwriting the new attempt's state.
 
 One job per module: ``core`` (result types, lookups, ``_transition`` and the fencing check),
 ``tasktypes``, ``reading``, ``queueing`` (with ``unique``), ``pausing``, ``claiming`` (with
-``ratelimit`` and ``concurrency``), ``running``, ``reporting``,
-``requesting`` and ``sweeps``. Callers use the package (``tracker.enqueue_task``), never a
-module: the names below are the API, and patching one here (as tests do) reaches every
-caller that goes through the package.
+``ratelimit`` and ``concurrency``), ``running``, ``reporting``, ``requesting``, ``sweeps``
+and ``deleting``. Callers use the package (``tracker.enqueue_task``), never a module: the
+names below are the API, and patching one here (as tests do) reaches every caller that goes
+through the package.
 """
 
 # The exceptions and models callers reached as ``tracker.X`` when the tracker was one module.
@@ -45,8 +45,10 @@ from atp.tracker.core import (
     LogEntry,
     StatusInfo,
     SweepEntry,
+    TaskIdentifier,
     TaskInfo,
 )
+from atp.tracker.deleting import delete_task, delete_task_by_identifier, delete_tasks
 from atp.tracker.dependencies import decide_orphaned_dependents, results_of
 from atp.tracker.pausing import (
     pause_queue,
@@ -64,8 +66,6 @@ from atp.tracker.queueing import (
 )
 from atp.tracker.reading import (
     count_by_status,
-    delete_task,
-    delete_task_by_identifier,
     get_max_queue_size,
     get_queue_size,
     get_task_identifier,
@@ -77,7 +77,14 @@ from atp.tracker.reading import (
     get_task_type,
 )
 from atp.tracker.reporting import heartbeat, set_task_progress, set_task_response
-from atp.tracker.requesting import Stopped, abort_task, cancel_task, request_abort, request_kill
+from atp.tracker.requesting import (
+    Stopped,
+    abort_task,
+    cancel_task,
+    check_kill_signal,
+    request_abort,
+    request_kill,
+)
 from atp.tracker.running import (
     begin_attempt,
     finish_tasks,
@@ -92,10 +99,10 @@ from atp.tracker.running import (
 )
 from atp.tracker.sweeps import (
     delete_retired_tasks,
+    reclaim_orphans,
     recover_lost_workers,
     reenqueue_zombie_tasks,
     restart_or_fail,
-    touch_active_tasks,
 )
 from atp.tracker.tasktypes import (
     TYPE_OPTIONS,
@@ -111,6 +118,7 @@ __all__ = [
     "LogEntry",
     "StatusInfo",
     "SweepEntry",
+    "TaskIdentifier",
     "TaskInfo",
     # task types
     "TYPE_OPTIONS",
@@ -122,6 +130,7 @@ __all__ = [
     "count_by_status",
     "delete_task",
     "delete_task_by_identifier",
+    "delete_tasks",
     "get_max_queue_size",
     "get_queue_size",
     "get_task_identifier",
@@ -169,13 +178,14 @@ __all__ = [
     "cancel_task",
     "request_abort",
     "request_kill",
+    "check_kill_signal",
     # sweeps
     "decide_orphaned_dependents",
     "delete_retired_tasks",
+    "reclaim_orphans",
     "recover_lost_workers",
     "reenqueue_zombie_tasks",
     "restart_or_fail",
-    "touch_active_tasks",
     # re-exported exceptions and models
     "DuplicateTask",
     "InvalidInput",

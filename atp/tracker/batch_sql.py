@@ -18,6 +18,7 @@ from django.db import connection
 from atp import events
 from atp.models import CLAIM_ORDER, Status
 from atp.sql import order_by
+from atp.text import dumps_storable, storable
 from atp.tracker.core import Attempt
 
 #: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
@@ -30,7 +31,7 @@ from atp.tracker.core import Attempt
 CLAIM = """
 WITH picked AS (
     SELECT id FROM atp_taskinstance
-    WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter}
+    WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter} {type_filter}
     ORDER BY {claim_order}
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -59,14 +60,14 @@ LEFT JOIN claimed ON true
 #: End running attempts as FINISHED. Rows are locked in id order first, the order every
 #: batch uses, so two batches can never wait on each other in a cycle. Only the plain
 #: case is written: the attempt is current, the task runs or is paused, nobody asked to
-#: abort it, it is not a subtask (whose end counts into its parent) and no task depends on
-#: it (its end releases them: ``atp.tracker.dependencies``). The conditions
+#: abort or terminate it, it is not a subtask (whose end counts into its parent) and no
+#: task depends on it (its end releases them: ``atp.tracker.dependencies``). The conditions
 #: are checked on the locked rows (the CTE), never on the table: that keeps the planner
 #: on primary-key lookups, where a stale estimate could otherwise send it scanning the
 #: partial indexes that the conditions happen to match.
 FINISH = """
 WITH locked AS (
-    SELECT id, attempts, status, abort_requested_at, parent_id, has_dependents
+    SELECT id, attempts, status, abort_requested_at, kill_signal, parent_id, has_dependents
     FROM atp_taskinstance
     WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 ),
@@ -76,8 +77,8 @@ plain AS (
         AS outcome(id, attempt, result)
         ON outcome.id = locked.id AND outcome.attempt = locked.attempts
     WHERE locked.status IN (%(running)s, %(paused)s)
-        AND locked.abort_requested_at IS NULL AND locked.parent_id IS NULL
-        AND NOT locked.has_dependents
+        AND locked.abort_requested_at IS NULL AND locked.kill_signal IS NULL
+        AND locked.parent_id IS NULL AND NOT locked.has_dependents
 )
 UPDATE atp_taskinstance AS t
 SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s,
@@ -100,7 +101,15 @@ RETURNING id
 """
 
 
-def claim(server_id: str, message: str, limit: int, queues, now: datetime, paused_queues=()):
+def claim(
+    server_id: str,
+    message: str,
+    limit: int,
+    queues,
+    now: datetime,
+    paused_queues=(),
+    exclude_types=(),
+):
     """Claim and start up to ``limit`` plain due tasks, none of the ``paused_queues``.
 
     Returns ``(attempts, skipped)``: the attempts in claim order, and whether the
@@ -121,9 +130,13 @@ def claim(server_id: str, message: str, limit: int, queues, now: datetime, pause
     if paused_queues:
         pause_filter = "AND t.queue <> ALL (%(paused_queues)s)"
         params["paused_queues"] = list(paused_queues)
+    type_filter = ""
+    if exclude_types:
+        type_filter, params["excluded"] = "AND type_id <> ALL(%(excluded)s)", list(exclude_types)
     with connection.cursor() as cursor:
         statement = CLAIM.format(
             queue_filter=queue_filter,
+            type_filter=type_filter,
             claim_order=order_by(CLAIM_ORDER),
             pause_filter=pause_filter,
         )
@@ -194,7 +207,10 @@ def insert_log(records) -> None:
     if not records:
         return
     columns = [list(column) for column in zip(*(record[:5] for record in records), strict=True)]
-    columns.append([json.dumps(record[5]) for record in records])
+    # Made storable here as in the ORM path (atp.text): NUL or a lone surrogate in a
+    # message or a result repr would make psycopg2 raise outside DatabaseError.
+    columns[3] = [storable(message) for message in columns[3]]
+    columns.append([dumps_storable(record[5]) for record in records])
     with connection.cursor() as cursor:
         cursor.execute(INSERT_LOG, columns)
         rows = cursor.fetchall()

@@ -35,7 +35,14 @@ def dequeue_task(server_id, message="", *, limit=1, queues=None) -> list[int]:
 
 
 def claim_tasks(
-    server_id, message="", *, limit=1, queues=None, limited=None, paused_queues=None
+    server_id,
+    message="",
+    *,
+    limit=1,
+    queues=None,
+    limited=None,
+    paused_queues=None,
+    exclude_types=(),
 ) -> list[Attempt]:
     """Claim up to ``limit`` due tasks and start them at once; return their attempts.
 
@@ -53,32 +60,51 @@ def claim_tasks(
     it passed over due tasks it may not judge (expired tasks, rate-limited types), the ORM
     path looks again in the same transaction and judges them; the tasks it claims come
     last in the list, whatever their priority, but in the same batch.
+
+    ``exclude_types`` (task type ids) are left out: the daemon holds back a type whose
+    claim fails with an error (``atp.daemon.containment``).
     """
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
     limited = validation.integer(limited, "limited", minimum=0, allow_none=True)
     if not sql.is_postgresql():
-        tasks = _take(server_id, message, limit, queues, start=True, limited=limited)
+        tasks = _take(
+            server_id,
+            message,
+            limit,
+            queues,
+            start=True,
+            limited=limited,
+            exclude_types=exclude_types,
+        )
         return [_attempt_of(task) for task in tasks]
     with transaction.atomic():
         if paused_queues is None:
             paused_queues = pausing.paused_queues()
         attempts, skipped = batch_sql.claim(
-            server_id, message, limit, queues, timezone.now(), paused_queues
+            server_id, message, limit, queues, timezone.now(), paused_queues, exclude_types
         )
         if skipped:
             rest = _take(
-                server_id, message, limit - len(attempts), queues, start=True, limited=limited
+                server_id,
+                message,
+                limit - len(attempts),
+                queues,
+                start=True,
+                limited=limited,
+                exclude_types=exclude_types,
             )
             attempts += [_attempt_of(task) for task in rest]
     return attempts
 
 
-def _take(server_id, message, limit, queues, *, start, limited=None) -> list[TaskInstance]:
+def _take(
+    server_id, message, limit, queues, *, start, limited=None, exclude_types=()
+) -> list[TaskInstance]:
     server_id = validation.identifier(str(server_id), "server_id")
     limit = validation.integer(limit, "limit", minimum=1)
     claimed: list[TaskInstance] = []
-    rate_limited: set[int] = set()  # types without room in their rate-limit window now
+    rate_limited = set(exclude_types)  # and types without room in their rate-limit window now
     full_keys: set = set()  # (type id, concurrency key) pairs without a free place now
     with transaction.atomic():
         now = timezone.now()

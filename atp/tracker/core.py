@@ -10,6 +10,7 @@ from django.utils import timezone
 from atp import events
 from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound, UnknownTaskType
 from atp.models import TERMINAL, LogRecord, Status, TaskInstance, TaskType, sources_of
+from atp.text import storable, storable_json
 
 logger = logging.getLogger("atp.tracker")
 
@@ -18,8 +19,29 @@ logger = logging.getLogger("atp.tracker")
 TaskInfo = namedtuple("TaskInfo", "type identifier status status_name")
 #: ``get_task_status`` result.
 StatusInfo = namedtuple("StatusInfo", "status status_name")
-#: One task a sweep acted on; unpacks like the seed's ``(id, "type::identifier")`` pairs.
-SweepEntry = namedtuple("SweepEntry", "task_id name action")
+#: ``get_task_identifier`` result: the seed's (type identifier, instance identifier) tuple.
+TaskIdentifier = namedtuple("TaskIdentifier", "type identifier")
+
+
+class SweepEntry(namedtuple("SweepPair", "task_id name")):
+    """One task a sweep acted on: the seed's ``(id, "type::identifier")`` pair.
+
+    It unpacks and compares as that pair (``for task_id, name in reenqueue_zombie_tasks()``);
+    what the sweep did ("reenqueued", "failed", "deleted") is the ``action`` attribute.
+    """
+
+    action: str  # not a field: the entry stays a pair
+
+    def __new__(cls, task_id, name, action=""):
+        """The pair ``(task_id, name)``, carrying ``action``."""
+        entry = super().__new__(cls, task_id, name)
+        entry.action = action
+        return entry
+
+    def __repr__(self):
+        return f"SweepEntry(task_id={self.task_id!r}, name={self.name!r}, action={self.action!r})"
+
+
 #: One entry of ``get_task_log``: ``(time, (status, status_name), message)``.
 LogEntry = namedtuple("LogEntry", "time status message")
 
@@ -36,15 +58,12 @@ class Attempt:
     input: object
     soft_time_limit: float | None
     hard_time_limit: float | None
+    #: Seconds without an update of the task after which the handler is killed as silent
+    #: (``atp.daemon.limits``); ``hard_time_limit`` is the only wall-clock limit.
     timeout: float
     #: Its type has a concurrency_limit: the daemon runs it in an idle slot, never queued
     #: behind other work (it holds a place of its key from its claim).
     limited: bool = False
-
-    @property
-    def time_limit(self) -> float:
-        """Seconds the daemon lets the handler run before killing it."""
-        return self.hard_time_limit or self.timeout
 
 
 def _get_type(identifier) -> TaskType:
@@ -83,14 +102,16 @@ def _log(task, status, message, event, moment, **fields) -> LogRecord:
     """Build (unsaved) the LogRecord of one transition, with its Celery event.
 
     Every caller saves it in the transition's transaction; its signals fire on commit.
+    The message and every string of the fields are made storable here (``atp.text``): they
+    carry what handlers raised and returned, which may hold NUL or lone surrogates.
     """
     record = LogRecord(
         instance=task,
         time=moment,
         status=status,
-        message=message,
+        message=storable(message),
         event=event,
-        fields=events.task_fields(task, moment, **fields),
+        fields=storable_json(events.task_fields(task, moment, **fields)),
     )
     events.signal_on_commit(record)
     return record
@@ -131,6 +152,14 @@ def _transition(
     with transaction.atomic():
         task = _get_task(task_id, lock=True)
         _check_owner(task, attempt, server_id)
+        if attempt is not None and task.status == Status.WAITING:
+            # The handler handed its task to its subtasks: only their roll-up (or a revoke,
+            # which passes no attempt) ends it, or the parent could end FINISHED while its
+            # subtasks go on to fail.
+            raise InvalidTransition(
+                f"task {task} (id {task.pk}) is WAITING for its subtasks; only their roll-up "
+                "or a revoke ends it, not its handler"
+            )
         allowed = sources if sources is not None else sources_of(target)
         if task.status not in allowed:
             names = ", ".join(Status(source).label for source in sorted(allowed))
@@ -141,7 +170,19 @@ def _transition(
         moment = timezone.now()
         values = changes(task) if changes else {}
         event_fields = fields(task, moment) if fields else {}
-        if task.abort_requested_at is not None and target in (Status.FINISHED, Status.FAILED):
+        attempt_ends = target in (Status.FINISHED, Status.FAILED) or (
+            target == Status.ACCEPTED and task.status in (Status.RUNNING, Status.PAUSED)
+        )
+        if task.kill_signal is not None and attempt_ends:
+            # revoke(terminate=True) was asked: the task ends REVOKED whatever its handler
+            # reported (it caught the signal and returned, failed, or asked for a retry), and
+            # is never re-run by a restart. Under the row lock, as the abort below.
+            if target == Status.ACCEPTED:
+                values = {}  # a re-enqueue's changes (server, run_after) do not apply
+            target, event = Status.REVOKED, events.TASK_REVOKED
+            event_fields = events.revoked_fields(True, task.kill_signal, False)
+            message = _join(f"Terminated on request (signal {task.kill_signal}).", message)
+        elif task.abort_requested_at is not None and target in (Status.FINISHED, Status.FAILED):
             # An aborted task's handler stopped (or ended anyway): the abort wins, whatever
             # the handler reported. Checked here, under the row lock, so it costs no query.
             target, event, event_fields = (
@@ -155,6 +196,8 @@ def _transition(
             )
             message = _join("Aborted on request.", message)
         values.update(status=target, updated_at=moment)
+        if target == Status.ACCEPTED and task.kill_signal is not None:
+            values["kill_signal"] = None  # a kill request never outlives its attempt
         if target in TERMINAL:
             values["finished_at"] = moment
         for name, value in values.items():

@@ -10,8 +10,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from atp import events, sql, validation
+from atp.conf import settings
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType, sources_of
+from atp.text import storable
 from atp.tracker import dependencies, unique
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
@@ -114,6 +116,7 @@ def _enqueue_one(type, identifier, input, message, options, event_fields=None):
         raise
     if created:
         logger.debug("Enqueued %s (id %d)", where, task_id)
+        _eager()
     else:
         logger.debug("Not enqueued %s: task %d holds its unique key", where, task_id)
     return task_id, created
@@ -166,7 +169,19 @@ def enqueue_tasks(type, items, message="", *, check_limit=True, **options) -> li
             "nothing was enqueued"
         ) from exc
     logger.debug("Enqueued %d task(s) of %s", len(ids), task_type.identifier)
+    _eager()
     return ids
+
+
+#: Called after every enqueue in eager mode: ``atp.testing.after_enqueue``, set by the app's
+#: ready() (a hook, not an import: atp.testing runs the daemon's runner, a layer above).
+eager_hook = None
+
+
+def _eager() -> None:
+    """In eager mode (``ATP["EAGER"]``), run the queue in this process on commit (atp.testing)."""
+    if settings.EAGER and eager_hook is not None:
+        eager_hook()
 
 
 def _flow_options(options: dict) -> tuple[dict, float | None]:
@@ -254,6 +269,7 @@ def _enqueue(
 
     Raises QueueFull, or IntegrityError (a clash) for the caller to name.
     """
+    message = storable(message)  # for both paths below (atp.text)
     after = dependencies.clean(
         options.get("depends_on"), options.get("on_dependency_failure"), where
     )
@@ -262,12 +278,14 @@ def _enqueue(
         # It reads the type's row (the cache may be stale; the SQL path checks, this does not).
         task_type = _get_type(task_type.identifier)
         fields = _enqueue_fields(task_type, options, where)
+        _check_listed(fields.get("parent"), task_type, batch)
         return _insert_with_orm(
             task_type, fields, batch, message, check_limit, after, where, event_fields, unique_for
         )
     for _ in range(_STALE_TYPE_RETRIES):
         if fields is None:
             fields = _enqueue_fields(task_type, options, where)
+        _check_listed(fields.get("parent"), task_type, batch)
         if not sql.is_postgresql():
             return _insert_with_orm(
                 task_type,
@@ -558,6 +576,37 @@ def _enqueue_fields(task_type: TaskType, options: dict, where: str) -> dict:
     if options.get("workflow") is not None:
         fields["workflow"] = options["workflow"]  # atp.workflows passes its Workflow row
     return fields
+
+
+def has_table(parent: TaskInstance) -> bool:
+    """Whether ``parent`` spawned subtasks (its progress holds a subtask table)."""
+    progress = parent.progress
+    return isinstance(progress, dict) and isinstance(progress.get("subtasks"), dict)
+
+
+def is_listed(parent: TaskInstance, type_identifier: str, identifier: str) -> bool | None:
+    """Whether ``parent``'s subtask table lists this task; None if it has no table."""
+    progress = parent.progress
+    if not isinstance(progress, dict) or not isinstance(progress.get("subtasks"), dict):
+        return None
+    return progress.get("subtask_type") == type_identifier and identifier in progress["subtasks"]
+
+
+def _check_listed(parent, task_type: TaskType, batch) -> None:
+    """Refuse children a parent's subtask table does not list (``atp.tracker.subtasks``).
+
+    A parent that spawned subtasks waits for exactly those; an unlisted child would never
+    be counted (edX raises on one too). A parent without a table is lineage only.
+    """
+    if parent is None:
+        return
+    for item in batch:  # (identifier, uuid, input, ...)
+        identifier = item[0]
+        if is_listed(parent, task_type.identifier, identifier) is False:
+            raise InvalidInput(
+                f"parent: task {parent} (id {parent.pk}) waits only for the subtasks its table "
+                f"lists; {task_type.identifier}::{identifier} is not one of them"
+            )
 
 
 def _check_queue_limit(task_type: TaskType, adding: int = 1) -> None:

@@ -63,7 +63,8 @@ def admit(tasks, now) -> tuple[list, set[int]]:
 def _room(type_id: int, limit: tuple[int, float], now) -> int:
     """How many more tasks of the type may be claimed now."""
     count, period = limit
-    sql.lock_rate_limits()
+    if not sql.lock_rate_limits():
+        return 0  # another daemon is claiming rate-limited tasks: look again next time
     window = TaskInstance.objects.filter(
         type_id=type_id, received_at__gt=now - timedelta(seconds=period)
     )

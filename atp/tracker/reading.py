@@ -1,4 +1,4 @@
-"""Reading tasks, their logs and responses and the queue sizes; deleting tasks."""
+"""Reading tasks, their logs and responses and the queue sizes."""
 
 from django.db.models import Count
 
@@ -8,6 +8,7 @@ from atp.models import Response, Status, TaskInstance, TaskType
 from atp.tracker.core import (
     LogEntry,
     StatusInfo,
+    TaskIdentifier,
     TaskInfo,
     _get_task,
     _get_task_by_identifier,
@@ -47,9 +48,10 @@ def get_task_info(task_id) -> TaskInfo:
     return TaskInfo(task.type.identifier, task.identifier, task.status, task.status_name)
 
 
-def get_task_identifier(task_id) -> str:
-    """Return a task's identifier."""
-    return _get_task(task_id).identifier
+def get_task_identifier(task_id) -> TaskIdentifier:
+    """Return ``(type identifier, task identifier)`` of a task, as the seed's getTaskIdentifier."""
+    task = _get_task(task_id)
+    return TaskIdentifier(task.type.identifier, task.identifier)
 
 
 def get_task_status(task_id) -> StatusInfo:
@@ -89,18 +91,3 @@ def count_by_status() -> dict[str, int]:
     """Number of tasks per status name (all statuses present, zeros included)."""
     counts = dict(TaskInstance.objects.order_by().values_list("status").annotate(n=Count("id")))
     return {status.label: counts.get(status.value, 0) for status in Status}
-
-
-def delete_task(task_id) -> bool:
-    """Delete a task with its log and response; a missing task is a no-op (returns False)."""
-    try:
-        deleted, _ = TaskInstance.objects.filter(pk=task_id).delete()
-    except (ValueError, TypeError):  # not an id at all: no such task either
-        return False
-    return bool(deleted)
-
-
-def delete_task_by_identifier(type, identifier) -> bool:
-    """Delete the task ``identifier`` of ``type``; unknown type raises, missing task is a no-op."""
-    deleted, _ = TaskInstance.objects.filter(type=_get_type(type), identifier=identifier).delete()
-    return bool(deleted)

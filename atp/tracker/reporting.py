@@ -6,6 +6,7 @@ from django.utils import timezone
 from atp import events, validation
 from atp.exceptions import InvalidInput, InvalidTransition
 from atp.models import TERMINAL, Response, Status
+from atp.text import storable
 from atp.tracker.core import _check_owner, _get_task, _log
 
 
@@ -31,6 +32,7 @@ def set_task_response(task_id, response, mime_type="text/xml", *, attempt=None) 
         raise InvalidInput(f"a response must be bytes or str, not {type(response).__name__}")
     if not isinstance(mime_type, str) or "/" not in mime_type:
         raise InvalidInput(f"mime_type must look like 'type/subtype', not {mime_type!r}")
+    mime_type = storable(mime_type)
     with transaction.atomic():
         task = _get_task(task_id, lock=True)
         _check_owner(task, attempt, None)
@@ -49,6 +51,7 @@ def set_task_progress(task_id, done, total=None, message="", *, attempt=None) ->
     """
     done = validation.number(done, "done", minimum=0)
     total = validation.number(total, "total", minimum=0, allow_none=True)
+    message = storable(message)  # stored in the progress JSON and the log (atp.text)
     progress = {
         "done": done,
         "total": total,

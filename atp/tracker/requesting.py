@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from atp import validation
-from atp.exceptions import InvalidTransition
+from atp.exceptions import InvalidInput, InvalidTransition
 from atp.models import TERMINAL, LogRecord, Status, sources_of
 from atp.tracker.core import _get_task
 from atp.tracker.running import revoke_task
@@ -84,15 +84,44 @@ def _said(what: str, by: str) -> str:
     return f"{what} {by}." if by else f"{what}."
 
 
+#: Signals that do not end a process by default: they stop or continue it (a stopped
+#: handler would hold its slot for ever and hang the daemon's stop), or are ignored.
+#: A termination request with one of them is refused.
+NOT_TERMINATING = frozenset(
+    {
+        signal.SIGSTOP,
+        signal.SIGTSTP,
+        signal.SIGCONT,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGCHLD,
+        signal.SIGURG,
+        signal.SIGWINCH,
+    }
+)
+
+
+def check_kill_signal(signum: int) -> int:
+    """``signum`` if it can terminate a handler; InvalidInput naming it otherwise."""
+    if signum in NOT_TERMINATING:
+        raise InvalidInput(
+            f"signal {signal.Signals(signum).name} does not terminate a process (it stops, "
+            "continues or is ignored by default); use SIGTERM, SIGINT, SIGKILL, SIGUSR1…"
+        )
+    return signum
+
+
 def request_kill(task_id, signum, message="") -> None:
     """Ask the daemon that runs a task to kill its handler with ``signum``.
 
     Only a RUNNING or PAUSED task has a handler to kill; the owning daemon sees
     ``kill_signal``, kills the handler and revokes the task (``terminated=True``). The
     request is noted in the task's log (no Celery event: Celery sends none for requests).
-    Raises InvalidTransition for any other status.
+    Raises InvalidTransition for any other status, InvalidInput for a signal that does not
+    terminate (``NOT_TERMINATING``). The daemon escalates to SIGKILL when the handler
+    outlives the signal for ``atp.daemon.engine.TERMINATE_GRACE`` seconds.
     """
-    signum = validation.integer(signum, "signum", minimum=1)
+    signum = check_kill_signal(validation.integer(signum, "signum", minimum=1))
     _request(
         task_id,
         {Status.RUNNING, Status.PAUSED},

@@ -133,7 +133,8 @@ def finish_tasks(successes) -> dict[int, str]:
                 continue
             if task is None or task.status not in (Status.RUNNING, Status.PAUSED):
                 outcome[task_id] = "unchanged"
-            elif task.abort_requested_at is not None:  # the abort wins: the one-task path
+            elif task.abort_requested_at is not None or task.kill_signal is not None:
+                # An abort or a terminate request wins: the one-task path judges it.
                 stored = stored_result(result_json=result_json)
                 _finish(task_id, "", attempt, result_repr, stored, sources={task.status})
                 outcome[task_id] = "revoked"

@@ -14,14 +14,18 @@ from atp.tracker.core import SweepEntry, _check_owner, _get_task, _join, _transi
 logger = logging.getLogger("atp.tracker")
 
 
-def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
+def reenqueue_zombie_tasks(message="", *, progress=None) -> list[SweepEntry]:
     """Recover tasks whose daemon stopped caring for them; return what was done.
 
     Two passes, each in short transactions that skip rows another sweeper holds:
     claims not started within ``ATP['CLAIM_TIMEOUT']`` go back to the queue without using
     up a restart; SCHEDULED/RUNNING/PAUSED tasks not updated for their type's ``timeout``
-    (and not owned by a live daemon, which enforces its own time limits) are re-enqueued,
-    or FAILED once they have used ``maxrestart`` restarts.
+    (and not owned by a live daemon, which applies the timeout to its own handlers) are
+    re-enqueued, or FAILED once they have used ``maxrestart`` restarts.
+
+    Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``), each
+    with ``action`` "reenqueued" or "failed". ``progress(count)``, if given, hears after
+    each batch how many tasks were handled so far (``atp_cleanup`` reports long runs).
     """
     now = timezone.now()
 
@@ -32,11 +36,12 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
     def stale(task):
         return f"No update for {task.type.timeout:g} s."
 
-    done = []
+    done: list[SweepEntry] = []
     for tasks, reason, exception in (
         (TaskInstance.objects.unstarted(now, settings.CLAIM_TIMEOUT), unstarted, "claim timed out"),
         (TaskInstance.objects.stale(now, settings.WORKER_TIMEOUT), stale, "TimeoutError"),
     ):
+        before = len(done)
         done += _sweep_batches(
             tasks,
             lambda task, reason=reason, exception=exception: SweepEntry(
@@ -44,11 +49,12 @@ def reenqueue_zombie_tasks(message="") -> list[SweepEntry]:
                 str(task),
                 restart_or_fail(task.pk, _join(message, reason(task)), exception=exception),
             ),
+            progress and (lambda count, before=before: progress(before + count)),
         )
     return done
 
 
-def _sweep_batches(queryset, act) -> list[SweepEntry]:
+def _sweep_batches(queryset, act, progress=None) -> list[SweepEntry]:
     """Run ``act(task)`` on locked rows of ``queryset``, a batch per transaction."""
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
@@ -60,6 +66,8 @@ def _sweep_batches(queryset, act) -> list[SweepEntry]:
                 .order_by("pk")[:batch_size]
             )
             done += [act(task) for task in batch]
+        if progress is not None:
+            progress(len(done))
         if len(batch) < batch_size:
             return done
 
@@ -70,11 +78,21 @@ def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") 
     The one rule for every lost attempt (zombie timeout, hard time limit, crashed handler
     process, lost daemon): a claim never started goes back without using a restart; a
     started attempt uses one of the type's ``maxrestart`` restarts, and with none left the
-    task ends FAILED with ``reason`` and a note saying so. Returns "reenqueued" or "failed".
+    task ends FAILED with ``reason`` and a note saying so. Returns "reenqueued" or "failed"
+    (or "revoked": its termination was requested, so it is not run again).
     """
     with transaction.atomic():
         task = _get_task(task_id, lock=True)
         _check_owner(task, attempt, None)
+        if task.kill_signal is not None and task.status in (Status.RUNNING, Status.PAUSED):
+            # revoke(terminate=True) was asked before the attempt was lost: no re-run.
+            _transition(
+                task.pk,
+                Status.REVOKED,
+                reason,
+                fields=lambda task, moment: events.revoked_fields(True, task.kill_signal, False),
+            )
+            return "revoked"
         restarts_used = task.attempts - task.retries - 1
         fields = lambda task, moment: {"exception": exception, "traceback": ""}  # noqa: E731
         if task.status != Status.SCHEDULED and restarts_used >= task.type.maxrestart:
@@ -101,20 +119,17 @@ def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") 
         return "reenqueued"
 
 
-def touch_active_tasks(server_id) -> int:
-    """Refresh ``updated_at`` of the tasks daemon ``server_id`` owns (its heartbeat).
-
-    A live daemon vouches for its tasks, so the timeout-based zombie sweep only catches
-    tasks whose daemon stopped beating (the seed re-enqueued long handlers while they ran).
-    """
-    return TaskInstance.objects.claimed_by(server_id).update(updated_at=timezone.now())
-
-
-def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
+def recover_lost_workers(worker_timeout, message="", *, progress=None) -> list[SweepEntry]:
     """Re-enqueue (or fail) the tasks of daemons whose heartbeat is older than ``worker_timeout``.
 
-    Each lost daemon is handled by one recoverer: its Worker row is locked with SKIP LOCKED
-    and marked stopped in the same transaction as its tasks' transitions.
+    Each lost daemon is handled by one recoverer: its Worker row is locked with SKIP LOCKED.
+    Its tasks are locked with SKIP LOCKED too: a daemon frozen in the middle of a
+    transaction (SIGSTOP, a VM pause, a half-open connection) still holds the rows it was
+    writing, and waiting for them would freeze the recoverer as well. Those are left for a
+    later heartbeat (the server ends a frozen session after the daemons'
+    ``idle_in_transaction_session_timeout``); the lost daemon's row is marked stopped, in
+    the same transaction as its tasks' transitions, only once none is left. Returns
+    ``SweepEntry`` pairs; ``progress(count)`` hears the count so far after each daemon.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=worker_timeout)
@@ -135,22 +150,91 @@ def recover_lost_workers(worker_timeout, message="") -> list[SweepEntry]:
                 f"Daemon {worker.server_id} (pid {worker.pid} on {worker.hostname}) lost: "
                 f"no heartbeat for {silence:.0f} s.",
             )
-            worker.stopped_at = now
-            worker.save(update_fields=["stopped_at"])
+            tasks = TaskInstance.objects.claimed_by(worker.server_id)
+            recovered = []
             for task in (
-                TaskInstance.objects.claimed_by(worker.server_id)
-                .select_for_update(of=("self",))
+                tasks.select_for_update(skip_locked=True, of=("self",))
                 .select_related("type")
                 .order_by("pk")
             ):
                 action = restart_or_fail(task.pk, reason, exception="WorkerLostError")
-                done.append(SweepEntry(task.pk, str(task), action))
-        logger.warning("%s: recovered %d task(s)", reason, len(done))
+                recovered.append(SweepEntry(task.pk, str(task), action))
+            held = tasks.exclude(pk__in=[entry.task_id for entry in recovered]).count()
+            if not held:
+                worker.stopped_at = now
+                worker.save(update_fields=["stopped_at"])
+            done += recovered
+        logger.warning(
+            "%s: recovered %d task(s)%s",
+            reason,
+            len(recovered),
+            f"; {held} locked by a transaction still open, left for later" if held else "",
+        )
+        if progress is not None:
+            progress(len(done))
     return done
 
 
-def delete_retired_tasks() -> list[SweepEntry]:
-    """Delete ended tasks older than their type's ``timeret``, in batches; return them."""
+def reclaim_orphans(
+    server_id, holding: dict[int, int], *, ran=True, message=""
+) -> list[SweepEntry]:
+    """Give back the tasks daemon ``server_id`` owns in the database but does not run.
+
+    ``holding`` maps the task ids its pool holds to their attempt numbers. Any other
+    SCHEDULED or RUNNING task claimed by ``server_id`` is an orphan: a claim committed
+    while its reply was lost, or an earlier process with the same id. Each is handled under
+    its row lock (SKIP LOCKED). With ``ran`` (an earlier process may have run it) the
+    lost-attempt rule applies (``restart_or_fail``); without, the attempt surely never
+    started, so the task goes back to the queue as it was before the claim: no restart
+    used, and its attempt number is free again (no handler ever held it).
+    """
+    done: list[SweepEntry] = []
+    with transaction.atomic():
+        owned = (
+            TaskInstance.objects.filter(
+                server_id=str(server_id), status__in=(Status.SCHEDULED, Status.RUNNING)
+            )
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("pk")
+        )
+        for task in owned:
+            if holding.get(task.pk) == task.attempts:
+                continue
+            reason = _join(
+                message,
+                f"Daemon {server_id} does not run attempt {task.attempts}: its pool never got it "
+                + (
+                    "(an earlier process had this server id)."
+                    if ran
+                    else "(the reply to the claim was lost)."
+                ),
+            )
+            if ran or task.status != Status.RUNNING:
+                action = restart_or_fail(task.pk, reason, exception="WorkerLostError")
+            else:
+                _transition(
+                    task.pk,
+                    Status.ACCEPTED,
+                    _join(reason, "Given back to the queue (it never started; no restart used)."),
+                    event=events.TASK_RETRIED,
+                    changes=lambda task: {
+                        "server_id": "",
+                        "run_after": timezone.now(),
+                        "attempts": task.attempts - 1,
+                    },
+                    fields=lambda task, moment: {"exception": "WorkerLostError", "traceback": ""},
+                )
+                action = "given back"
+            done.append(SweepEntry(task.pk, str(task), action))
+    return done
+
+
+def delete_retired_tasks(*, progress=None) -> list[SweepEntry]:
+    """Delete ended tasks older than their type's ``timeret``, in batches.
+
+    Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``, ``action``
+    "deleted"); ``progress(count)`` hears the count so far after each batch.
+    """
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
     while True:
@@ -163,6 +247,8 @@ def delete_retired_tasks() -> list[SweepEntry]:
             )
             TaskInstance.objects.filter(pk__in=[task.pk for task in batch]).delete()
         done += [SweepEntry(task.pk, str(task), "deleted") for task in batch]
+        if progress is not None:
+            progress(len(done))
         if len(batch) < batch_size:
             break
     if done:

@@ -10,6 +10,7 @@ from atp import validation
 from atp.exceptions import InvalidInput
 from atp.models import TaskType
 from atp.tracker.core import _get_type
+from atp.tracker.deleting import delete_tasks
 
 logger = logging.getLogger("atp.tracker")
 
@@ -118,7 +119,8 @@ def unregister_task_type(identifier, force=False):
                 f"task type {identifier!r} still has {count} task(s); "
                 "pass force=True to delete them with it"
             )
-        task_type.instances.all().delete()
+        # Through the one delete rule: a subtask of another type's parent counts as revoked.
+        delete_tasks(task_type.instances.all())
         task_type.delete()
     logger.info("Unregistered task type %s (%d task(s) deleted)", identifier, count)
 

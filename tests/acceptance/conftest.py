@@ -39,12 +39,19 @@ class Daemons:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *args, settings=None) -> subprocess.Popen:
-        """Start ``manage.py atpd *args`` with ATP settings overrides."""
+    def start(self, *args, settings=None, faults=None, url=None) -> subprocess.Popen:
+        """Start ``manage.py atpd *args`` with ATP settings overrides.
+
+        ``faults`` plants faults in the daemon (``tests.support.faults``); ``url`` is the
+        database it connects to (default: the test database).
+        """
         env = dict(os.environ)
-        env["DATABASE_URL"] = database_url()
+        env["DATABASE_URL"] = url or database_url()
         env["ATP_SETTINGS"] = json.dumps({**FAST, **(settings or {})})
         env["ATP_LOG_LEVEL"] = "DEBUG"
+        if faults:
+            env["DJANGO_SETTINGS_MODULE"] = "tests.support.faults.settings"
+            env["ATP_TEST_FAULTS"] = json.dumps(faults)
         log = open(self.log_dir / f"atpd-{len(self.procs)}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "atpd", *args],

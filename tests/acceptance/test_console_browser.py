@@ -111,6 +111,28 @@ def test_dashboard_count_changes_without_a_reload(live_server, chrome):
         what="the live count to change after resuming",
     )
 
+    # The task list refreshes its rows in place too: status, progress, times.
+    task_id, attempt = start("q3-2024")
+    chrome.get(live_server.url + "/admin/atp/taskinstance/")
+    chrome.execute_script("window.atpNoReload = 'the list';")
+    row = chrome.find_element(By.XPATH, f"//tr[.//a[text()='{task_id}']]")
+    assert "RUNNING" in row.find_element(By.CSS_SELECTOR, ".field-status_badge").text
+    assert row.find_element(By.CSS_SELECTOR, ".field-finished").text == "—"
+    tracker.set_task_progress(task_id, 1, 2, attempt=attempt)
+    wait_until(
+        lambda: row.find_elements(By.CSS_SELECTOR, '.field-progress_bar [title="50%"]'),
+        timeout=30,
+        what="the progress bar to refresh",
+    )
+    tracker.stop_task_success(task_id, "Rendered.", attempt=attempt)
+    wait_until(
+        lambda: "FINISHED" in row.find_element(By.CSS_SELECTOR, ".field-status_badge").text,
+        timeout=30,
+        what="the row's status to refresh",
+    )
+    assert row.find_element(By.CSS_SELECTOR, ".field-finished").text != "—"
+    assert chrome.execute_script("return window.atpNoReload") == "the list"
+
 
 def test_search_for_exception_text_finds_the_task(live_server, chrome):
     from selenium.webdriver.common.by import By

@@ -124,8 +124,9 @@ def test_a_hanging_handler_is_killed_at_its_timeout_and_fails_after_maxrestart(d
     task = TaskInstance.objects.get(pk=task_id)
     assert (task.status, task.attempts) == (Status.FAILED, 2)
     messages = list(task.log.values_list("message", flat=True))
-    assert any("time limit of 1 s" in m and "Re-enqueued" in m for m in messages)
-    assert "maxrestart" in messages[-1] and "time limit" in messages[-1]
+    # Silent (no heartbeat) for longer than its timeout: killed as a zombie (issue 14.12).
+    assert any("timeout of 1 s" in m and "Re-enqueued" in m for m in messages)
+    assert "maxrestart" in messages[-1] and "silent for" in messages[-1]
 
 
 def test_crashing_handlers_do_not_stop_the_daemon(daemons):

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.test import override_settings
 from django.utils import timezone
 
 from atp import tracker
@@ -74,7 +76,7 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
     lost = WorkerFactory(server_id="lost-daemon", heartbeat_at=long_ago)
     owned = TaskInstanceFactory(type=kind, status=Status.RUNNING, server_id=lost.server_id)
 
-    call_command("atp_cleanup", "--dry-run")
+    call_command("atp_cleanup", "--dry-run", verbosity=2)  # -v 2 lists every task (14.16)
     preview = capsys.readouterr().out
     assert f"would handle lost      cron::{owned.identifier}" in preview
     assert f"zombie    cron::{zombie.identifier}" in preview
@@ -82,7 +84,7 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
     assert TaskInstance.objects.filter(status=Status.RUNNING).count() == 2
     assert TaskInstance.objects.filter(pk=retired.pk).exists()
 
-    call_command("atp_cleanup")
+    call_command("atp_cleanup", verbosity=2)
     report = capsys.readouterr().out
     assert f"reenqueued cron::{owned.identifier}" in report
     assert f"reenqueued cron::{zombie.identifier}" in report
@@ -91,6 +93,27 @@ def test_atp_cleanup_reports_and_dry_run_changes_nothing(db, capsys):
     assert not TaskInstance.objects.filter(pk=retired.pk).exists()
     assert statuses([owned.pk, zombie.pk]) == {Status.ACCEPTED}
     assert Worker.objects.get(pk=lost.pk).stopped_at is not None
+
+
+@override_settings(ATP={"CLEANUP_BATCH_SIZE": 10})
+def test_atp_cleanup_shows_progress_and_a_summary_not_every_task(db, capsys, monkeypatch):
+    """Issue 14.16: long runs report progress; each task is listed only with -v 2."""
+    from atp.management.commands import atp_cleanup
+
+    monkeypatch.setattr(atp_cleanup, "PROGRESS_EVERY", 0.0)  # a line after every batch
+    kind = TaskTypeFactory(identifier="cron", timeout=60, timeret=10)
+    retired = TaskInstanceFactory.create_batch(35, type=kind, status=Status.FINISHED)
+    TaskInstance.objects.filter(pk__in=[task.pk for task in retired]).update(
+        finished_at=timezone.now() - timedelta(hours=1)
+    )
+    call_command("atp_cleanup")
+    lines = capsys.readouterr().out.splitlines()
+    progress = [re.match(r"retired: (\d+) task\(s\) so far \(", line) for line in lines]
+    assert [int(match[1]) for match in progress if match] == [10, 20, 30, 35]
+    assert any(line.startswith("retired ") and "35 deleted" in line for line in lines)
+    assert any(line.startswith("zombies ") and "nothing to do" in line for line in lines)
+    assert lines[-1] == "35 task(s) handled."
+    assert not any(line.startswith("deleted ") for line in lines)  # no per-task lines
 
 
 @pytest.mark.slow  # run by make test-postgres only (see Makefile)
@@ -186,16 +209,18 @@ def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
 def test_atp_cleanup_is_safe_beside_running_daemons(daemons, capsys):
     """A cron cleanup never touches tasks a live daemon runs, even past their timeout.
 
-    The handlers run 1.5 s against a 1 s timeout, and the daemon heartbeats only every 3 s,
-    so their last update is older than the timeout: only the live-owner rule protects them.
+    The handlers run 1.5 s against a 1 s timeout, so their last update is older than the
+    timeout: only the live-owner rule keeps cron away. The daemon applies the timeout to
+    its own handlers at its heartbeats (issue 14.12), here every 6 s, so both tasks end
+    before its first check (two tasks, not four: they must all run at once).
     """
     tracker.register_task_type(
         "acc.sleep", "tests.support.handlers.sleep", timeout=1, hard_time_limit=30
     )
-    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(4)]
-    daemons.start("-n", "2", settings={"HEARTBEAT_INTERVAL": 3, "WORKER_TIMEOUT": 10})
+    ids = [tracker.enqueue_task("acc.sleep", f"s{n}", {"seconds": 1.5}) for n in range(2)]
+    daemons.start("-n", "2", settings={"HEARTBEAT_INTERVAL": 6, "WORKER_TIMEOUT": 20})
     runs = 0
-    while TaskInstance.objects.filter(status=Status.FINISHED).count() < 4:
+    while TaskInstance.objects.filter(status=Status.FINISHED).count() < 2:
         call_command("atp_cleanup")
         assert capsys.readouterr().out.endswith("0 task(s) handled.\n")
         runs += 1

@@ -306,3 +306,21 @@ def test_rabbitmq_outage_loses_no_event_and_one_receiver_gets_each_once(rabbit_r
         collector.stop()
     assert _received(collector) == stored
     assert "resumed" in daemons.output(daemon)
+
+
+@needs_redis_server
+def test_an_error_in_the_relay_step_is_contained(private_redis, daemons):
+    """14.2: the relay's step fails with an error three times; it logs it with the traceback,
+    backs off and resumes, and the daemon runs its tasks meanwhile."""
+    tracker.register_task_type("rl.noop", "tests.support.handlers.noop")
+    daemon = daemons.start(
+        "-n", "2", settings={"EVENTS_BROKER_URL": private_redis.url()}, faults={"relay": 3}
+    )
+    for n in range(5):
+        tracker.enqueue_task("rl.noop", f"r{n}")
+    wait_until(lambda: TaskInstance.objects.terminal().count() == 5, what="the tasks to run")
+    wait_until(relayed_everything, what="the relay to resume and publish every event")
+    output = daemons.output(daemon)
+    assert "PlantedFault" in output and "Traceback" in output
+    assert "Event relay of" in output and "resumed" in output
+    assert daemon.poll() is None

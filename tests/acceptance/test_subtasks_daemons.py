@@ -75,3 +75,25 @@ def test_counts_stay_exact_when_one_daemon_is_killed_mid_run(daemons):
         for a in TaskInstance.objects.filter(parent_id=parent_id).values_list("attempts", flat=True)
     )
     _assert_parent_ended_after_its_last_subtask(parent_id)
+
+
+def test_item_counts_from_concurrent_subtasks_add_up_exactly(daemons):
+    """Issue 14.10: 40 subtasks on two daemons × 4 handlers each report 25 counts at once."""
+    tracker.register_task_type("acc.fan", "tests.support.handlers.fan_out")
+    tracker.register_task_type("acc.count", "tests.support.handlers.counting_item")
+    steps = [{"succeeded": 1}, {"failed": 1}, {"skipped": 1}, {"succeeded": 2}, {"failed": 0}]
+    items = [{"counts": steps * 5} for _ in range(40)]
+    parent_id = tracker.enqueue_task("acc.fan", "parent", {"type": "acc.count", "items": items})
+    for _ in range(2):
+        daemons.start("-n", "4")
+    wait_until(lambda: _ended(parent_id), timeout=90, what="the parent to end")
+    parent = TaskInstance.objects.get(pk=parent_id)
+    assert parent.status == Status.FINISHED
+    # Per subtask: 5 × (1 + 2) succeeded, 5 × 1 failed, 5 × 1 skipped; attempted = s + f.
+    assert parent.progress["items"] == {
+        "attempted": 40 * 20,
+        "succeeded": 40 * 15,
+        "failed": 40 * 5,
+        "skipped": 40 * 5,
+    }
+    assert all(entry["items"]["attempted"] == 20 for entry in parent.progress["subtasks"].values())

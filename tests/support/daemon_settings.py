@@ -6,7 +6,7 @@ comes in ``ATP_TEST_DATABASE_NAME``, so a daemon sees exactly what the test wrot
 
 import os
 
-from settings import *  # noqa: F403
-from settings import DATABASES
+from tests.settings import *  # noqa: F403
+from tests.settings import DATABASES
 
 DATABASES["default"]["NAME"] = os.environ["ATP_TEST_DATABASE_NAME"]

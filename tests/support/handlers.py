@@ -27,6 +27,15 @@ def sleep(task_status, input):
     time.sleep(float((input or {}).get("seconds", 1)))
 
 
+def heartbeating_sleep(task_status, input):
+    """Sleep ``input["seconds"]`` seconds, calling ``heartbeat()`` every ``input["every"]``."""
+    deadline = time.monotonic() + float(input["seconds"])
+    while time.monotonic() < deadline:
+        task_status.heartbeat()
+        time.sleep(min(float(input["every"]), max(0.0, deadline - time.monotonic())))
+    return "done"
+
+
 def exit_hard(task_status, input):
     """Kill the process running the handler without any clean-up."""
     os._exit(1)
@@ -190,6 +199,20 @@ def item(task_status, input):
         raise RuntimeError(f"item {input.get('n')} failed on purpose")
 
 
+def fan_out_then_succeed(task_status, input):
+    """Spawn subtasks, then try to end the (now WAITING) task itself (issue 14.7)."""
+    task_status.spawn_subtasks(input["type"], input["items"])
+    task_status.set_success("the handler says it is done")
+
+
+def counting_item(task_status, input):
+    """A subtask reporting item counts ``input["counts"]`` (``add_item_counts``) in steps."""
+    for step in input["counts"]:
+        task_status.add_item_counts(**step)
+    if input.get("fail"):
+        raise RuntimeError("counting item failed on purpose")
+
+
 def wait_for_abort(task_status, input):
     """Run until aborted (checking ``is_aborted``), at most ``input["seconds"]`` seconds."""
     deadline = time.monotonic() + float((input or {}).get("seconds", 30))
@@ -205,3 +228,64 @@ def oom_killed(task_status, input):
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def ignore_sigterm(task_status, input):
+    """Ignore SIGTERM, then sleep ``input["seconds"]`` and succeed (a handler that survives it)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(float((input or {}).get("seconds", 30)))
+    return "survived"
+
+
+def catch_sigterm(task_status, input):
+    """On SIGTERM, return at once as if all went well (the task must still end REVOKED)."""
+    import signal
+
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
+    deadline = time.monotonic() + float((input or {}).get("seconds", 30))
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "returned after SIGTERM"
+
+
+class _Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("this exception cannot be printed")
+
+
+def raise_base_exception(task_status, input):
+    """Raise ``KeyboardInterrupt``, ``GeneratorExit`` or an exception whose ``__str__`` raises."""
+    kind = (input or {}).get("kind")
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if kind == "GeneratorExit":
+        raise GeneratorExit
+    raise _Unprintable
+
+
+# --- text no database can store (issue 14.1) ----------------------------------------------
+
+
+def raise_nul(task_status, input):
+    """Raise an exception whose text holds a NUL character."""
+    raise ValueError("bad\x00byte")
+
+
+def raise_surrogate(task_status, input):
+    """Raise an exception whose text holds a lone surrogate."""
+    raise ValueError("bad\ud800byte")
+
+
+class _NulRepr:
+    def __repr__(self):
+        return "result\x00repr\udcff"
+
+
+def unstorable_everywhere(task_status, input):
+    """Report progress, store a response and return a result, each with NUL or a surrogate."""
+    task_status.set_progress(1, 2, "half\x00way \ud800")
+    task_status.store_response(b"ok", "text/plain; x=\x00")
+    return _NulRepr()

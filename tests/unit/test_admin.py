@@ -315,3 +315,24 @@ def test_workers_cannot_be_added_or_edited(superuser_client):
     superuser_client.post(f"{ADMIN}worker/{worker.pk}/change/", {"hostname": "x", "pid": 1})
     worker.refresh_from_db()
     assert worker.hostname == "testhost"
+
+
+def test_item_counts_show_on_the_parent_and_subtask_pages(superuser_client):
+    """Issue 14.10: the parent's totals and a subtask's own counts, on their pages."""
+    kind = TaskTypeFactory(identifier="fan")
+    table = {
+        "items": {"attempted": 7, "succeeded": 5, "failed": 2, "skipped": 1},
+        "subtask_type": "fan",
+        "subtasks": {
+            "c1": {
+                "status": "FINISHED",
+                "items": {"attempted": 3, "succeeded": 3, "failed": 0, "skipped": 0},
+            }
+        },
+    }
+    parent = TaskInstanceFactory(type=kind, status=Status.WAITING, progress=table)
+    child = TaskInstanceFactory(type=kind, identifier="c1", parent=parent, status=Status.FINISHED)
+    page = superuser_client.get(f"{TASKS}{parent.pk}/change/").content.decode()
+    assert "7 attempted, 5 succeeded, 2 failed, 1 skipped" in page
+    page = superuser_client.get(f"{TASKS}{child.pk}/change/").content.decode()
+    assert "3 attempted, 3 succeeded, 0 failed, 0 skipped" in page

@@ -6,6 +6,7 @@ import pickle
 import sys
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from atp.daemon import child_setup
@@ -15,7 +16,7 @@ def test_settings_from_a_module_travel_as_its_name(monkeypatch):
     monkeypatch.setenv(child_setup.SETTINGS_FILE_ENV, "/nonexistent/left-over")
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "not.the.one.in.use")
     assert child_setup.export_settings() is None
-    assert os.environ["DJANGO_SETTINGS_MODULE"] == "settings"  # pytest-django's, in use
+    assert os.environ["DJANGO_SETTINGS_MODULE"] == django_settings.SETTINGS_MODULE  # in use
     assert child_setup.SETTINGS_FILE_ENV not in os.environ
 
 

@@ -291,3 +291,33 @@ def test_malformed_rate_in_the_database_is_ignored_not_fatal(task_type, enqueue)
     TaskType.objects.filter(pk=task_type.pk).update(rate_limit="lots")
     ids = [enqueue() for _ in range(2)]
     assert tracker.dequeue_task("server-1", limit=2) == ids
+
+
+@pytest.mark.parametrize(
+    "name", ["SIGSTOP", "SIGTSTP", "SIGCONT", "SIGTTIN", "SIGTTOU", "SIGCHLD", "WINCH", "19"]
+)
+def test_revoke_refuses_signals_that_do_not_terminate(running, name):
+    """15.6: a stopped handler would hold its slot for ever; an ignored signal does nothing."""
+    task_id, _ = running()
+    with pytest.raises(InvalidInput, match="does not terminate"):
+        control.revoke(task_id, terminate=True, signal=name)
+    task = TaskInstance.objects.get(pk=task_id)
+    assert task.status == Status.RUNNING and task.kill_signal is None
+
+
+def test_a_terminate_request_outlives_no_attempt(running):
+    """15.6: the attempt that was asked to terminate ends REVOKED, even when its daemon was
+    lost before acting, and no later attempt inherits the request."""
+    task_id, attempt = running()
+    control.revoke(task_id, terminate=True)
+    assert tracker.restart_or_fail(task_id, "daemon lost", attempt=attempt) == "revoked"
+    task = TaskInstance.objects.get(pk=task_id)
+    assert task.status == Status.REVOKED
+    assert task.log.get(event="task-revoked").fields["terminated"] is True
+
+
+def test_a_terminated_handler_that_reports_success_ends_revoked(running):
+    task_id, attempt = running()
+    control.revoke(task_id, terminate=True, signal="SIGUSR1")
+    tracker.finish_tasks([(task_id, attempt, "'fine'")])
+    assert TaskInstance.objects.get(pk=task_id).status == Status.REVOKED

@@ -75,7 +75,7 @@ def test_bad_identifier_is_refused_and_nothing_written(enqueue, identifier, matc
 
 
 def test_identifier_of_64_characters_is_accepted(enqueue):
-    assert tracker.get_task_identifier(enqueue("x" * 64)) == "x" * 64
+    assert tracker.get_task_identifier(enqueue("x" * 64)).identifier == "x" * 64
 
 
 def test_unknown_type_is_refused_and_nothing_written(db):

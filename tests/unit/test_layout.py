@@ -57,6 +57,9 @@ DAEMON_USERS = (
     "atp.management.commands.atpd",
     "atp.management.commands.atp_bench",
     "atp.bench.throughput",
+    # drain() and eager mode run tasks in the caller's process with the daemon's own runner
+    # (issue 17): an in-process atpd.
+    "atp.testing",
 )
 
 

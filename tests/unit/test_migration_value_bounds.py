@@ -1,4 +1,4 @@
-"""Migrations 0009 and 0010 repair rows older versions let in: the task list works again.
+"""Migrations 0010 and 0011 repair rows older versions let in: the task list works again.
 
 A far-future eta (``9999-12-31T23:59-12:00``, year 10000 in UTC) was committed on
 PostgreSQL, and then ``GET api/tasks`` and the admin's task list answered 500 for everyone:
@@ -15,8 +15,8 @@ from django.test import Client
 from atp import tracker, validation
 from atp.models import TaskInstance, TaskType
 
-BEFORE = ("atp", "0008_flow_control")
-THIS = ("atp", "0010_value_bounds")
+BEFORE = ("atp", "0009_worker_instance")
+THIS = ("atp", "0011_value_bounds")
 
 
 @pytest.fixture

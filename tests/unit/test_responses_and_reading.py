@@ -85,7 +85,8 @@ def test_get_task_info_identifier_and_status(enqueue):
     info = tracker.get_task_info(task_id)
     assert info == ("test.noop", "job-1", Status.SCHEDULED, "SCHEDULED")
     assert (info.type, info.identifier, info.status, info.status_name) == tuple(info)
-    assert tracker.get_task_identifier(task_id) == "job-1"
+    assert tracker.get_task_identifier(task_id) == ("test.noop", "job-1")  # the seed's tuple
+    assert tracker.get_task_identifier(task_id).identifier == "job-1"
     status = tracker.get_task_status(task_id)
     assert status == (2, "SCHEDULED")
     assert (status.status, status.status_name) == (Status.SCHEDULED, "SCHEDULED")

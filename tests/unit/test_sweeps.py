@@ -44,7 +44,8 @@ def test_stale_running_or_paused_task_is_reenqueued(zombie_type, status):
 
     done = tracker.reenqueue_zombie_tasks()
 
-    assert done == [(task_id, "zombie::job-1", "reenqueued")]
+    assert done == [(task_id, "zombie::job-1")]
+    assert done[0].action == "reenqueued"
     task = _task(task_id)
     assert (task.status, task.server_id, task.attempts) == (Status.ACCEPTED, "", 1)
     assert events_of(task_id)[-1] == "task-retried"
@@ -62,7 +63,9 @@ def test_stale_scheduled_task_is_reenqueued_without_failing(db):
     tracker.dequeue_task("server-1")
     age(TaskInstance.objects.filter(pk=task_id), 30)  # past timeout, not past CLAIM_TIMEOUT
 
-    assert tracker.reenqueue_zombie_tasks() == [(task_id, "quick::job-1", "reenqueued")]
+    assert [(*entry, entry.action) for entry in tracker.reenqueue_zombie_tasks()] == [
+        (task_id, "quick::job-1", "reenqueued")
+    ]
     assert _task(task_id).status == Status.ACCEPTED
 
 
@@ -113,7 +116,9 @@ def test_maxrestart_0_fails_the_first_stale_attempt(db):
     _start(task_id)
     age(TaskInstance.objects.filter(pk=task_id), 61)
 
-    assert tracker.reenqueue_zombie_tasks() == [(task_id, "once::job-1", "failed")]
+    assert [(*entry, entry.action) for entry in tracker.reenqueue_zombie_tasks()] == [
+        (task_id, "once::job-1", "failed")
+    ]
 
     task = _task(task_id)
     assert task.status == Status.FAILED and task.finished_at is not None
@@ -168,7 +173,9 @@ def test_unstarted_claim_is_given_back_without_using_a_restart(db):
     for _ in range(3):
         tracker.dequeue_task("server-1")
         age(TaskInstance.objects.filter(pk=task_id), 61)  # past CLAIM_TIMEOUT (60 s)
-        assert tracker.reenqueue_zombie_tasks() == [(task_id, "slow::job-1", "reenqueued")]
+        assert [(*e, e.action) for e in tracker.reenqueue_zombie_tasks()] == [
+            (task_id, "slow::job-1", "reenqueued")
+        ]
         task = _task(task_id)
         assert (task.status, task.server_id, task.attempts) == (Status.ACCEPTED, "", 0)
     record = task.log.latest("id")
@@ -193,15 +200,22 @@ def test_claim_timeout_is_a_setting(task_type):
     assert [entry.task_id for entry in tracker.reenqueue_zombie_tasks()] == [task.pk]
 
 
-def test_sweep_entries_unpack_as_id_name_action(zombie_type):
+def test_sweep_entries_unpack_as_the_seeds_id_name_pairs(zombie_type):
+    """Issue 14.15: the seed's pairs; what was done is the ``action`` attribute."""
     task = TaskInstanceFactory(type=zombie_type, identifier="job-9", status=Status.RUNNING)
     age(TaskInstance.objects.filter(pk=task.pk), 61)
 
-    [entry] = tracker.reenqueue_zombie_tasks()
-    task_id, name, action = entry
+    pairs = [(task_id, name) for task_id, name in tracker.reenqueue_zombie_tasks()]
 
-    assert (task_id, name, action) == (task.pk, "zombie::job-9", "reenqueued")
-    assert (entry.task_id, entry.name, entry.action) == (task_id, name, action)
+    assert pairs == [(task.pk, "zombie::job-9")]
+    assert TaskInstance.objects.get(pk=task.pk).status == Status.ACCEPTED
+    entry = tracker.SweepEntry(task.pk, "zombie::job-9", "reenqueued")
+    assert (entry.task_id, entry.name, entry.action, len(entry)) == (
+        task.pk,
+        "zombie::job-9",
+        "reenqueued",
+        2,
+    )
 
 
 @override_settings(ATP={"CLEANUP_BATCH_SIZE": 2})
@@ -239,9 +253,8 @@ def test_retired_tasks_are_deleted_and_returned(kept_a_minute):
 
     done = tracker.delete_retired_tasks()
 
-    assert sorted(done) == sorted(
-        (task.pk, f"brief::{task.identifier}", "deleted") for task in retired
-    )
+    assert sorted(done) == sorted((task.pk, f"brief::{task.identifier}") for task in retired)
+    assert {entry.action for entry in done} == {"deleted"}
     assert not TaskInstance.objects.exists()
 
 

@@ -97,7 +97,7 @@ def test_taskstatus_reports_the_tasks_info(claimed):
     seen = json.loads(tracker.get_task_response("introspect", "job-1")[0])
     assert seen == {
         "info": ["introspect", "job-1", Status.RUNNING, "RUNNING"],
-        "identifier": "job-1",
+        "identifier": ["introspect", "job-1"],
         "status": [Status.RUNNING, "RUNNING"],
         "attempt": 1,
         "soft_time_limit": 30.0,

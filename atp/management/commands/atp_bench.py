@@ -50,7 +50,8 @@ class Command(BaseCommand):
             "--sections",
             type=section_list,
             default=list(bench.SECTIONS),
-            help="Comma-separated: enqueue,drain,latency,backlog,workflow,pgbench (default all).",
+            help="Comma-separated: enqueue,drain,latency,backlog,workflow,pgbench,async "
+            "(default all).",
         )
         parser.add_argument("--tasks", type=int, default=5000, help="Tasks per drain run.")
         parser.add_argument("--runs", type=int, default=3, help="Runs per figure (median).")

@@ -21,3 +21,7 @@ class Command(BaseCommand):
         types = register_examples()
         ids = enqueue_examples(count)
         self.stdout.write(f"Registered {len(types)} example task types; enqueued {len(ids)} tasks.")
+        self.stdout.write(
+            f"The {count} example.fail task(s) will end FAILED on purpose (their handler "
+            "always raises); atp_status explains the counts."
+        )

@@ -2,7 +2,7 @@
 
 """Bounds on every number and moment (issue 15), step 1: repair rows outside them.
 
-Step 2 (0010) adds the CHECK constraints; PostgreSQL refuses to alter a table in the
+Step 2 (0011) adds the CHECK constraints; PostgreSQL refuses to alter a table in the
 transaction that updated it (pending trigger events), hence two migrations.
 
 The constants are written out here, as a migration must not change when the code does; they
@@ -51,7 +51,7 @@ def repair_out_of_range_rows(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("atp", "0008_flow_control"),
+        ("atp", "0009_worker_instance"),
     ]
 
     operations = [

@@ -1,6 +1,6 @@
 """Bounds on every number and moment (issue 15), step 2: the CHECK constraints.
 
-They hold the bounds of atp.validation; 0009 clamped the rows outside them first.
+They hold the bounds of atp.validation; 0010 clamped the rows outside them first.
 """
 
 import datetime
@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("atp", "0009_repair_out_of_range_rows"),
+        ("atp", "0010_repair_out_of_range_rows"),
     ]
 
     operations = [

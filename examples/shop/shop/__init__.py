@@ -1,0 +1,1 @@
+"""The shop app: orders whose follow-up work runs as ATP tasks."""

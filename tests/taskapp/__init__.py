@@ -1,0 +1,1 @@
+"""A test app whose ``tasks`` module holds decorated tasks (found by autodiscovery)."""
