@@ -129,7 +129,7 @@ def point_default_at(url: str):
     target = dj_database_url.parse(url)
     connection.close()
     connection.settings_dict.update(
-        {key: target[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")}
+        {key: target[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")}  # type: ignore[literal-required]
     )
     try:
         yield

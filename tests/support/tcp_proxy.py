@@ -11,8 +11,9 @@ import select
 import socket
 import threading
 
-#: The simple-query message psycopg sends to commit (PostgreSQL protocol: 'Q', length, text).
-COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
+#: The text of a COMMIT as it crosses the wire: in psycopg2's simple-query message ('Q',
+#: length, text) and in the extended protocol's Parse message psycopg 3 may send alike.
+COMMIT = b"COMMIT\x00"
 
 
 class CommitCutter:
