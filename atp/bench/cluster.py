@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.db import connections
 
@@ -126,10 +127,11 @@ def point_default_at(url: str):
 
     connection = connections["default"]
     saved = dict(connection.settings_dict)
-    target = dj_database_url.parse(url)
+    # A plain dict: the parsed config's TypedDict type differs between library versions.
+    target: dict[str, Any] = dict(dj_database_url.parse(url))
     connection.close()
     connection.settings_dict.update(
-        {key: target[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")}  # type: ignore[literal-required]
+        {key: target[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")}
     )
     try:
         yield
