@@ -19,9 +19,7 @@ from atp.admin import bulk
 from atp.models import Status, TaskInstance
 from tests.acceptance.conftest import wait_until
 from tests.acceptance.test_admin_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    FLAGS,
+    browser,  # noqa: F401  (the fixture)
     click_through,
     screenshot,
 )
@@ -31,23 +29,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def chrome():
-    """Headless Chromium at 1400 px, as test_admin_browser's ``chrome`` fixture."""
-    import os
-
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("needs Debian's chromium and chromium-driver (scripts/ensure-services)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
+def chrome(browser):  # noqa: F811  (the imported fixture)
+    """Headless Chromium at 1400 px: test_admin_browser's ``browser`` fixture."""
+    return browser
 
 
 def log_in(chrome, live_server):
