@@ -195,7 +195,7 @@ class TaskType(models.Model):
 
 #: The claim order, written once: higher priority first, then the earliest due, then the
 #: oldest. ``TaskInstanceQuerySet.ready``, the ready index (``atp_task_ready``) and the claim
-#: statement of ``atp.tracker.batch_sql`` (through ``atp.sql.order_by``) all use it.
+#: statement (``atp.sql.claim``, through its ``order_by``) all use it.
 CLAIM_ORDER = ("-priority", "run_after", "id")
 
 
@@ -300,7 +300,7 @@ class TaskInstance(models.Model):
     )
     # Set (under the row lock) when a task is enqueued that depends on this one, so that
     # ending this task takes the path that releases its dependents (atp.tracker.dependencies).
-    # db_default: the one-statement enqueue (atp.sql) names only the columns it sets.
+    # db_default: the one-statement enqueue (atp.sql.enqueue) names only the columns it sets.
     has_dependents = models.BooleanField(default=False, db_default=False)
     workflow = models.ForeignKey(
         "Workflow",

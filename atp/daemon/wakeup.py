@@ -1,6 +1,6 @@
 """Waking an idle daemon the moment a task is enqueued (PostgreSQL LISTEN/NOTIFY).
 
-``enqueue_task`` sends ``NOTIFY atp_enqueued`` in its transaction (atp.sql), so PostgreSQL
+``enqueue_task`` sends ``NOTIFY atp_enqueued`` in its transaction (atp.sql.notify), so PostgreSQL
 delivers it on commit. The daemon waits on this listener's socket beside its pool, so an
 idle daemon claims a new task within milliseconds instead of a poll interval. On SQLite, or
 while the listening connection is down, the daemon falls back to polling; a listening

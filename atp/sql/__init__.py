@@ -1,460 +1,58 @@
-"""The few statements ATP needs beyond the ORM, one function per vendor-specific idea."""
+"""The statements ATP needs beyond the ORM, each in one named module (most are PostgreSQL's).
 
-import contextlib
-import functools
-import hashlib
-import json
-import re
-import time
-import weakref
-from dataclasses import dataclass
+- ``claim``: claim and start a batch of due tasks in one statement (``CLAIM``)
+- ``finish``: end a batch of succeeded attempts as FINISHED (``FINISH``)
+- ``log_records``: a batch's log records in one INSERT (``INSERT_LOG``)
+- ``enqueue``: tasks and their log records in one prepared statement (``enqueue_rows``)
+- ``locks``: advisory locks (queue limits, unique keys, rate limits), a table's settled id
+- ``notify``: LISTEN/NOTIFY that wakes idle daemons
+- ``stats``: row and value estimates from PostgreSQL's statistics (the admin's lists)
+- ``vendor``: which database this is; ``driver``: where psycopg 3 and psycopg2 differ;
+  ``errors``: which database errors mean "busy, try again"
 
-from django.db import DatabaseError, connection, transaction
+The batch statements are run, and their rows turned into objects, by ``atp.tracker.batch_sql``
+beside the ORM paths they shortcut. The tracker calls the functions below through this package
+(``sql.is_postgresql()``, ``sql.enqueue_rows(…)``), so a test that replaces one here switches
+the tracker's path.
+"""
 
-from atp.sql import driver
-
-#: First key of ATP's PostgreSQL advisory locks ("ATP" in ASCII), so they cannot collide
-#: with the application's own advisory locks on the same database.
-ADVISORY_LOCK_CLASS = 0x415450
-
-#: First key of the advisory lock that serialises rate-limited claims.
-RATE_LIMIT_LOCK_CLASS = ADVISORY_LOCK_CLASS + 1
-#: Longest a claim waits for that lock before it counts the rate-limited types as full.
-RATE_LIMIT_LOCK_WAIT = 0.5
-
-#: First key of the advisory locks of unique keys (one per task type and unique_key).
-UNIQUE_LOCK_CLASS = ADVISORY_LOCK_CLASS + 2
-
-#: The channel on which enqueues notify idle daemons (PostgreSQL LISTEN/NOTIFY).
-NOTIFY_CHANNEL = "atp_enqueued"
-#: The payload (on ``NOTIFY_CHANNEL``) saying that a queue was paused or resumed.
-PAUSES_CHANGED = "atp:pauses"
-
-
-def order_by(fields) -> str:
-    """The SQL ``ORDER BY`` list of Django ordering ``fields``: ``"-priority"`` is
-    ``priority DESC``. Column names only (no lookups), as in ``models.CLAIM_ORDER``."""
-    return ", ".join(f"{name[1:]} DESC" if name.startswith("-") else name for name in fields)
-
-
-def is_postgresql() -> bool:
-    """Whether the default database is PostgreSQL."""
-    return connection.vendor == "postgresql"
-
-
-def lock_queue_scope(scope_id: int) -> None:
-    """Serialise queue-limit checks of one scope until the current transaction ends.
-
-    Counting waiting tasks and inserting one is a check-then-act race under READ COMMITTED:
-    two enqueuers could both see room for one more. A transaction-scoped advisory lock per
-    scope (a type with its own limit, or 0 for the shared queue) makes the pair atomic
-    without locking any table row. SQLite needs nothing: its writers are already serialised.
-    """
-    if is_postgresql():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_CLASS, scope_id])
-
-
-def unique_lock_ids(type_id: int, keys) -> list[int]:
-    """The second keys of the advisory locks of ``keys`` of a type: sorted, no repeats.
-
-    A stable 32-bit hash of (type, key): every process computes the same lock for a key.
-    Two keys that happen to share a hash only wait for each other, never mix up. Sorted, so
-    enqueuers that lock several keys always take them in the same order (no deadlock).
-    """
-    ids = set()
-    for key in keys:
-        digest = hashlib.sha1(f"{type_id}:{key}".encode()).digest()  # noqa: S324 (a hash)
-        ids.add(int.from_bytes(digest[:4], "big", signed=True))
-    return sorted(ids)
-
-
-def lock_unique_keys(type_id: int, keys) -> None:
-    """Serialise enqueues of the same unique keys of a type until the transaction ends.
-
-    Checking whether a key is held and inserting its task is a check-then-act race under
-    READ COMMITTED; with the lock held, the check (a later statement) sees every task that
-    another enqueuer of the key committed. SQLite needs nothing: its writers are serialised.
-    """
-    if is_postgresql() and keys:
-        with connection.cursor() as cursor:
-            # One statement per execute (see enqueue_rows), in unique_lock_ids' order.
-            for lock_id in unique_lock_ids(type_id, keys):
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [UNIQUE_LOCK_CLASS, lock_id])
-
-
-def notify_pauses() -> None:
-    """Tell the daemons to read the paused queues again (delivered on commit)."""
-    if is_postgresql():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, PAUSES_CHANGED])
-
-
-def notify_enqueued(queue: str) -> None:
-    """Wake daemons listening for new tasks; PostgreSQL delivers it when the transaction commits."""
-    if is_postgresql():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
-
-
-def lock_rate_limits() -> bool:
-    """Serialise rate-limited claims across daemons until the current transaction ends.
-
-    Counting a type's recent claims and claiming one more must not interleave, or two
-    daemons would both see room for the same last slot. One lock for all rate-limited
-    types (taken only by claims that meet one) cannot deadlock, and costs little: a
-    rate-limited type is by definition claimed rarely. The lock is re-entrant within the
-    transaction. SQLite needs nothing: its write transactions are already serialised.
-
-    Waits at most ``RATE_LIMIT_LOCK_WAIT`` seconds, then returns False, and the caller
-    counts the rate-limited types as full for now: a daemon frozen inside its claim (which
-    holds the lock until the server ends its session) must not stop every other daemon's
-    claims with it. A live holder keeps it for milliseconds.
-    """
-    if not is_postgresql():
-        return True
-    deadline = time.monotonic() + RATE_LIMIT_LOCK_WAIT
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", [RATE_LIMIT_LOCK_CLASS])
-            if cursor.fetchone()[0]:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-
-
-# --- row-count estimates (the admin's lists on big tables) ------------------------------
-
-
-def estimated_table_rows(table: str) -> int | None:
-    """PostgreSQL's estimate of a table's row count (``pg_class.reltuples``), no scan.
-
-    None when unknown: not PostgreSQL, or the table was never vacuumed/analysed (-1).
-    """
-    if not is_postgresql():
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] >= 0 else None
-
-
-def planned_rows(queryset) -> int | None:
-    """The planner's row estimate for a queryset (``EXPLAIN``), without running it."""
-    if not is_postgresql():
-        return None
-    query, params = queryset.order_by().query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + query, params)
-        plan = cursor.fetchone()[0]
-    if isinstance(plan, str):  # psycopg2 parses json columns; another driver may not
-        plan = json.loads(plan)
-    return int(plan[0]["Plan"]["Plan Rows"])
-
-
-def column_frequencies(table: str, column: str) -> dict[int, float]:
-    """PostgreSQL's most-common-value frequencies of an integer column (``pg_stats``).
-
-    For a low-cardinality column (a status, a foreign key to a few types) these cover
-    every value; empty when not PostgreSQL or never analysed.
-    """
-    if not is_postgresql():
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT most_common_vals::text::bigint[], most_common_freqs FROM pg_stats "
-            "WHERE schemaname = current_schema() AND tablename = %s AND attname = %s",
-            [table, column],
-        )
-        row = cursor.fetchone()
-    if not row or row[0] is None:
-        return {}
-    return dict(zip(row[0], row[1], strict=True))
-
-
-def settled_id(table: str, wait: float = 2.0) -> int | None:
-    """The highest id of ``table`` below which no row can still appear; None if unsure.
-
-    On PostgreSQL ids are handed out before commit, so a transaction still open may yet
-    commit a row *below* the newest visible id; a relay that moved its cursor past it would
-    never publish it. Any such transaction holds ROW EXCLUSIVE on the table now, so: read
-    the newest id, then wait (up to ``wait`` seconds) for every other transaction writing
-    the table to end. ATP's transactions are short, so the wait is milliseconds. SQLite
-    serialises writers and hands out growing ids at commit order: the newest id is settled.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")  # noqa: S608 (model table name)
-        newest = cursor.fetchone()[0]
-        if not is_postgresql():
-            return newest
-        cursor.execute(
-            "SELECT t.transactionid::text FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid"
-            " AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted"
-            " WHERE r.relation = %s::regclass AND r.mode = 'RowExclusiveLock'"
-            " AND r.pid <> pg_backend_pid()",
-            [table],
-        )
-        writers = [row[0] for row in cursor.fetchall()]
-        deadline = time.monotonic() + wait
-        while writers:
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.005)
-            cursor.execute(
-                "SELECT transactionid::text FROM pg_locks WHERE locktype = 'transactionid'"
-                " AND mode = 'ExclusiveLock' AND granted AND transactionid::text = ANY(%s)",
-                [writers],
-            )
-            writers = [row[0] for row in cursor.fetchall()]
-    return newest
-
-
-# --- enqueueing in one round trip (PostgreSQL) --------------------------------------------
-
-#: Bytes every heap tuple takes at least: its 23-byte header MAXALIGNed to 24, plus its 4-byte
-#: line pointer. A table of N bytes therefore holds at most N / 28 rows, live or dead.
-MIN_HEAP_TUPLE_BYTES = 28
-
-#: Waiting tasks of a queue-limit scope, counted only when they could matter. Counting a long
-#: queue costs ~6 ms per 100,000 rows; when even a table packed with the smallest possible
-#: tuples could not hold enough rows to reach the limit (pg_relation_size is exact and cheap)
-#: the count is skipped (0). PostgreSQL evaluates the sub-select only in the ELSE branch.
-_COUNT_WAITING = """CASE
-        WHEN pg_relation_size('atp_taskinstance') / {min_tuple} + %(adding)s::int <= {limit}
-            THEN 0
-        ELSE (SELECT count(*) FROM (
-            SELECT FROM atp_taskinstance WHERE status = {accepted} AND {scope} LIMIT {limit}
-        ) AS scope)
-    END"""
-
-#: The waiting tasks a limit applies to: those of every type that shares
-#: ATP['MAX_QUEUE_SIZE'] (no max_queue_size of its own), or one type's own.
-_SHARED_SCOPE = "type_id IN (SELECT id FROM atp_tasktype WHERE max_queue_size IS NULL)"
-_TYPE_SCOPE = "type_id = {type_id}"
-
-
-@dataclass(frozen=True)
-class QueueLimit:
-    """A queue limit to check: at most ``size`` waiting tasks of the type ``type_id``, or
-    (``type_id`` None) of all the types that share ATP['MAX_QUEUE_SIZE']."""
-
-    size: int
-    type_id: int | None = None
-
-    @property
-    def lock_id(self) -> int:
-        """The second key of the scope's advisory lock (as ``lock_queue_scope``)."""
-        return self.type_id or 0
-
-
-#: One statement: check the task type and the queue limit, insert the tasks and their
-#: ``task-sent`` log records, notify. ``rows`` is a JSON array of per-task values; everything
-#: else is the same for the whole batch. The type's cached values (``type_*``) are checked
-#: against its row in the statement's own snapshot: a type changed or deleted since it was
-#: cached inserts nothing (``fresh`` false), and the caller reloads it and tries again. The
-#: tasks are inserted in the order of ``rows``, so their ids grow in that order. The result
-#: has one row per item (``ord`` = position in ``rows``), or a single row with a null
-#: ``ord`` when nothing was inserted; ``fits`` says whether the batch fitted the queue
-#: limit. Every parameter carries its type, so the statement can be prepared as it is.
-_ENQUEUE = """WITH checked AS (
-    SELECT EXISTS (
-        SELECT FROM atp_tasktype
-        WHERE id = %(type_id)s::bigint AND identifier = %(type_identifier)s::text
-            AND priority = %(type_priority)s::int AND queue = %(type_queue)s::text
-            AND max_queue_size IS NOT DISTINCT FROM %(type_max_queue_size)s::int
-    ) AS fresh,
-    {waiting} AS waiting
-), item AS (
-    SELECT r.identifier, r.uuid::uuid AS uuid, r.input, r.args, r.kwargs, r.concurrency_key,
-        r.unique_key, r.ord
-    FROM ROWS FROM (json_to_recordset(%(rows)s::json)
-        AS (identifier text, uuid text, input jsonb, args text, kwargs text,
-            concurrency_key text, unique_key text)
-    ) WITH ORDINALITY AS r (identifier, uuid, input, args, kwargs, concurrency_key,
-        unique_key, ord)
-    WHERE (SELECT fresh {gate} FROM checked)
-){unique}, task AS (
-    INSERT INTO atp_taskinstance (type_id, identifier, uuid, status, input, priority, queue,
-        run_after, expires, server_id, attempts, retries, parent_id, enqueued_at, updated_at,
-        concurrency_key, unique_key)
-    SELECT %(type_id)s::bigint, identifier, uuid, {accepted}, input, %(priority)s::int,
-        %(queue)s::text, %(run_after)s::timestamptz, %(expires)s::timestamptz, '', 0, 0,
-        %(parent_id)s::bigint, %(now)s::timestamptz, %(now)s::timestamptz,
-        concurrency_key, unique_key
-    FROM {source} ORDER BY ord
-    RETURNING id, uuid, unique_key
-), log AS (
-    INSERT INTO atp_logrecord (instance_id, time, status, message, event, fields)
-    SELECT task.id, %(now)s::timestamptz, {accepted}, %(message)s::text, %(event)s::text,
-        %(fields)s::jsonb || jsonb_build_object('uuid', item.uuid, 'args', item.args,
-            'kwargs', item.kwargs, 'root_id', COALESCE(%(root_id)s::text, item.uuid::text))
-    FROM task JOIN item USING (uuid) ORDER BY item.ord
-    RETURNING id, instance_id
+from atp.sql.claim import order_by
+from atp.sql.enqueue import MIN_HEAP_TUPLE_BYTES, QueueLimit, enqueue_rows
+from atp.sql.locks import (
+    ADVISORY_LOCK_CLASS,
+    RATE_LIMIT_LOCK_CLASS,
+    RATE_LIMIT_LOCK_WAIT,
+    UNIQUE_LOCK_CLASS,
+    lock_queue_scope,
+    lock_rate_limits,
+    lock_unique_keys,
+    settled_id,
+    unique_lock_ids,
 )
-SELECT {result},
-    (SELECT pg_notify('{channel}', %(queue)s::text) FROM task LIMIT 1)
-FROM {joined}"""
+from atp.sql.notify import NOTIFY_CHANNEL, PAUSES_CHANGED, notify_enqueued, notify_pauses
+from atp.sql.stats import column_frequencies, estimated_table_rows, planned_rows
+from atp.sql.vendor import is_postgresql
 
-#: The plain statement's result: every item was inserted (or, when the batch did not fit,
-#: none: one row with a null ``ord``).
-_PLAIN_RESULT = (
-    "checked.fresh, checked.waiting, {fits}, item.ord, task.id, log.id, true",
-    "checked LEFT JOIN (item JOIN task USING (uuid) JOIN log ON log.instance_id = task.id) ON true",
-)
-
-#: With unique keys (``atp.tracker.unique``): ``held`` finds the task that holds each key
-#: now (not ended, or enqueued since ``unique_since``). The statement runs after the keys'
-#: advisory locks were granted (statements of their own, sent first), so its snapshot holds
-#: every task another enqueuer of these keys committed. Only the first item of a key that no
-#: task holds is inserted (``new``); every item's row gives the id of its key's task and
-#: whether this statement created it. A batch whose every item is held inserts nothing and
-#: fits any queue.
-_UNIQUE = """, held AS (
-    SELECT DISTINCT ON (t.unique_key) t.unique_key, t.id FROM atp_taskinstance AS t
-    WHERE t.type_id = %(type_id)s::bigint
-        AND t.unique_key IN (SELECT unique_key FROM item WHERE unique_key IS NOT NULL)
-        AND (t.status IN ({held}) OR t.enqueued_at >= %(unique_since)s::timestamptz)
-    ORDER BY t.unique_key, t.id DESC
-), new AS (
-    SELECT item.* FROM item
-    WHERE item.unique_key IS NULL OR (
-        item.unique_key NOT IN (SELECT unique_key FROM held)
-        AND item.ord = (SELECT min(i.ord) FROM item AS i WHERE i.unique_key = item.unique_key))
-), counted AS (
-    SELECT count(*) AS adding FROM new
-), admitted AS (
-    SELECT new.* FROM new WHERE (SELECT adding = 0 OR {fits} FROM checked, counted)
-)"""
-_UNIQUE_RESULT = (
-    "checked.fresh, checked.waiting, counted.adding = 0 OR {fits}, item.ord,"
-    " COALESCE(own.id, held.id, (SELECT first.id FROM task AS first"
-    " WHERE first.unique_key = item.unique_key)), log.id, own.id IS NOT NULL",
-    "checked CROSS JOIN counted LEFT JOIN (item LEFT JOIN task AS own USING (uuid)"
-    " LEFT JOIN log ON log.instance_id = own.id"
-    " LEFT JOIN held ON held.unique_key = item.unique_key) ON true",
-)
-
-_PARAMETER = re.compile(r"%\((\w+)\)s")
-
-
-@dataclass(frozen=True)
-class _Statement:
-    """One variant of the enqueue statement, as plain SQL and as a prepared statement."""
-
-    sql: str  # the statement with %(name)s placeholders
-    name: str  # its prepared statement's name (the text's hash: a changed text, a new name)
-    prepare: str  # PREPARE name AS ... with $n placeholders
-    execute: str  # EXECUTE name(%(a)s, ...)
-
-
-@functools.lru_cache(maxsize=1024)
-def _enqueue_statement(limit: QueueLimit | None, unique: bool = False) -> _Statement:
-    """The enqueue statement that checks ``limit`` (None: no limit), with unique keys or not.
-
-    The limit's scope and size are written into the statement, not passed as parameters:
-    its prepared plan then counts with the same index a fresh plan would, so PostgreSQL
-    keeps the prepared (generic) plan instead of planning every execution anew. That makes
-    one statement per type with a limit of its own, plus one for the shared limit (twice:
-    a batch with unique keys takes the variant that looks for their tasks first).
-    """
-    from atp.models import UNIQUE_HELD, Status  # not at import time: the app registry
-
-    adding = "adding" if unique else "%(adding)s::int"
-    if limit is None:
-        waiting, fits = "0", "true"
-    else:
-        size = int(limit.size)
-        scope = _SHARED_SCOPE
-        if limit.type_id is not None:
-            scope = _TYPE_SCOPE.format(type_id=int(limit.type_id))
-        waiting = _COUNT_WAITING.format(
-            min_tuple=MIN_HEAP_TUPLE_BYTES, accepted=int(Status.ACCEPTED), scope=scope, limit=size
-        )
-        fits = f"waiting + {adding} <= {size}"
-    if unique:
-        held = ", ".join(str(int(status)) for status in sorted(UNIQUE_HELD))
-        parts = {"gate": "", "unique": _UNIQUE.format(held=held, fits=fits), "source": "admitted"}
-        result, joined = _UNIQUE_RESULT
-    else:
-        parts = {"gate": f"AND {fits}", "unique": "", "source": "item"}
-        result, joined = _PLAIN_RESULT
-    text = _ENQUEUE.format(
-        waiting=waiting,
-        accepted=int(Status.ACCEPTED),
-        channel=NOTIFY_CHANNEL,
-        result=result.format(fits=fits),
-        joined=joined,
-        **parts,
-    )
-    names = list(dict.fromkeys(_PARAMETER.findall(text)))
-    name = f"atp_enqueue_{hashlib.sha1(text.encode()).hexdigest()[:12]}"  # noqa: S324 (a name)
-    return _Statement(
-        sql=text,
-        name=name,
-        prepare=f"PREPARE {name} AS "
-        + _PARAMETER.sub(lambda match: f"${names.index(match.group(1)) + 1}", text),
-        execute=f"EXECUTE {name}(" + ", ".join(f"%({n})s" for n in names) + ")",
-    )
-
-
-#: Per open connection (PostgreSQL keeps prepared statements for the session): the names of
-#: the enqueue statements prepared on it, or None once it must not use prepared statements.
-_prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-#: SQLSTATEs that mean a session's prepared statements are not what this process thinks:
-#: gone (DISCARD ALL, DEALLOCATE) or already there (a transaction-pooling proxy such as
-#: PgBouncer hands each transaction another server session).
-_PREPARED_ERRORS = {"26000", "42P05"}
-
-
-def enqueue_rows(limit: QueueLimit | None, params: dict, unique_keys=None) -> list[tuple]:
-    """Run the enqueue statement; return its rows
-    ``(fresh, waiting, fits, ord, task id, log id, created)``.
-
-    With a ``limit``, the advisory lock of its scope is taken first, by a statement of its
-    own in the same transaction: under READ COMMITTED each statement sees what committed
-    before it started, so only a count that starts after the lock is granted sees the
-    tasks of the enqueuer that held it. ``unique_keys`` (``(type id, keys)``) adds the
-    unique keys' locks the same way, before the scope's (the order every enqueuer takes
-    them in), and the statement variant that answers a held key with its task instead of a
-    new one. The locks and the insert therefore need a transaction (one is opened in
-    autocommit); inside the caller's, they run in a savepoint, so an error leaves the
-    caller's transaction usable. One statement per ``execute``: psycopg2 and psycopg 3
-    return different result sets for several.
-
-    The statement is prepared once per connection: planning it costs about as much as
-    running it. Where prepared statements do not survive between transactions (a pooling
-    proxy), the connection falls back to sending the plain statement.
-    """
-    statement = _enqueue_statement(limit, unique=unique_keys is not None)
-    connection.ensure_connection()
-    prepared = _prepared.setdefault(connection.connection, set())
-    locking = limit is not None or unique_keys is not None
-    scope = transaction.atomic() if locking else _savepoint_in_transaction()
-    try:
-        with scope, connection.cursor() as cursor:
-            if unique_keys is not None:
-                lock_unique_keys(*unique_keys)
-            if limit is not None:
-                lock_queue_scope(limit.lock_id)
-            if prepared is None:
-                cursor.execute(statement.sql, params)
-            else:
-                if statement.name not in prepared:
-                    cursor.execute(statement.prepare)
-                    prepared.add(statement.name)  # at once: a PREPARE is never rolled back
-                cursor.execute(statement.execute, params)
-            return [row[:7] for row in cursor.fetchall()]
-    except DatabaseError as exc:
-        if prepared is None or driver.sqlstate(exc) not in _PREPARED_ERRORS:
-            raise
-    _prepared[connection.connection] = None
-    return enqueue_rows(limit, params, unique_keys)
-
-
-def _savepoint_in_transaction():
-    """A savepoint inside a transaction; nothing in autocommit, where a statement is one."""
-    if connection.get_autocommit() and not connection.in_atomic_block:
-        return contextlib.nullcontext()
-    return transaction.atomic()
+__all__ = [
+    "ADVISORY_LOCK_CLASS",
+    "MIN_HEAP_TUPLE_BYTES",
+    "NOTIFY_CHANNEL",
+    "PAUSES_CHANGED",
+    "RATE_LIMIT_LOCK_CLASS",
+    "RATE_LIMIT_LOCK_WAIT",
+    "UNIQUE_LOCK_CLASS",
+    "QueueLimit",
+    "column_frequencies",
+    "enqueue_rows",
+    "estimated_table_rows",
+    "is_postgresql",
+    "lock_queue_scope",
+    "lock_rate_limits",
+    "lock_unique_keys",
+    "notify_enqueued",
+    "notify_pauses",
+    "order_by",
+    "planned_rows",
+    "settled_id",
+    "unique_lock_ids",
+]

@@ -1,4 +1,4 @@
-"""The daemon's two batch calls as single PostgreSQL statements: claim-and-start, finish.
+"""The daemon's two batch calls on PostgreSQL: claim-and-start and finish, one statement each.
 
 ``claim_tasks`` and ``finish_tasks`` run once per daemon loop, for dozens of tasks at a
 time. Through the ORM each costs a locking SELECT, an UPDATE, a bulk INSERT of log
@@ -7,6 +7,8 @@ multi-row INSERT, with plain tuples in between. Only the common case takes this 
 row that needs the tracker's judgement (an expired task, a rate- or concurrency-limited
 type, a subtask, an abort request, a stale attempt) is left untouched by the statement and
 goes through the ORM path, so every rule keeps exactly one implementation that decides it.
+The statements are ``atp.sql.claim``, ``atp.sql.finish`` and ``atp.sql.log_records``; this
+module runs them and turns their rows into attempts and log records.
 """
 
 import json
@@ -17,88 +19,11 @@ from django.db import connection
 
 from atp import events
 from atp.models import CLAIM_ORDER, Status
-from atp.sql import order_by
+from atp.sql.claim import claim_statement
+from atp.sql.finish import FINISH
+from atp.sql.log_records import INSERT_LOG
 from atp.text import dumps_storable, storable
 from atp.tracker.core import Attempt
-
-#: Claim and start due tasks, in claim order, skipping rows other daemons hold. The
-#: candidates are locked first (FOR UPDATE SKIP LOCKED in the CTE); the UPDATE then takes
-#: only those without a rate or concurrency limit (counted rules: they need a lock and a
-#: count, atp.tracker.concurrency), not expired and not paused. The others stay locked by this
-#: transaction and ACCEPTED, for the ORM path to judge in the same transaction. The last
-#: column counts the candidates, so the caller knows whether any was left to judge; the
-#: LEFT JOIN returns that count (with NULLs) even when nothing was claimed.
-CLAIM = """
-WITH picked AS (
-    SELECT id FROM atp_taskinstance
-    WHERE status = %(accepted)s AND run_after <= %(now)s {queue_filter} {type_filter}
-    ORDER BY {claim_order}
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-),
-claimed AS (
-    UPDATE atp_taskinstance AS t
-    SET status = %(running)s, server_id = %(server_id)s, received_at = %(now)s,
-        started_at = %(now)s, updated_at = %(now)s, attempts = t.attempts + 1
-    FROM picked, atp_tasktype AS tt
-    WHERE t.id = picked.id AND tt.id = t.type_id AND tt.rate_limit = ''
-        AND tt.concurrency_limit IS NULL AND (t.expires IS NULL OR t.expires > %(now)s)
-        -- Paused types and queues (atp.tracker.pausing) are left to the ORM path too. Here,
-        -- not in "picked": there the planner cannot estimate such a filter and would give
-        -- up the claim index for a scan; here it only checks the picked rows. The paused
-        -- queues come as constants, and only when there are any: no other table to read.
-        AND NOT tt.paused {pause_filter}
-    RETURNING t.id, t.uuid, t.identifier, t.input, t.attempts, t.retries, t.priority,
-        t.run_after, t.expires, t.queue, t.parent_id,
-        tt.identifier AS type_name, tt.handler, tt.soft_time_limit, tt.hard_time_limit,
-        tt.timeout
-)
-SELECT claimed.*, (SELECT count(*) FROM picked) FROM (SELECT 1) AS one
-LEFT JOIN claimed ON true
-"""
-
-#: End running attempts as FINISHED. Rows are locked in id order first, the order every
-#: batch uses, so two batches can never wait on each other in a cycle. Only the plain
-#: case is written: the attempt is current, the task runs or is paused, nobody asked to
-#: abort or terminate it, it is not a subtask (whose end counts into its parent) and no
-#: task depends on it (its end releases them: ``atp.tracker.dependencies``). The conditions
-#: are checked on the locked rows (the CTE), never on the table: that keeps the planner
-#: on primary-key lookups, where a stale estimate could otherwise send it scanning the
-#: partial indexes that the conditions happen to match.
-FINISH = """
-WITH locked AS (
-    SELECT id, attempts, status, abort_requested_at, kill_signal, parent_id, has_dependents
-    FROM atp_taskinstance
-    WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
-),
-plain AS (
-    SELECT locked.id, outcome.result FROM locked
-    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(results)s::text[])
-        AS outcome(id, attempt, result)
-        ON outcome.id = locked.id AND outcome.attempt = locked.attempts
-    WHERE locked.status IN (%(running)s, %(paused)s)
-        AND locked.abort_requested_at IS NULL AND locked.kill_signal IS NULL
-        AND locked.parent_id IS NULL AND NOT locked.has_dependents
-)
-UPDATE atp_taskinstance AS t
-SET status = %(finished)s, finished_at = %(now)s, updated_at = %(now)s,
-    result = plain.result::jsonb
-FROM plain
-WHERE t.id = plain.id
-RETURNING t.id, t.uuid, t.started_at
-"""
-
-#: Log records of a batch, one array per column: psycopg2 adapts six lists in C, where a
-#: VALUES list would cost a Python-level mogrify per row. ``WITH ORDINALITY`` keeps the
-#: rows (and so their ids) in the order given.
-INSERT_LOG = """
-INSERT INTO atp_logrecord (instance_id, time, status, message, event, fields)
-SELECT instance_id, time, status, message, event, fields::jsonb
-FROM unnest(%s::bigint[], %s::timestamptz[], %s::smallint[], %s::text[], %s::text[], %s::text[])
-    WITH ORDINALITY AS record(instance_id, time, status, message, event, fields, position)
-ORDER BY position
-RETURNING id
-"""
 
 
 def claim(
@@ -123,23 +48,9 @@ def claim(
         "now": now,
         "limit": limit,
     }
-    queue_filter = ""
-    if queues:
-        queue_filter, params["queues"] = "AND queue = ANY(%(queues)s)", list(queues)
-    pause_filter = ""
-    if paused_queues:
-        pause_filter = "AND t.queue <> ALL (%(paused_queues)s)"
-        params["paused_queues"] = list(paused_queues)
-    type_filter = ""
-    if exclude_types:
-        type_filter, params["excluded"] = "AND type_id <> ALL(%(excluded)s)", list(exclude_types)
+    statement, filters = claim_statement(CLAIM_ORDER, queues, paused_queues, exclude_types)
+    params.update(filters)
     with connection.cursor() as cursor:
-        statement = CLAIM.format(
-            queue_filter=queue_filter,
-            type_filter=type_filter,
-            claim_order=order_by(CLAIM_ORDER),
-            pause_filter=pause_filter,
-        )
         cursor.execute(statement, params)
         rows = cursor.fetchall()
     picked = rows[0][-1]

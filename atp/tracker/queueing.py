@@ -475,7 +475,7 @@ def _own_fields(task_uuid: str, args: str, kwargs: str, root_id: str | None) -> 
     """The ``task-sent`` fields that differ from task to task of a batch.
 
     The SQL statement sets exactly these over the fields of the batch's first task
-    (``sql._ENQUEUE``); keep the two in step.
+    (``atp.sql.enqueue``); keep the two in step.
     """
     return {"uuid": task_uuid, "args": args, "kwargs": kwargs, "root_id": root_id or task_uuid}
 

@@ -179,10 +179,10 @@ def test_the_claim_order_is_written_once():
     """The ORM claim, the ready index and the PostgreSQL statement all take CLAIM_ORDER."""
     from atp import sql
     from atp.models import CLAIM_ORDER
-    from atp.tracker import batch_sql
+    from atp.sql import claim
 
     assert tuple(TaskInstance.objects.ready().query.order_by) == CLAIM_ORDER
     (index,) = [index for index in TaskInstance._meta.indexes if index.name == "atp_task_ready"]
     assert tuple(index.fields) == CLAIM_ORDER
     assert sql.order_by(CLAIM_ORDER) == "priority DESC, run_after, id"
-    assert "ORDER BY {claim_order}" in batch_sql.CLAIM
+    assert "ORDER BY {claim_order}" in claim.CLAIM

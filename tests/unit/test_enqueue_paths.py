@@ -19,6 +19,7 @@ from atp import events, sql, tracker
 from atp.exceptions import DuplicateTask, QueueFull, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
 from atp.sql import driver
+from atp.sql import enqueue as enqueue_sql
 from atp.tracker import queueing
 from tests.conftest import ON_POSTGRES
 from tests.support.helpers import nothing_written
@@ -243,10 +244,10 @@ def _lose_prepared_statements_then_enqueue(task_type):
     try:
         task_id = tracker.enqueue_task(task_type.identifier)
         assert TaskInstance.objects.filter(pk=task_id).exists()
-        assert sql._prepared[connection.connection] is None  # plain SQL from now on
+        assert enqueue_sql._prepared[connection.connection] is None  # plain SQL from now on
         assert len(tracker.enqueue_tasks(task_type.identifier, [(None, None)] * 3)) == 3
     finally:
-        sql._prepared.pop(connection.connection)
+        enqueue_sql._prepared.pop(connection.connection)
 
 
 @pytest.mark.postgres
