@@ -57,7 +57,8 @@ def drain(*, queues=None, max_tasks: int = MAX_TASKS, propagate: bool | None = N
     started by a task's enqueue while one runs leaves the work to the running one.
     """
     from atp.daemon import asyncrun
-    from atp.daemon.runner import execute, record
+    from atp.daemon.outcomes import record
+    from atp.daemon.runner import execute
 
     if propagate is None:
         propagate = settings.EAGER_PROPAGATE

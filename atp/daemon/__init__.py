@@ -1,9 +1,9 @@
 """The ``atpd`` process: everything only the daemon runs (nothing else in ATP imports it).
 
 ``engine`` (the Daemon loop), ``pool`` (process and thread pools), ``child`` (a pool
-process), ``runner`` (runs one handler, records outcomes), ``wakeup`` (LISTEN/NOTIFY),
-``workers`` (the worker registry), ``db`` (connections), ``broker``/``relay``/``remote``
-(Celery events and remote control), ``forkserver_preload``.
+process), ``runner`` (runs one handler), ``outcomes`` (how an attempt ended → the tracker
+call), ``wakeup`` (LISTEN/NOTIFY), ``workers`` (the worker registry), ``db`` (connections),
+``broker``/``relay``/``remote`` (Celery events and remote control), ``forkserver_preload``.
 
 ``Daemon``, ``WorkerOptions`` and ``POOLS`` are exported here (``from atp.daemon import
 Daemon``). They are loaded on first use, not at import: a pool's child imports

@@ -23,23 +23,16 @@ from django.utils import timezone
 
 from atp import discovery, events, schedules, tracker
 from atp.conf import DB_RETRY_MAX_BACKOFF, settings
-from atp.daemon import workers
+from atp.daemon import outcomes, workers
 from atp.daemon.asyncio_pool import AsyncioPool
 from atp.daemon.containment import Quarantine, StepFailed, step
 from atp.daemon.db import classify, drop_all, limit_daemon_sessions, use_persistent_connections
-from atp.daemon.limits import SILENT, silence_reason, silent_slots
-from atp.daemon.pool import Crashed, Finished, ProcessPool
-from atp.daemon.runner import Outcome, record, record_all
+from atp.daemon.limits import silence_reason, silent_slots
+from atp.daemon.pool import Crashed, ProcessPool
 from atp.daemon.schedules import ScheduleClock
 from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
-from atp.exceptions import (
-    InvalidTransition,
-    OutcomeNotRecorded,
-    ServerIdInUse,
-    StaleAttempt,
-    TaskNotFound,
-)
+from atp.exceptions import ServerIdInUse
 from atp.models import TaskInstance
 from atp.tracker import subtasks
 
@@ -48,8 +41,6 @@ if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
 
 logger = logging.getLogger("atp.daemon")
 
-#: Errors that end one task's bookkeeping step but not the daemon: the task moved on.
-TASK_GONE = (StaleAttempt, InvalidTransition, TaskNotFound)
 POOLS: dict[str, type[ProcessPool] | type[ThreadPool] | type[AsyncioPool]] = {
     "processes": ProcessPool,
     "threads": ThreadPool,
@@ -67,13 +58,6 @@ MAX_ERROR_BACKOFF = 60.0
 #: Seconds a handler may outlive a terminate signal (``revoke(terminate=True)``) before
 #: it is killed with SIGKILL: a handler that ignores SIGTERM still ends.
 TERMINATE_GRACE = 5.0
-
-
-def _exception_of(kill_reason: str) -> str:
-    """The exception a crashed attempt is recorded with: why its handler stopped."""
-    if not kill_reason:
-        return "WorkerLostError"
-    return "TimeoutError" if kill_reason.startswith(SILENT) else "TimeLimitExceeded"
 
 
 def new_server_id() -> str:
@@ -494,7 +478,10 @@ class Daemon:
                         lambda exclude: self._claim(1, exclude), self.options.queues
                     )
             with step("outcome"):
-                lines = self._record_singly(batch) if self.record_singly else self._record(batch)
+                if self.record_singly:
+                    lines = outcomes.record_singly(batch, self.log)
+                else:
+                    lines = outcomes.record_reports(batch)
             with step("claim"):
                 attempts = self._claim(claim, self.quarantine.excluded()) if claim else []
         self.record_singly = False
@@ -504,6 +491,7 @@ class Daemon:
         for report in batch:
             if self.holding.get(report.attempt.task_id) == report.attempt.number:
                 del self.holding[report.attempt.task_id]
+            self.soft_signalled.discard(report.attempt.task_id)  # its next attempt is new
         self.processed += len(batch)
         for level, message, args in lines:
             self.log.log(level, message, *args)
@@ -552,107 +540,6 @@ class Daemon:
                 attempt.task_id,
                 attempt.number,
             )
-
-    # --- outcomes -----------------------------------------------------------------------
-
-    def _record(self, batch) -> list[tuple]:
-        """Write a batch of pool reports through the tracker; return their log lines."""
-        lines = []
-        finished = [report for report in batch if isinstance(report, Finished)]
-        results = record_all([report.outcome for report in finished])
-        for report, result in zip(finished, results, strict=True):
-            lines.append(self._describe(report.attempt, report.outcome, result))
-        for report in batch:
-            if isinstance(report, Crashed):
-                lines.append(self._record_crash(report))
-        return lines
-
-    def _record_singly(self, batch) -> list[tuple]:
-        """Record each report in a savepoint of its own, after a batch failed with an error.
-
-        A report that still fails is the culprit: its task ends as a failed attempt (by its
-        type's rules: retried, restarted or FAILED) with the error named, and the daemon
-        logs the task with the traceback. The other reports are recorded as usual.
-        """
-        lines = []
-        for report in batch:
-            try:
-                with transaction.atomic():
-                    lines += self._record([report])
-                continue
-            except Exception as exc:
-                if classify(exc) != "error":
-                    raise
-                error = exc
-            attempt = report.attempt
-            name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
-            self.log.error("Recording the outcome of %s failed (contained)", name, exc_info=error)
-            failed = Outcome(
-                attempt.task_id,
-                attempt.number,
-                False,
-                message=f"ATP could not record how attempt {attempt.number} ended: "
-                f"{type(error).__name__}; see the daemon's log.",
-                exception=f"{OutcomeNotRecorded.__module__}.{OutcomeNotRecorded.__name__}: "
-                f"{type(error).__name__}",
-            )
-            try:
-                with transaction.atomic():
-                    lines.append(
-                        (
-                            logging.WARNING,
-                            "%s ended as a failed attempt: %s",
-                            (name, record(failed)),
-                        )
-                    )
-            except Exception as exc:
-                if classify(exc) != "error":
-                    raise
-                self.log.error(
-                    "%s: nothing could be recorded; it stays as it is", name, exc_info=exc
-                )
-        return lines
-
-    def _describe(self, attempt, outcome, result) -> tuple:
-        """The log line for a recorded outcome."""
-        self.soft_signalled.discard(outcome.task_id)
-        name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
-        if result == "failed":
-            return logging.INFO, "Failed %s: %s", (name, outcome.message)
-        if result == "lost":
-            return logging.WARNING, "%s was taken away while it ran: %s", (name, outcome.message)
-        return logging.INFO, "%s %s in %.3f s", (name, result.capitalize(), outcome.runtime)
-
-    def _record_crash(self, crash: Crashed) -> tuple:
-        attempt = crash.attempt
-        self.soft_signalled.discard(attempt.task_id)
-        name = f"{attempt.type}::{attempt.identifier} (id {attempt.task_id})"
-        try:
-            if crash.kill_reason == "revoked":
-                tracker.revoke_task(
-                    attempt.task_id,
-                    f"Terminated on request: the handler was {crash.reason}.",
-                    terminated=True,
-                    signum=crash.kill_signal,
-                )
-                return logging.INFO, "Revoked %s: handler terminated", (name,)
-            if crash.kill_reason == "cold stop":
-                tracker.reenqueue_task(
-                    attempt.task_id,
-                    f"Re-enqueued: atpd cold stop (the handler {crash.reason}).",
-                    attempt=attempt.number,
-                )
-                return logging.INFO, "Re-enqueued %s after cold stop", (name,)
-            cause = crash.kill_reason or f"the handler's process {crash.reason}"
-            action = tracker.restart_or_fail(
-                attempt.task_id,
-                f"Attempt {attempt.number} ended: {cause}.",
-                attempt=attempt.number,
-                exception=_exception_of(crash.kill_reason),
-            )
-            return logging.WARNING, "%s %s: %s", (name, action, cause)
-        except TASK_GONE as exc:
-            return logging.WARNING, "%s: outcome not recorded: %s", (name, exc)
 
     # --- time limits --------------------------------------------------------------------
 

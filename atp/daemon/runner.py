@@ -1,13 +1,13 @@
-"""Running a started attempt's handler, and recording how it ended.
+"""Running a started attempt's handler and reporting how it ended (an ``Outcome``).
 
 ``execute`` runs where the handler runs (a pool child, a thread, or in-process) and only
-reports; ``record`` writes the outcome through the tracker. Keeping them apart lets the
-daemon record outcomes of children that died, and retry a record while the database is away.
+reports; ``atp.daemon.outcomes`` writes the outcome through the tracker. Keeping them apart
+lets the daemon record outcomes of children that died, and retry a record while the
+database is away.
 """
 
 import asyncio
 import inspect
-import logging
 import time
 import traceback as traceback_module
 from dataclasses import dataclass
@@ -18,19 +18,10 @@ from atp import tracker
 from atp.daemon import asyncrun
 from atp.daemon.db import CONNECTION_ERRORS
 from atp.decorators import Task
-from atp.exceptions import (
-    InvalidTransition,
-    Retry,
-    StaleAttempt,
-    SyncHandlerRefused,
-    TaskNotFound,
-)
+from atp.exceptions import Retry, StaleAttempt, SyncHandlerRefused
 from atp.taskstatus import TaskStatus
 from atp.text import storable
-from atp.tracker import retries
 from atp.tracker.results import json_text
-
-logger = logging.getLogger("atp.runner")
 
 
 @dataclass(frozen=True)
@@ -186,77 +177,3 @@ def _safe_repr(value) -> str:
         return storable(repr(value))
     except Exception as exc:  # a broken __repr__ must not turn a success into a crash
         return f"<unrepresentable {type(value).__name__}: {exc}>"
-
-
-def record(outcome: Outcome) -> str:
-    """Write an outcome through the tracker; return what became of the task.
-
-    "finished", "failed", "retried" (the handler raised and its type retries it),
-    "reenqueued" (the database went away under the handler),
-    "unchanged" (the handler had already ended, paused-then-finished
-    or re-enqueued its task), or "lost" (the attempt was given up meanwhile: the new owner
-    decides, this worker writes nothing).
-    """
-    if outcome.lost:
-        return "lost"
-    if outcome.handled:
-        return "unchanged"
-    try:
-        if outcome.transient:
-            return tracker.restart_or_fail(
-                outcome.task_id,
-                f"Attempt {outcome.attempt} ended: {outcome.message}.",
-                attempt=outcome.attempt,
-                exception=outcome.exception,
-            )
-        if outcome.succeeded:
-            changed = tracker.stop_task_success_if_not_finished(
-                outcome.task_id,
-                attempt=outcome.attempt,
-                result_repr=outcome.result,
-                result_json=outcome.result_json,
-            )
-            return "finished" if changed else "unchanged"
-        # A type with max_retries > 0 retries a handler that raised (with its backoff);
-        # with none (left) the task fails with the handler's exception.
-        action, _ = retries.retry_or_fail(
-            outcome.task_id,
-            attempt=outcome.attempt,
-            exception=outcome.exception or outcome.message,
-            traceback=outcome.traceback,
-            message=outcome.message,
-            automatic=True,
-        )
-        return action
-    except StaleAttempt:
-        return "lost"
-    except (InvalidTransition, TaskNotFound):
-        return "unchanged"
-
-
-def record_all(outcomes) -> list[str]:
-    """Record many outcomes; plain successes share one batch (``tracker.finish_tasks``).
-
-    Returns what became of each task, in the order given (see ``record``). Call inside a
-    transaction to commit the whole batch at once.
-    """
-    plain = [
-        outcome
-        for outcome in outcomes
-        if outcome.succeeded and not (outcome.lost or outcome.handled or outcome.transient)
-    ]
-    successes = [
-        (outcome.task_id, outcome.attempt, outcome.result, outcome.result_json) for outcome in plain
-    ]
-    finished = tracker.finish_tasks(successes) if successes else {}
-    return [finished.get(outcome.task_id) or record(outcome) for outcome in outcomes]
-
-
-def run_task(task_id, server_id) -> str | None:
-    """Start the claimed task ``task_id`` here, run its handler and record the outcome."""
-    try:
-        attempt = tracker.begin_attempt(task_id, server_id=server_id)
-    except (StaleAttempt, InvalidTransition, TaskNotFound) as exc:
-        logger.warning("Task %s not started: %s", task_id, exc)
-        return None
-    return record(execute(attempt))

@@ -1,10 +1,15 @@
 """Small assertions and shortcuts shared by the tracker tests."""
 
+import logging
 from contextlib import contextmanager
 from datetime import timedelta
 
 from django.utils import timezone
 
+from atp import tracker
+from atp.daemon.outcomes import record
+from atp.daemon.runner import execute
+from atp.exceptions import InvalidTransition, StaleAttempt, TaskNotFound
 from atp.models import (
     Dependency,
     LogRecord,
@@ -60,3 +65,13 @@ def events_of(task_id) -> list[str]:
         .order_by("time", "id")
         .values_list("event", flat=True)
     )
+
+
+def run_task(task_id, server_id) -> str | None:
+    """Start the claimed task ``task_id`` here, run its handler and record the outcome."""
+    try:
+        attempt = tracker.begin_attempt(task_id, server_id=server_id)
+    except (StaleAttempt, InvalidTransition, TaskNotFound) as exc:
+        logging.getLogger("atp.runner").warning("Task %s not started: %s", task_id, exc)
+        return None
+    return record(execute(attempt))

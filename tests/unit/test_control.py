@@ -7,10 +7,10 @@ import pytest
 from django.utils import timezone
 
 from atp import control, tracker
-from atp.daemon.runner import run_task
 from atp.exceptions import InvalidInput, QueueEmpty, TaskNotFound, UnknownTaskType
 from atp.models import LogRecord, Status, TaskInstance, TaskType
 from atp.taskstatus import TaskStatus
+from tests.support.helpers import run_task
 
 pytestmark = pytest.mark.django_db
 

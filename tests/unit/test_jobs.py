@@ -9,8 +9,8 @@ import pytest
 from django.test import override_settings
 
 from atp import jobs, tracker
-from atp.daemon.runner import run_task
 from atp.models import Status, TaskInstance
+from tests.support.helpers import run_task
 
 pytestmark = pytest.mark.django_db
 

@@ -4,9 +4,9 @@ import pytest
 from django.utils import timezone
 
 from atp import tracker
-from atp.daemon.runner import run_task
 from atp.models import LogRecord, Status, TaskInstance
 from atp.tracker import retries
+from tests.support.helpers import run_task
 
 pytestmark = pytest.mark.django_db
 

@@ -4,12 +4,11 @@ import pytest
 from django.test import override_settings
 
 from atp import tracker
-from atp.daemon.runner import run_task
 from atp.exceptions import InvalidInput, InvalidTransition, StaleAttempt
 from atp.models import Status, TaskInstance
 from atp.taskstatus import TaskStatus
 from atp.tracker import subtasks
-from tests.support.helpers import ago, nothing_written
+from tests.support.helpers import ago, nothing_written, run_task
 
 pytestmark = pytest.mark.django_db
 

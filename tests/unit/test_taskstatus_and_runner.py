@@ -1,14 +1,13 @@
-"""Handlers run by ``atp.daemon.runner.run_task`` and what their ``TaskStatus`` lets them do."""
+"""Handlers run by ``tests.support.helpers.run_task`` and what their ``TaskStatus`` lets them do."""
 
 import json
 
 import pytest
 
 from atp import tracker
-from atp.daemon.runner import run_task
 from atp.models import LogRecord, Status, TaskInstance, TaskType
 from atp.taskstatus import TaskStatus
-from tests.support.helpers import events_of
+from tests.support.helpers import events_of, run_task
 
 pytestmark = pytest.mark.django_db
 

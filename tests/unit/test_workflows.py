@@ -4,7 +4,8 @@ import pytest
 from django.db import transaction
 
 from atp import tracker, workflows
-from atp.daemon.runner import execute, record
+from atp.daemon.outcomes import record
+from atp.daemon.runner import execute
 from atp.exceptions import InvalidInput
 from atp.models import Dependency, TaskInstance, Workflow
 from tests.support.helpers import nothing_written

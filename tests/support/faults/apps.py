@@ -47,9 +47,9 @@ def _claim(type_identifier):
 
 def _outcome(identifier_prefix):
     """Recording fails whenever a batch holds the outcome of a task named ``prefix…``."""
-    from atp.daemon import engine
+    from atp.daemon import outcomes as recording
 
-    original = engine.record_all
+    original = recording.record_all
 
     def record_all(outcomes):
         names = _identifiers(outcome.task_id for outcome in outcomes)
@@ -57,7 +57,7 @@ def _outcome(identifier_prefix):
             raise PlantedFault(f"planted: recording {identifier_prefix}… fails")
         return original(outcomes)
 
-    engine.record_all = record_all
+    recording.record_all = record_all
 
 
 def _hand_over(identifier_prefix):
@@ -115,9 +115,9 @@ def _freeze_on_record(identifier):
     is locked (the outcome was written, not committed) and the daemon freezes, as a
     process paused by a debugger, a VM pause or a half-open connection would.
     """
-    from atp.daemon import engine
+    from atp.daemon import outcomes as recording
 
-    original = engine.record_all
+    original = recording.record_all
 
     def record_all(outcomes):
         results = original(outcomes)
@@ -126,7 +126,7 @@ def _freeze_on_record(identifier):
             os.kill(os.getpid(), signal.SIGSTOP)
         return results
 
-    engine.record_all = record_all
+    recording.record_all = record_all
 
 
 PLANTERS = {
