@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 
 from atp import tracker
 from atp.models import Status, TaskInstance
-from tests.acceptance.conftest import REPO, wait_until
+from tests.support.atpd_process import REPO, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,12 +17,12 @@ from django.utils import timezone
 from atp import tracker
 from atp.admin import bulk
 from atp.models import Status, TaskInstance
-from tests.acceptance.conftest import wait_until
 from tests.acceptance.test_admin_browser import (
     browser,  # noqa: F401  (the fixture)
     click_through,
     screenshot,
 )
+from tests.support.atpd_process import wait_until
 from tests.support.factories import TaskInstanceFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,8 +14,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from atp import tracker
+from atp.daemon.db import database_url
 from atp.models import LogRecord, Status, TaskInstance, Worker
-from tests.acceptance.conftest import REPO, database_url, wait_until
+from tests.support.atpd_process import REPO, wait_until
 from tests.support.factories import TaskInstanceFactory, TaskTypeFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

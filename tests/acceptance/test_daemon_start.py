@@ -13,7 +13,7 @@ import pytest
 from atp import tracker
 from atp.daemon.db import database_url
 from atp.models import LogRecord, Status, TaskInstance, Worker
-from tests.acceptance.conftest import REPO
+from tests.support.atpd_process import REPO
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

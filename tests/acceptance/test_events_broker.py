@@ -22,7 +22,7 @@ from celery import Celery
 
 from atp import tracker
 from atp.models import EventCursor, LogRecord, Status, TaskInstance, TaskType, Worker
-from tests.acceptance.conftest import REPO, wait_until
+from tests.support.atpd_process import REPO, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CELERY = [sys.executable, "-m", "celery"]

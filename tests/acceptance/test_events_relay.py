@@ -24,8 +24,8 @@ import redis
 from atp import tracker
 from atp.daemon.relay import CURSOR_NAME
 from atp.models import EventCursor, LogRecord, TaskInstance
-from tests.acceptance.conftest import wait_until
 from tests.acceptance.test_events_broker import Collector, relayed_everything
+from tests.support.atpd_process import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 needs_redis_server = pytest.mark.skipif(

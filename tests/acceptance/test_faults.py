@@ -15,7 +15,7 @@ from django.db import connection
 
 from atp import tracker
 from atp.models import LogRecord, Status, TaskInstance, TaskType
-from tests.acceptance.conftest import FAST, REPO, wait_until
+from tests.support.atpd_process import FAST, REPO, wait_until
 from tests.support.tcp_proxy import CommitCutter
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,8 +12,8 @@ import pytest
 
 from atp import control, tracker
 from atp.models import Status, TaskInstance
-from tests.acceptance.conftest import wait_until
 from tests.integration.test_concurrency import _race
+from tests.support.atpd_process import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 

@@ -9,7 +9,7 @@ import pytest
 
 from atp import jobs, tracker
 from atp.models import Status, TaskInstance
-from tests.acceptance.conftest import wait_until
+from tests.support.atpd_process import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

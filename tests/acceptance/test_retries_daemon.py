@@ -4,7 +4,7 @@ import pytest
 
 from atp import tracker
 from atp.models import LogRecord, Status, TaskInstance
-from tests.acceptance.conftest import wait_until
+from tests.support.atpd_process import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from atp import schedules, tracker
 from atp.models import LogRecord, Schedule, TaskInstance, Worker
-from tests.acceptance.conftest import wait_until
+from tests.support.atpd_process import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -9,7 +9,7 @@ from django.db.models import Max
 from atp import tracker
 from atp.models import Status, TaskInstance
 from atp.tracker import subtasks
-from tests.acceptance.conftest import wait_until
+from tests.support.atpd_process import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 

@@ -7,8 +7,8 @@ from django.db import connection
 
 from atp import control
 from atp.models import Status, TaskInstance, TaskType
-from tests.acceptance.conftest import wait_until
 from tests.conftest import ON_POSTGRES
+from tests.support.atpd_process import wait_until
 from tests.taskapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

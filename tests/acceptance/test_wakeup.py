@@ -7,7 +7,7 @@ from django.db import connection
 
 from atp import sql, tracker
 from atp.models import Status, TaskInstance
-from tests.acceptance.conftest import wait_until
+from tests.support.atpd_process import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

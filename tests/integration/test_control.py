@@ -14,6 +14,7 @@ from django.test import Client
 from atp import control, tracker
 from atp.daemon.db import database_url
 from atp.models import LogRecord, Status, TaskInstance
+from tests.support.atpd_process import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,13 +46,6 @@ def finish(process, timeout=60):
     """Wait for a daemon to exit; fail with its output if it did not exit cleanly."""
     code = process.wait(timeout=timeout)
     assert code == 0, f"atpd exited {code}:\n{process.log_path.read_text()}"
-
-
-def wait_until(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def status_of(task_id):
