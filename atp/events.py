@@ -29,6 +29,11 @@ TASK_PAUSED = "task-paused"
 TASK_RESUMED = "task-resumed"
 TASK_WAITING = "task-waiting"
 TASK_PROGRESS = "task-progress"
+#: Not a transition: why a waiting task has not started (``atp.tracker.pending``), written
+#: once when the reason appears. Celery turns an unknown ``task-<x>`` event into the state
+#: ``X``, and a custom state outranks RECEIVED and STARTED for good; ``pending`` makes it
+#: PENDING, Celery's own state of a waiting task, which every later event replaces.
+TASK_PENDING = "task-pending"
 
 #: The event a move into each status sends, when the move has a single meaning.
 #: RUNNING is ``task-started`` from SCHEDULED but ``task-resumed`` from PAUSED; ACCEPTED is
@@ -180,6 +185,7 @@ SIGNALS: dict[str, Signal] = {
         TASK_RESUMED,
         TASK_WAITING,
         TASK_PROGRESS,
+        TASK_PENDING,
     )
 }
 task_sent = SIGNALS[TASK_SENT]
@@ -193,6 +199,7 @@ task_paused = SIGNALS[TASK_PAUSED]
 task_resumed = SIGNALS[TASK_RESUMED]
 task_waiting = SIGNALS[TASK_WAITING]
 task_progress = SIGNALS[TASK_PROGRESS]
+task_pending = SIGNALS[TASK_PENDING]
 
 
 def signal_on_commit(record: LogRecord) -> None:

@@ -6,6 +6,7 @@
 - ``enqueue``: tasks and their log records in one prepared statement (``enqueue_rows``)
 - ``locks``: advisory locks (queue limits, unique keys, rate limits), a table's settled id
 - ``notify``: LISTEN/NOTIFY that wakes idle daemons
+- ``pending``: the ``task-pending`` events of a pause in one INSERT … SELECT
 - ``stats``: row and value estimates from PostgreSQL's statistics (the admin's lists)
 - ``vendor``: which database this is; ``driver``: where psycopg 3 and psycopg2 differ;
   ``errors``: which database errors mean "busy, try again"

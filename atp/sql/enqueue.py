@@ -52,15 +52,17 @@ class QueueLimit:
         return self.type_id or 0
 
 
-#: One statement: check the task type and the queue limit, insert the tasks and their
-#: ``task-sent`` log records, notify. ``rows`` is a JSON array of per-task values; everything
-#: else is the same for the whole batch. The type's cached values (``type_*``) are checked
-#: against its row in the statement's own snapshot: a type changed or deleted since it was
-#: cached inserts nothing (``fresh`` false), and the caller reloads it and tries again. The
-#: tasks are inserted in the order of ``rows``, so their ids grow in that order. The result
-#: has one row per item (``ord`` = position in ``rows``), or a single row with a null
-#: ``ord`` when nothing was inserted; ``fits`` says whether the batch fitted the queue
-#: limit. Every parameter carries its type, so the statement can be prepared as it is.
+#: One statement: check the task type and the queue limit, insert the tasks and their ``task-sent``
+#: log records (and the ``task-pending`` ones of tasks that wait from the start: ``pending`` lists
+#: the candidate reasons, "later" only when they are due later; a queue's or type's pause is checked
+#: here, in the insert's snapshot), notify. ``rows`` is a JSON array of per-task values; everything
+#: else is the same for the whole batch. The type's cached values (``type_*``) are checked against
+#: its row in the statement's own snapshot: a type changed or deleted since it was cached inserts
+#: nothing (``fresh`` false), and the caller reloads it and tries again. The tasks are inserted in
+#: the order of ``rows``, so their ids grow in that order. The result has one row per item (``ord``
+#: = position in ``rows``), or a single row with a null ``ord`` when nothing was inserted; ``fits``
+#: says whether the batch fitted the queue limit. Every parameter carries its type, so the statement
+#: can be prepared as it is.
 _ENQUEUE = """WITH checked AS (
     SELECT EXISTS (
         SELECT FROM atp_tasktype
@@ -95,6 +97,19 @@ _ENQUEUE = """WITH checked AS (
             'kwargs', item.kwargs, 'root_id', COALESCE(%(root_id)s::text, item.uuid::text))
     FROM task JOIN item USING (uuid) ORDER BY item.ord
     RETURNING id, instance_id
+), pending AS (
+    INSERT INTO atp_logrecord (instance_id, time, status, message, event, fields)
+    SELECT log.instance_id, %(now)s::timestamptz, {accepted}, why.message,
+        %(pending_event)s::text, why.fields || jsonb_build_object('uuid', task.uuid)
+    FROM log JOIN task ON task.id = log.instance_id
+    JOIN ROWS FROM (jsonb_to_recordset(%(pending)s::jsonb)
+        AS (kind text, message text, fields jsonb)
+    ) WITH ORDINALITY AS why (kind, message, fields, ord) ON why.kind = 'later'
+        OR (why.kind = 'queue' AND EXISTS (
+            SELECT FROM atp_queuepause WHERE queue = %(queue)s::text))
+        OR (why.kind = 'type' AND EXISTS (
+            SELECT FROM atp_tasktype WHERE id = %(type_id)s::bigint AND paused))
+    ORDER BY log.id, why.ord
 )
 SELECT {result},
     (SELECT pg_notify('{channel}', %(queue)s::text) FROM task LIMIT 1)

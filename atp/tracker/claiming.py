@@ -9,7 +9,7 @@ from django.utils import timezone
 from atp import events, sql, validation
 from atp.exceptions import QueueEmpty
 from atp.models import LogRecord, Status, TaskInstance
-from atp.tracker import batch_sql, concurrency, pausing, ratelimit
+from atp.tracker import batch_sql, concurrency, pausing, pending, ratelimit
 from atp.tracker.core import Attempt, _attempt_of, _ended, _lineage, _log
 
 logger = logging.getLogger("atp.tracker")
@@ -106,6 +106,7 @@ def _take(
     claimed: list[TaskInstance] = []
     rate_limited = set(exclude_types)  # and types without room in their rate-limit window now
     full_keys: set = set()  # (type id, concurrency key) pairs without a free place now
+    passed: list = []  # (task, reason) of the tasks passed over for a full key or rate
     with transaction.atomic():
         now = timezone.now()
         pauses = pausing.current()
@@ -126,8 +127,13 @@ def _take(
             if not rows:
                 break
             expired = [task for task in rows if task.expires is not None and task.expires <= now]
-            fresh, full = ratelimit.admit([task for task in rows if task not in expired], now)
-            fresh, keys_full, out_of_places = concurrency.admit(fresh, limited)
+            judged = [task for task in rows if task not in expired]
+            fresh, full, rate_busy = ratelimit.admit(judged, now)
+            within_rate = fresh
+            fresh, keys_full, out_of_places, keys_busy = concurrency.admit(fresh, limited)
+            passed += _passed_over(
+                judged, within_rate, fresh, full - rate_busy, keys_full - keys_busy
+            )
             rate_limited |= full
             full_keys |= keys_full
             if limited is not None:
@@ -137,7 +143,28 @@ def _take(
             claimed.extend(fresh)
             if not expired and not full and not keys_full and not out_of_places:
                 break
+        pending.passed_over(passed, now)
     return claimed
+
+
+def _passed_over(judged, within_rate, admitted, rate_full, keys_full) -> list[tuple]:
+    """Why each task of ``judged`` not claimed was passed over: ``(task, reason)`` pairs.
+
+    A task left out only because the daemon had no idle slot for a limited type (the
+    budget) is not waiting for anything of its own, so it gets no pair.
+    """
+    admitted_ids = {task.pk for task in admitted}
+    rate_ok_ids = {task.pk for task in within_rate}
+    passed = []
+    for task in judged:
+        if task.pk in admitted_ids:
+            continue
+        if task.pk not in rate_ok_ids:
+            if task.type_id in rate_full:
+                passed.append((task, "rate"))
+        elif (task.type_id, task.concurrency_key) in keys_full:
+            passed.append((task, "concurrency"))
+    return passed
 
 
 def _claim(tasks, server_id, message, now, start) -> None:

@@ -18,7 +18,9 @@ from atp import sql
 from atp.models import ACTIVE, TaskInstance
 
 
-def admit(tasks, budget: int | None) -> tuple[list, set[tuple[int, str | None]], bool]:
+def admit(
+    tasks, budget: int | None
+) -> tuple[list, set[tuple[int, str | None]], bool, set[tuple[int, str | None]]]:
     """Split claim candidates by their types' concurrency limits.
 
     ``tasks`` are locked, due TaskInstances (type loaded), in claim order; ``budget`` is how
@@ -26,9 +28,11 @@ def admit(tasks, budget: int | None) -> tuple[list, set[tuple[int, str | None]],
     passes its idle slots, so a limited task never waits in a slot's queue behind other
     work while it holds a place of its key). Returns the tasks that may be claimed now (in
     order), the ``(type id, key)`` pairs that are full, and whether the budget ran out;
-    the caller looks past both. Call inside the claim transaction.
+    the caller looks past both. The last element holds the full pairs that were not
+    counted because another daemon held the claim-rules lock (nothing to report: they may
+    have room). Call inside the claim transaction.
     """
-    admitted, full = [], set()
+    admitted, full, busy = [], set(), set()
     room: dict[tuple[int, str | None], int] = {}
     exhausted = False
     for task in tasks:
@@ -41,7 +45,10 @@ def admit(tasks, budget: int | None) -> tuple[list, set[tuple[int, str | None]],
             continue
         key = (task.type_id, task.concurrency_key)
         if key not in room:
-            room[key] = _room(key, limit)
+            counted = _room(key, limit)
+            if counted is None:
+                busy.add(key)
+            room[key] = counted or 0
         if room[key] > 0:
             room[key] -= 1
             admitted.append(task)
@@ -49,7 +56,7 @@ def admit(tasks, budget: int | None) -> tuple[list, set[tuple[int, str | None]],
                 budget -= 1
         if room[key] <= 0:
             full.add(key)
-    return admitted, full, exhausted
+    return admitted, full, exhausted, busy
 
 
 def of_keys(full) -> Q:
@@ -68,8 +75,13 @@ def _of_key(type_id: int, key: str | None) -> Q:
     return Q(type_id=type_id, concurrency_key=key)
 
 
-def _room(key: tuple[int, str | None], limit: int) -> int:
-    """How many more tasks of the key may be claimed now (under the claim-rules lock)."""
-    sql.lock_rate_limits()
+def _room(key: tuple[int, str | None], limit: int) -> int | None:
+    """How many more tasks of the key may be claimed now; None if the lock was busy.
+
+    Counted only under the claim-rules lock: a count without it could see room for a place
+    another daemon is taking at the same moment.
+    """
+    if not sql.lock_rate_limits():
+        return None  # a daemon frozen in its claim holds the lock: look again next time
     # Counting at most ``limit`` rows keeps this cheap however many tasks run.
     return limit - active_of_key(*key).order_by().values("pk")[:limit].count()

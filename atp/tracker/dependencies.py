@@ -26,6 +26,7 @@ from django.utils import timezone
 from atp import events, sql, validation
 from atp.exceptions import InvalidInput
 from atp.models import TERMINAL, Dependency, Status, TaskInstance
+from atp.tracker import pending
 from atp.tracker.core import _log, _subtask_ended
 
 logger = logging.getLogger("atp.tracker")
@@ -214,6 +215,7 @@ def _release(task: TaskInstance, count: int) -> None:
     task.status, task.updated_at = Status.ACCEPTED, now
     # No Celery event: the task was sent already; this record says when it became due.
     _log(task, Status.ACCEPTED, f"Released: its {count} dependencies have ended.", "", now).save()
+    pending.after_requeue(task)  # due later, or its queue or type paused meanwhile
     sql.notify_enqueued(task.queue)  # delivered on commit: an idle daemon claims it at once
     logger.debug("Released %s: its dependencies have ended", task)
 

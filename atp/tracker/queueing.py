@@ -12,9 +12,9 @@ from django.utils import timezone
 from atp import events, sql, validation
 from atp.conf import settings
 from atp.exceptions import DuplicateTask, InvalidInput, QueueFull, UnknownTaskType
-from atp.models import LogRecord, Status, TaskInstance, TaskType, sources_of
+from atp.models import TERMINAL, LogRecord, Status, TaskInstance, TaskType, sources_of
 from atp.text import storable
-from atp.tracker import dependencies, unique
+from atp.tracker import dependencies, pending, unique
 from atp.tracker.core import _get_task, _get_type, _lineage, _log, _transition
 from atp.tracker.reading import get_max_queue_size
 
@@ -370,6 +370,8 @@ def _insert_with_orm(
                 _log(task, status, revoked_because, events.TASK_REVOKED, now, **fields_revoked)
                 for task in tasks
             ]
+        blocking = sum(task.status not in TERMINAL for task in locked.values())
+        records += pending.at_enqueue(tasks, now, dependencies=blocking)
         LogRecord.objects.bulk_create(records)
         if depends_on:
             dependencies.attach(tasks, depends_on, locked, policy)
@@ -419,6 +421,7 @@ def _insert_with_sql(task_type, fields, batch, message, check_limit, event_field
     for *_, position, task_id, log_id, made in result:
         ids[position - 1], log_ids[position - 1] = task_id, log_id
         created[position - 1] = made
+    pending.signal_inserted([ids[n] for n, new in enumerate(created) if new], now)
     if events.has_listeners(events.TASK_SENT) and any(created):
         made = [n for n, new in enumerate(created) if new]
         _signal_sent(
@@ -468,6 +471,10 @@ def _statement_values(task_type, fields, batch, message, now) -> dict:
         "now": now,
         "message": message,
         "event": events.TASK_SENT,
+        "pending": pending.candidates(
+            task_type.identifier, fields["queue"], fields.get("run_after", now), now
+        ),
+        "pending_event": events.TASK_PENDING,
     }
 
 
@@ -658,21 +665,23 @@ def reenqueue_task(
     ``exception``/``traceback`` go into the ``task-retried`` event (default: the message).
     """
     now = timezone.now()
-    _transition(
-        task_id,
-        Status.ACCEPTED,
-        message,
-        # Not BLOCKED: only its dependencies release a task that waits for them.
-        sources=sources_of(Status.ACCEPTED) - {Status.BLOCKED},
-        attempt=attempt,
-        event=events.TASK_RETRIED,
-        changes=lambda task: {
-            "server_id": "",
-            "run_after": run_after or now,
-            "retries": task.retries + (1 if retry else 0),
-        },
-        fields=lambda task, moment: {
-            "exception": exception if exception is not None else message,
-            "traceback": traceback,
-        },
-    )
+    with transaction.atomic():
+        task = _transition(
+            task_id,
+            Status.ACCEPTED,
+            message,
+            # Not BLOCKED: only its dependencies release a task that waits for them.
+            sources=sources_of(Status.ACCEPTED) - {Status.BLOCKED},
+            attempt=attempt,
+            event=events.TASK_RETRIED,
+            changes=lambda task: {
+                "server_id": "",
+                "run_after": run_after or now,
+                "retries": task.retries + (1 if retry else 0),
+            },
+            fields=lambda task, moment: {
+                "exception": exception if exception is not None else message,
+                "traceback": traceback,
+            },
+        )
+        pending.after_requeue(task)  # a retry's backoff, a paused queue: why it waits

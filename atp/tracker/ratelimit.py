@@ -35,15 +35,17 @@ def parse_rate(rate: str) -> tuple[int, float] | None:
     return int(count), PERIODS[unit]
 
 
-def admit(tasks, now) -> tuple[list, set[int]]:
+def admit(tasks, now) -> tuple[list, set[int], set[int]]:
     """Split claim candidates by their types' rate limits.
 
     ``tasks`` are locked, due TaskInstances (type loaded), in claim order. Returns the ones
-    that may be claimed now, in the same order, and the ids of the types that have no room
-    left: the caller looks past those. Call inside the claim transaction: the lock it takes
-    (when a task has a rate limit) lasts until the claims are committed.
+    that may be claimed now, in the same order, the ids of the types that have no room
+    left (the caller looks past those), and among them the ids of the types that were not
+    counted because another daemon held the lock (their window may have room: nothing to
+    report). Call inside the claim transaction: the lock it takes (when a task has a rate
+    limit) lasts until the claims are committed.
     """
-    admitted, full = [], set()
+    admitted, full, busy = [], set(), set()
     room: dict[int, int] = {}
     for task in tasks:
         limit = parse_rate(task.type.rate_limit)
@@ -51,20 +53,23 @@ def admit(tasks, now) -> tuple[list, set[int]]:
             admitted.append(task)
             continue
         if task.type_id not in room:
-            room[task.type_id] = _room(task.type_id, limit, now)
+            counted = _room(task.type_id, limit, now)
+            if counted is None:
+                busy.add(task.type_id)
+            room[task.type_id] = counted or 0
         if room[task.type_id] > 0:
             room[task.type_id] -= 1
             admitted.append(task)
         if room[task.type_id] <= 0:
             full.add(task.type_id)
-    return admitted, full
+    return admitted, full, busy
 
 
-def _room(type_id: int, limit: tuple[int, float], now) -> int:
-    """How many more tasks of the type may be claimed now."""
+def _room(type_id: int, limit: tuple[int, float], now) -> int | None:
+    """How many more tasks of the type may be claimed now; None if the lock was busy."""
     count, period = limit
     if not sql.lock_rate_limits():
-        return 0  # another daemon is claiming rate-limited tasks: look again next time
+        return None  # another daemon is claiming rate-limited tasks: look again next time
     window = TaskInstance.objects.filter(
         type_id=type_id, received_at__gt=now - timedelta(seconds=period)
     )

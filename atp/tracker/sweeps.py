@@ -9,6 +9,7 @@ from django.utils import timezone
 from atp import events
 from atp.conf import settings
 from atp.models import Status, TaskInstance, Worker
+from atp.tracker import pending
 from atp.tracker.core import SweepEntry, _check_owner, _get_task, _join, _transition
 
 logger = logging.getLogger("atp.tracker")
@@ -107,7 +108,7 @@ def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") 
             note = "Given back to the queue (it never started; no restart used)."
         else:
             note = f"Re-enqueued: restart {restarts_used + 1} of {task.type.maxrestart}."
-        _transition(
+        requeued = _transition(
             task.pk,
             Status.ACCEPTED,
             _join(reason, note),
@@ -115,6 +116,7 @@ def restart_or_fail(task_id, reason, *, attempt=None, exception="TimeoutError") 
             changes=lambda task: {"server_id": "", "run_after": timezone.now()},
             fields=fields,
         )
+        pending.after_requeue(requeued)  # its queue or type may have been paused meanwhile
         logger.warning("%s re-enqueued (attempt %d): %s", task, task.attempts, reason)
         return "reenqueued"
 
@@ -212,7 +214,7 @@ def reclaim_orphans(
             if ran or task.status != Status.RUNNING:
                 action = restart_or_fail(task.pk, reason, exception="WorkerLostError")
             else:
-                _transition(
+                requeued = _transition(
                     task.pk,
                     Status.ACCEPTED,
                     _join(reason, "Given back to the queue (it never started; no restart used)."),
@@ -224,6 +226,7 @@ def reclaim_orphans(
                     },
                     fields=lambda task, moment: {"exception": "WorkerLostError", "traceback": ""},
                 )
+                pending.after_requeue(requeued)
                 action = "given back"
             done.append(SweepEntry(task.pk, str(task), action))
     return done

@@ -32,15 +32,21 @@ OWN_FIELDS = {"uuid", "root_id", "timestamp", "eta", "expires"}
 
 
 def _row(task_id) -> dict:
-    """Every column of the task but its own, and its task-sent record's fields but its own."""
+    """Every column of the task but its own, and its task-sent record's fields but its own;
+    the ``task-pending`` records that follow it (a task due later), without their times."""
     task = TaskInstance.objects.get(pk=task_id)
     columns = {
         field.attname: getattr(task, field.attname)
         for field in TaskInstance._meta.concrete_fields
         if field.attname not in OWN_COLUMNS
     }
-    record = LogRecord.objects.get(instance_id=task_id)
+    record = LogRecord.objects.get(instance_id=task_id, event=events.TASK_SENT)
     sent = {name: value for name, value in record.fields.items() if name not in OWN_FIELDS}
+    waits = LogRecord.objects.filter(instance_id=task_id).exclude(pk=record.pk).order_by("id")
+    for wait in waits:
+        assert wait.pk > record.pk and wait.time == record.time
+        assert wait.fields["uuid"] == record.fields["uuid"]
+        assert wait.fields["eta"] == task.run_after.isoformat()
     assert record.fields["uuid"] == str(task.uuid)
     assert record.fields["timestamp"] == record.time.timestamp()
     assert record.fields["eta"] == task.run_after.isoformat()
@@ -50,6 +56,10 @@ def _row(task_id) -> dict:
         "columns": columns,
         "record": (record.status, record.message, record.event),
         "fields": sent,
+        "waits": [
+            (wait.status, wait.message.split(" at ")[0], wait.event, wait.fields["reason"])
+            for wait in waits
+        ],
     }
 
 
