@@ -11,6 +11,9 @@ Configured as ``TASKS = {"default": {"BACKEND": "atp.backends.ATPBackend", "QUEU
 - One enqueue is one ATP task: input ``{"task", "backend", "takes_context", "run_after",
   "args", "kwargs"}`` (JSON, checked at enqueue), ATP priority = task priority, ATP queue =
   ``queue_name``, ``run_after`` = ``run_after``. The queue-size limit applies (``QueueFull``).
+- ATP's flow options of one enqueue (``unique_key``, ``unique_for``, ``concurrency_key``)
+  come from ``enqueue_options()``, a context manager: Django's ``Task`` has no field for
+  them. A held unique key creates nothing and the result is the holder's.
 - The result id is the ATP task's ``uuid``. ATP status → result status: ACCEPTED and
   SCHEDULED → READY; RUNNING, PAUSED and WAITING → RUNNING; FINISHED → SUCCESSFUL; FAILED
   and REVOKED → FAILED. ``worker_ids`` holds the daemon of each start, so ``attempts``
@@ -21,6 +24,10 @@ Configured as ``TASKS = {"default": {"BACKEND": "atp.backends.ATPBackend", "QUEU
 import builtins
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.apps import apps
@@ -48,6 +55,46 @@ RESULT_MIME_TYPE = "application/json"
 #: ``register_task_type`` arguments OPTIONS may give new task types (queue and priority
 #: are not among them: they come from each enqueued task).
 TYPE_ARGUMENTS = ("timeout", "timeret", "maxrestart")
+
+#: The ATP enqueue options ``enqueue_options`` passes on (Django's ``Task`` carries the others).
+FLOW_OPTIONS = ("unique_key", "unique_for", "concurrency_key")
+
+
+@dataclass
+class EnqueueOptions:
+    """What ``enqueue_options`` yields: its options, and what the last enqueue in it did."""
+
+    options: dict = field(default_factory=dict)
+    #: Whether the last enqueue inside the block created its task (False: a task held the
+    #: ``unique_key``, and the result was the holder's); None before the first.
+    created: bool | None = None
+
+
+_FLOW: ContextVar[EnqueueOptions | None] = ContextVar("atp_enqueue_options", default=None)
+
+
+@contextmanager
+def enqueue_options(**options) -> Iterator[EnqueueOptions]:
+    """Give the Django tasks enqueued in the block ATP's ``unique_key``, ``unique_for`` and
+    ``concurrency_key`` (``enqueue_task``'s rules and checks), in this thread or task only.
+
+    ``with enqueue_options(unique_key="sync-42") as flow: result = sync.enqueue(42)``: while a
+    task of the type holds the key, nothing is created, the result is that task's and
+    ``flow.created`` is False. An unknown option is InvalidInput at once; a bad value is
+    InvalidInput at the enqueue, which then writes nothing.
+    """
+    unknown = sorted(set(options) - set(FLOW_OPTIONS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown ATP enqueue option(s) {unknown}; valid: {', '.join(FLOW_OPTIONS)}"
+        )
+    state = EnqueueOptions({name: value for name, value in options.items() if value is not None})
+    token = _FLOW.set(state)
+    try:
+        yield state
+    finally:
+        _FLOW.reset(token)
+
 
 # ATP status code → Django result status (codes from atp.models.Status, kept literal here so
 # this module imports before the app registry is ready).
@@ -101,17 +148,25 @@ class ATPBackend(BaseTaskBackend):
         self.validate_task(task)
         task_input = self._input(task, args, kwargs)
         task_type = self._task_type(task.module_path)
-        task_id = tracker.enqueue_task(
+        flow = _FLOW.get()
+        options = dict(flow.options) if flow is not None else {}
+        unique_key = options.pop("unique_key", None)
+        call = (
             task_type,
             None,
             task_input,
             f"Enqueued through Django's tasks framework (backend {self.alias!r}).",
-            priority=task.priority,
-            queue=task.queue_name,
-            run_after=task.run_after,
         )
+        options.update(priority=task.priority, queue=task.queue_name, run_after=task.run_after)
+        if unique_key is None:
+            task_id, created = tracker.enqueue_task(*call, **options), True
+        else:
+            task_id, created = tracker.enqueue_unique(*call, unique_key=unique_key, **options)
+        if flow is not None:
+            flow.created = created
         result = self.result_for(TaskInstance.objects.select_related("type").get(pk=task_id))
-        task_enqueued.send(type(self), task_result=result)
+        if created:  # a held unique key enqueued nothing
+            task_enqueued.send(type(self), task_result=result)
         return result
 
     def _input(self, task, args, kwargs) -> dict:

@@ -11,7 +11,7 @@ import ast
 import json
 import signal as signal_module
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db import transaction
 
@@ -42,6 +42,8 @@ class TaskResult:
     result: object = None
     exception: str | None = None
     traceback: str | None = None
+    #: False when a ``unique_key`` was held: the call created nothing, this is the holder.
+    created: bool = True
 
     @property
     def ready(self) -> bool:
@@ -70,13 +72,22 @@ def async_apply(type, input=None, identifier=None, message="", **options) -> Tas
     """Enqueue a task and return at once with its (PENDING) state.
 
     ``type`` is a task type identifier (or TaskType); ``options`` are ``enqueue_task``'s:
-    priority, queue, run_after/eta, countdown, expires, parent. Raises UnknownTaskType,
-    InvalidInput, DuplicateTask or QueueFull.
+    priority, queue, run_after/eta, countdown, expires, parent, unique_key, unique_for,
+    concurrency_key. With a ``unique_key`` a task holds, nothing is created and the result
+    is the holder's (``created`` False). Raises UnknownTaskType, InvalidInput, DuplicateTask
+    or QueueFull.
     """
+    unique_key = options.pop("unique_key", None)
     # One transaction: if reading the new task back fails, it was never enqueued.
     with transaction.atomic():
-        task_id = tracker.enqueue_task(type, identifier, input, message, **options)
-        return _result(TaskInstance.objects.get(pk=task_id))
+        created = True
+        if unique_key is None:
+            task_id = tracker.enqueue_task(type, identifier, input, message, **options)
+        else:
+            task_id, created = tracker.enqueue_unique(
+                type, identifier, input, message, unique_key=unique_key, **options
+            )
+        return replace(_result(TaskInstance.objects.get(pk=task_id)), created=created)
 
 
 def send_task(name, input=None, identifier=None, message="", **options) -> TaskResult:
@@ -94,7 +105,7 @@ def apply(type, input=None, timeout=None, identifier=None, message="", **options
     """
     timeout = validation.seconds(timeout, "timeout", allow_none=True)
     started = async_apply(type, input, identifier, message, **options)
-    return _wait(started.id, timeout)
+    return replace(_wait(started.id, timeout), created=started.created)
 
 
 def get_result(task_id, timeout=None) -> TaskResult:

@@ -54,6 +54,8 @@ def _errors(*codes: int) -> dict:
 
 TASK_ID = _path("task_id", "The task's id (digits) or uuid.")
 TYPE_NAME = _path("name", "A task type identifier (may contain '/').")
+#: A unique or concurrency key: the bounds ``validation.identifier`` checks.
+KEY = {"type": "string", "minLength": 1, "maxLength": validation.IDENTIFIER_MAX_LENGTH}
 TIME = {"type": "string", "example": "2026-05-01 12:00"}
 TIME_HELP = (
     "Inclusive bound: 'YYYY-MM-DD HH:MM' or ISO 8601 (naive: in TIME_ZONE), or epoch seconds; "
@@ -355,6 +357,13 @@ SCHEMA = {
                     "state": {"type": "string"},
                     "result": {},
                     "traceback": {"type": "string", "nullable": True},
+                    "created": {
+                        "type": "boolean",
+                        "description": (
+                            "Apply routes given a unique_key only: false when a task of the "
+                            "type held the key, so nothing was created and this is that task."
+                        ),
+                    },
                 },
             },
             "Apply": {
@@ -390,6 +399,30 @@ SCHEMA = {
                                 "maximum": validation.MAX_SECONDS,
                             },
                         ],
+                    },
+                    "unique_key": {
+                        **KEY,
+                        "description": (
+                            "While a task of the type holds this key (from its enqueue until "
+                            "it ends), nothing is created and the reply is that task's, with "
+                            "created false."
+                        ),
+                    },
+                    "unique_for": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": validation.MAX_SECONDS,
+                        "description": (
+                            "Seconds the unique_key stays held after its task's enqueue, even "
+                            "once the task ended; needs unique_key."
+                        ),
+                    },
+                    "concurrency_key": {
+                        **KEY,
+                        "description": (
+                            "The key the type's concurrency_limit counts: at most that many "
+                            "tasks of the type and key run at once, on all daemons."
+                        ),
                     },
                     "timeout": {
                         "type": "number",

@@ -22,7 +22,17 @@ from atp.models import ACTIVE, TaskInstance, TaskType, Worker
 #: also the default when no limit is given. Page through larger results with offset.
 MAX_PAGE = 10_000
 #: Options the apply endpoints accept besides args, kwargs and input.
-APPLY_OPTIONS = ("identifier", "priority", "queue", "countdown", "eta", "expires")
+APPLY_OPTIONS = (
+    "identifier",
+    "priority",
+    "queue",
+    "countdown",
+    "eta",
+    "expires",
+    "unique_key",
+    "unique_for",
+    "concurrency_key",
+)
 TRUE = ("y", "yes", "t", "true", "on", "1")
 FALSE = ("n", "no", "f", "false", "off", "0")
 
@@ -140,14 +150,14 @@ def apply(request, name):
     body = _body(request)
     timeout = _wait_time(body.pop("timeout", None), default=settings.API_MAX_WAIT)
     input, options = _call(body)
-    return JsonResponse(control.apply(name, input, timeout=timeout, **options).as_flower())
+    return _reply(control.apply(name, input, timeout=timeout, **options), options)
 
 
 @api_view(ACT, methods=("POST",))
 def async_apply(request, name):
     """POST /api/task/async-apply/<type>: enqueue; reply ``{"task-id", "state"}`` at once."""
     input, options = _call(_body(request))
-    return JsonResponse(control.async_apply(name, input, **options).as_flower())
+    return _reply(control.async_apply(name, input, **options), options)
 
 
 @api_view(ACT, methods=("POST",))
@@ -157,7 +167,16 @@ def send_task(request, name):
     Unlike Flower, an unknown type is 404: ATP cannot queue a task of a type it does not know.
     """
     input, options = _call(_body(request))
-    return JsonResponse(control.send_task(name, input, **options).as_flower())
+    return _reply(control.send_task(name, input, **options), options)
+
+
+def _reply(result, options: dict) -> JsonResponse:
+    """Flower's reply to an apply route; with a ``unique_key``, also whether it created the
+    task (false: the key was held, and the reply is the holding task's)."""
+    reply = result.as_flower()
+    if options.get("unique_key") is not None:
+        reply["created"] = result.created
+    return JsonResponse(reply)
 
 
 def _body(request) -> dict:

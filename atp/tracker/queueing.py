@@ -190,7 +190,9 @@ def _flow_options(options: dict) -> tuple[dict, float | None]:
     unique_for = options.get("unique_for")
     if isinstance(unique_for, timedelta):
         unique_for = unique_for.total_seconds()
-    unique_for = validation.number(unique_for, "unique_for", minimum=0, allow_none=True)
+    # A duration like any other (at most 10 years): a larger one put the key's cutoff
+    # before year 1 and raised OverflowError instead of InvalidInput.
+    unique_for = validation.seconds(unique_for, "unique_for", allow_none=True)
     return keys, unique_for or None
 
 
