@@ -142,6 +142,20 @@ class AsyncioPool(_SlotPool):
             logger.info("Withdrew %d attempt(s) not yet started: %s", len(withdrawn), reason)
         return withdrawn
 
+    def unstarted(self) -> list[Attempt]:
+        """The attempts waiting for a free slot."""
+        with self._lock:
+            return list(self._waiting)
+
+    def take_back(self, task_ids) -> list[Attempt]:
+        """Take the attempts of ``task_ids`` that wait for a slot (see the base class)."""
+        ids = set(task_ids)
+        with self._lock:
+            taken = [attempt for attempt in self._waiting if attempt.task_id in ids]
+            self._waiting = collections.deque(a for a in self._waiting if a.task_id not in ids)
+            self.held -= len(taken)
+        return taken
+
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel what still runs, stop the loop and its thread, close the database threads."""
 

@@ -45,14 +45,16 @@ def _report_start(ready, problem: str | None) -> None:
         pass  # a replacement child: nobody waits for its start
 
 
-def main(tasks, results, alive, ready) -> None:
+def main(tasks, results, alive, ready, fence) -> None:
     """Serve the attempts sent on the ``tasks`` pipe until it sends None or closes.
 
     First, report on ``ready`` whether Django could be set up (with the daemon's settings,
     atp.daemon.child_setup); a child that cannot exits without touching any task. Each
     message is a list of pickled attempts, run in order; each outcome goes back on the
     ``results`` socket as soon as its handler ends, so the daemon always knows which
-    attempt runs now (the one after the last reported).
+    attempt runs now (the one after the last reported). ``fence`` is ``(lock, began,
+    skip_upto)`` (``atp.daemon.pool.Slot``): the attempts are numbered as they arrive, and
+    one the daemon took back (number up to ``skip_upto``) is skipped without a report.
     """
     from atp.daemon import child_setup
 
@@ -72,6 +74,8 @@ def main(tasks, results, alive, ready) -> None:
     signal.signal(signal.SIGUSR1, _raise_soft_time_limit)
     threading.Thread(target=_die_with_daemon, args=(alive,), daemon=True).start()
     results.setblocking(True)
+    lock, began, skip_upto = fence
+    number = 0
     while True:
         try:
             batch = tasks.recv()
@@ -80,6 +84,13 @@ def main(tasks, results, alive, ready) -> None:
         if batch is None:
             break
         for data in batch:
+            number += 1
+            # Under the lock the daemon takes to take attempts back: either it sees this
+            # one begun, or this child sees it taken back. Never both, never neither.
+            with lock:
+                if number <= skip_upto.value:
+                    continue
+                began.value = number
             heal()
             # Pickles from the daemon that forked us, over a private pipe (as multiprocessing
             # itself does); a task's input inside them is JSON-checked data, never a pickle.

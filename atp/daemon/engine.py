@@ -126,7 +126,9 @@ class Daemon:
         # Event relay + remote control, if a broker is configured (atp.daemon.broker).
         self.broker: BrokerLinks | None = None
         self.paused: list[str] = []  # the paused queues as last read (atp.tracker.pausing)
+        self.paused_types: list[int] = []  # the paused task types' ids, read with them
         self.paused_read_at = float("-inf")
+        self.pauses_read = self.pauses_checked = 0  # reads; the last the pool was checked with
         self.schedules = ScheduleClock()  # when to tick the periodic tasks (atp.schedules)
 
     # --- life cycle ---------------------------------------------------------------------
@@ -233,6 +235,8 @@ class Daemon:
             self._db(self._cleanup, "sweep")
         if now >= self.schedules.due_at:
             self._db(self._tick_schedules, "schedules")
+        if self.pool.busy():
+            self._db(self._give_back_paused, "pauses")
         if self._db_step_due():
             self._db(self._record_and_claim, "record and claim")
         if self.queue_empty and now >= self.next_idle_cleanup:
@@ -438,8 +442,30 @@ class Daemon:
         now = time.monotonic()
         if self.listener.pauses_changed or now >= self.paused_read_at + self.options.poll_interval:
             self.listener.pauses_changed = False
-            self.paused, self.paused_read_at = tracker.paused_queues(), now
+            (self.paused, self.paused_types), self.paused_read_at = tracker.current_pauses(), now
+            self.pauses_read += 1
         return self.paused
+
+    def _give_back_paused(self) -> None:
+        """Take back the prefetched attempts of a queue or type paused since their claim.
+
+        They are RUNNING in the database, but no handler began them, and a paused queue or
+        type starts nothing. Checked each time the pauses are read again (at once when a
+        pause notifies, on PostgreSQL; else every poll interval), however busy the pool:
+        the attempts leave the pool (``take_back``: none of them can begin any more) and
+        are recorded with the next batch, back in the queue, ACCEPTED, no restart used.
+        """
+        self._paused_queues()
+        if self.pauses_checked == self.pauses_read:
+            return
+        unstarted = self.pool.unstarted()
+        pauses = (self.paused, self.paused_types)
+        ids = tracker.paused_among([attempt.task_id for attempt in unstarted], pauses)
+        self.pauses_checked = self.pauses_read
+        taken = self.pool.take_back(ids)
+        if taken:
+            self.log.info("Taking back %d prefetched attempt(s): paused", len(taken))
+        self.pending += [Crashed(attempt, "had not begun", "paused", 0) for attempt in taken]
 
     def _claim_size(self) -> int:
         """How many tasks to claim now: the free slots, within ``--max-tasks``."""

@@ -15,6 +15,7 @@ the handler ended or retried its task      nothing ("unchanged")
 taken away meanwhile (``StaleAttempt``)    nothing ("lost"): the new owner decides
 killed: revoked with terminate             ``revoke_task(terminated=True)``
 killed: a cold stop of atpd                ``reenqueue_task``
+taken back before it began: paused         ``give_back_unstarted`` (no restart used)
 killed: time limit, timeout; child crash   ``restart_or_fail`` (``TimeLimitExceeded``,
                                            ``TimeoutError``, ``WorkerLostError``)
 recording it failed with an error          ``record_singly``: a failed attempt
@@ -186,6 +187,11 @@ def record_crash(crash: Crashed) -> tuple:
                 signum=crash.kill_signal,
             )
             return logging.INFO, "Revoked %s: handler terminated", (name,)
+        if crash.kill_reason == "paused":
+            tracker.give_back_unstarted(
+                attempt.task_id, attempt.number, "its queue or task type was paused"
+            )
+            return logging.INFO, "Gave %s back to the queue: paused before it began", (name,)
         if crash.kill_reason == "cold stop":
             tracker.reenqueue_task(
                 attempt.task_id,

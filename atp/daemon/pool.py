@@ -3,8 +3,9 @@ pool of threads (``atp.daemon.thread_pool.ThreadPool``), on the base they share.
 
 Both pools have the same small interface, so the daemon's loop does not care which runs:
 ``free``, ``submit``, ``wait_handles``, ``collect``, ``kill``, ``in_flight``, ``busy``,
-``withdraw``, ``stop``. ``collect`` returns ``Finished`` (the handler returned or raised)
-and ``Crashed`` (the child died, or was killed by the daemon) reports.
+``withdraw``, ``unstarted``, ``take_back``, ``stop``. ``collect`` returns ``Finished`` (the
+handler returned or raised) and ``Crashed`` (the child died, or was killed by the daemon)
+reports.
 
 Prefetch: every attempt the daemon claims costs a share of one database transaction, and
 a transaction costs about a millisecond whatever its size. A pool that only took as many
@@ -31,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 from atp.conf import settings
 from atp.daemon import child_setup
@@ -53,6 +55,9 @@ RUNTIME_WEIGHT = 0.2
 
 #: Seconds the children of a new pool have to report that they set Django up.
 START_TIMEOUT = 60.0
+#: Longest wait for a child's fence (``ProcessPool.take_back``). A child holds it for a few
+#: instructions between two attempts; one killed in there never lets go.
+FENCE_WAIT = 1.0
 
 
 class PoolStartError(RuntimeError):
@@ -79,6 +84,18 @@ class Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     abandoned: bool = False
     broken: bool = False  # a send to its child failed: the child died; collect replaces it
+    # Taking back attempts already sent to a child (``ProcessPool.take_back``): the child
+    # numbers the attempts it receives 1, 2, …; under ``fence`` it skips those up to
+    # ``skip_upto`` and notes in ``began`` the one it begins. ``sent`` counts what the daemon
+    # sent this child, ``head`` is the number of ``queue[0]``. ``fenced``: attempts taken
+    # back still sit in its pipe, so nothing more is sent to it until its queue is empty
+    # (which also keeps the queue's numbers consecutive).
+    fence: Any = None
+    began: Any = None
+    skip_upto: Any = None
+    sent: int = 0
+    head: int = 1
+    fenced: bool = False
 
     @property
     def attempt(self) -> Attempt | None:
@@ -144,6 +161,18 @@ class _SlotPool:
     def submit(self, attempt: Attempt) -> None:
         """Take one attempt (see the pool's ``submit_many``)."""
         self.submit_many([attempt])  # type: ignore[attr-defined]
+
+    def unstarted(self) -> list[Attempt]:
+        """The attempts held that no handler has begun (prefetched), as far as is known."""
+        raise NotImplementedError
+
+    def take_back(self, task_ids) -> list[Attempt]:
+        """Withdraw the held attempts of ``task_ids`` that have not begun; none of them will.
+
+        Running handlers are not touched. The caller records what becomes of the returned
+        attempts (the daemon gives their tasks back to the queue).
+        """
+        raise NotImplementedError
 
     def idle(self) -> int:
         """Slots with nothing to run: what a task of a concurrency-limited type may take.
@@ -246,9 +275,17 @@ class ProcessPool(_SlotPool):
         ours, theirs = self.context.Pipe()
         results, their_results = socket.socketpair()
         ready, their_ready = self.context.Pipe(duplex=False)
+        slot.fence, slot.sent, slot.head, slot.fenced = self.context.Lock(), 0, 1, False
+        slot.began, slot.skip_upto = self.context.RawValue("q", 0), self.context.RawValue("q", 0)
         process = self.context.Process(
             target=child.main,
-            args=(theirs, their_results, self._alive_reader, their_ready),
+            args=(
+                theirs,
+                their_results,
+                self._alive_reader,
+                their_ready,
+                (slot.fence, slot.began, slot.skip_upto),
+            ),
             name="atpd-child",
             daemon=True,
         )
@@ -296,7 +333,11 @@ class ProcessPool(_SlotPool):
                 and not slot.broken
                 and (
                     not slot.queue
-                    or (len(slot.queue) < depth and sum(slot.sizes) + len(data) <= PIPE_BUDGET)
+                    or (
+                        not slot.fenced
+                        and len(slot.queue) < depth
+                        and sum(slot.sizes) + len(data) <= PIPE_BUDGET
+                    )
                 )
             ]
             if not open_slots:
@@ -305,6 +346,9 @@ class ProcessPool(_SlotPool):
             self.waiting.popleft()
             if not slot.queue:
                 slot.started = time.monotonic()
+                # Empty: the child has begun (or will skip) everything sent before; this
+                # round's batch is numbered from the next one on.
+                slot.fenced, slot.head = False, slot.sent + 1
             slot.queue.append(attempt)
             slot.sizes.append(len(data))
             batches.setdefault(id(slot), []).append((attempt, data))
@@ -326,6 +370,8 @@ class ProcessPool(_SlotPool):
                 slot.sizes.pop()
             self.waiting.extendleft(reversed(batch))
             slot.broken = True
+        else:
+            slot.sent += len(batch)  # the child numbers them in this order
 
     def wait_handles(self) -> list:
         """What to pass to ``multiprocessing.connection.wait``: result sockets, death sentinels."""
@@ -375,6 +421,7 @@ class ProcessPool(_SlotPool):
         for outcome in self._read_outcomes(slot):
             attempt = slot.queue.popleft()
             slot.sizes.popleft()
+            slot.head += 1
             slot.started = time.monotonic()
             slot.kill_reason, slot.kill_signal, slot.kill_target = "", 0, None
             slot.escalated = False
@@ -456,6 +503,61 @@ class ProcessPool(_SlotPool):
                     self.kill(slot.queue[0].task_id, signal.SIGKILL, reason)
         self.held -= len(withdrawn)
         return withdrawn
+
+    def unstarted(self) -> list[Attempt]:
+        """Attempts waiting here, and those in a child's queue it has not begun yet."""
+        found = [attempt for attempt, _ in self.waiting]
+        for slot in self.slots:
+            found += list(slot.queue)[self._begun(slot, slot.began.value) :]
+        return found
+
+    @staticmethod
+    def _begun(slot: Slot, began: int) -> int:
+        """How many of the slot's queue the child has begun (its numbers start at ``head``)."""
+        return max(0, began - slot.head + 1)
+
+    def take_back(self, task_ids) -> list[Attempt]:
+        """Withdraw the held attempts of ``task_ids`` that have not begun (see the base class).
+
+        Those waiting here go at once. One sent to a child can only be skipped by the child:
+        under the slot's fence the daemon marks everything sent so far as skipped and reads
+        which attempt the child began last; the child, which takes the fence before each
+        attempt, skips the marked ones when it gets to them. The slot's other unstarted
+        attempts go back to the waiting line (to be sent again, to whichever child has room).
+        """
+        ids = set(task_ids)
+        taken = [attempt for attempt, _ in self.waiting if attempt.task_id in ids]
+        kept = [(attempt, data) for attempt, data in self.waiting if attempt.task_id not in ids]
+        self.waiting = collections.deque(kept)
+        resend: list[Attempt] = []
+        for slot in self.slots:
+            if not any(attempt.task_id in ids for attempt in slot.queue):
+                continue
+            if not slot.fence.acquire(timeout=FENCE_WAIT):
+                # The child died holding it (its collect re-queues the attempts here, where
+                # the next call takes them); or it is stuck: try again next time.
+                continue
+            try:
+                slot.skip_upto.value = slot.sent
+                begun = self._begun(slot, slot.began.value)
+            finally:
+                slot.fence.release()
+            unstarted = list(slot.queue)[begun:]
+            if not unstarted:
+                continue
+            for _ in unstarted:
+                slot.queue.pop()
+                slot.sizes.pop()
+            slot.fenced = True
+            taken += [attempt for attempt in unstarted if attempt.task_id in ids]
+            resend += [attempt for attempt in unstarted if attempt.task_id not in ids]
+        self.held -= len(taken)
+        if resend:
+            self.waiting.extendleft(
+                reversed([(a, pickle.dumps(a, pickle.HIGHEST_PROTOCOL)) for a in resend])
+            )
+            self._dispatch()
+        return taken
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask idle children to exit, wait briefly, then kill any that remain."""

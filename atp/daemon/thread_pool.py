@@ -153,6 +153,38 @@ class ThreadPool(_SlotPool):
             logger.info("Withdrew %d attempt(s) not yet started: %s", len(withdrawn), reason)
         return withdrawn
 
+    def unstarted(self) -> list[Attempt]:
+        """The attempts in the shared queue: no thread has taken them yet."""
+        items = self._drain()
+        self._refill(items)
+        return [attempt for attempt in items if attempt is not None]
+
+    def take_back(self, task_ids) -> list[Attempt]:
+        """Take the attempts of ``task_ids`` out of the shared queue (see the base class).
+
+        A thread that took an attempt has begun it; one still in the queue never will be.
+        """
+        ids = set(task_ids)
+        items = self._drain()
+        taken = [item for item in items if item is not None and item.task_id in ids]
+        self._refill([item for item in items if item is None or item.task_id not in ids])
+        self.held -= len(taken)
+        return taken
+
+    def _drain(self) -> list:
+        """Everything in the shared queue, in order (attempts and stop requests)."""
+        items = []
+        while True:
+            try:
+                items.append(self._work.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _refill(self, items) -> None:
+        """Put ``items`` back in order; only this (the daemon's) thread ever puts."""
+        for item in items:
+            self._work.put(item)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to exit once their handlers return."""
         for _ in range(len(self.slots) + len(self._written_off)):  # abandoned threads too

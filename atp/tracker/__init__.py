@@ -50,9 +50,12 @@ from atp.tracker.core import (
 )
 from atp.tracker.deleting import delete_task, delete_task_by_identifier, delete_tasks
 from atp.tracker.dependencies import decide_orphaned_dependents, results_of
+from atp.tracker.pausing import current as current_pauses
 from atp.tracker.pausing import (
+    give_back_unstarted,
     pause_queue,
     pause_task_type,
+    paused_among,
     paused_queues,
     resume_queue,
     resume_task_type,
@@ -147,8 +150,11 @@ __all__ = [
     "enqueue_unique",
     "reenqueue_task",
     # pausing
+    "current_pauses",
+    "give_back_unstarted",
     "pause_queue",
     "pause_task_type",
+    "paused_among",
     "paused_queues",
     "resume_queue",
     "resume_task_type",

@@ -9,9 +9,10 @@ import json
 import time
 
 import pytest
+from django.db import transaction
 
 from atp import control, tracker
-from atp.models import Status, TaskInstance
+from atp.models import LogRecord, Status, TaskInstance
 from tests.integration.test_concurrency import _race
 from tests.support.atpd_process import wait_until
 
@@ -103,3 +104,67 @@ def test_a_paused_queue_starts_nothing_until_resumed(daemons, tmp_path):
     control.resume_queue("mail")
     wait_until(lambda: _finished(held), timeout=30, what="the resumed queue's 10 tasks")
     assert len(_intervals(log, held)) == 10
+
+
+def _began(log_path) -> list[int]:
+    """The tasks whose handler began, from the lines ``record_attempt`` wrote."""
+    if not log_path.exists():
+        return []
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    return [line["task"] for line in lines if line["event"] == "start"]
+
+
+@pytest.mark.parametrize("pool", ["processes", "threads"])
+def test_prefetched_tasks_of_a_queue_paused_meanwhile_never_start(daemons, tmp_path, pool):
+    """A busy daemon obeys a pause at once: what it prefetched goes back, ACCEPTED.
+
+    Two held handlers fill both slots; 20 tasks of queue ``mail`` were claimed with them
+    (prefetched: RUNNING, queued behind the held ones in the children's pipes or the
+    threads' queue). Pausing ``mail`` gives them back while the held handlers still run;
+    they never start until the queue is resumed.
+    """
+    tracker.register_task_type("flow.job", "tests.support.handlers.record_attempt")
+    tracker.register_task_type("flow.noop", "tests.support.handlers.noop")
+    log, release = tmp_path / "runs.jsonl", tmp_path / "release"
+    daemons.start("-n", "2", "--pool", pool, settings={"PREFETCH": 32})
+    # No-op handlers first: the pool learns handlers are short and prefetches 32 per slot.
+    warm = tracker.enqueue_tasks("flow.noop", [(None, None)] * 60)
+    wait_until(lambda: _finished(warm), timeout=60, what="the warm-up tasks")
+    with transaction.atomic():  # one commit: the daemon claims them all in one batch
+        held = tracker.enqueue_tasks(
+            "flow.job", [(None, {"log": str(log), "until": str(release)})] * 2, priority=10
+        )
+        mail = tracker.enqueue_tasks("flow.job", [(None, {"log": str(log)})] * 20, queue="mail")
+    waiting = TaskInstance.objects.filter(pk__in=mail)
+    wait_until(lambda: set(_began(log)) >= set(held), timeout=30, what="the held handlers")
+    wait_until(
+        lambda: waiting.filter(status=Status.RUNNING).count() == 20,
+        timeout=30,
+        what="the mail tasks to be claimed with them",
+    )
+    assert not set(_began(log)) & set(mail)  # prefetched: claimed, RUNNING, not begun
+    control.pause_queue("mail")
+    wait_until(
+        lambda: waiting.filter(status=Status.ACCEPTED).count() == 20,
+        timeout=30,
+        what="the prefetched mail tasks to be given back",
+    )
+    running = TaskInstance.objects.filter(pk__in=held)
+    assert set(running.values_list("status", flat=True)) == {Status.RUNNING}  # still held
+    assert set(waiting.values_list("attempts", flat=True)) == {0}  # no attempt used
+    for task_id in mail:
+        events_after_claim = list(
+            LogRecord.objects.filter(instance_id=task_id)
+            .order_by("id")
+            .values_list("event", "fields__reason")
+        )[-2:]
+        assert events_after_claim == [("task-retried", None), ("task-pending", "queue")]
+    release.touch()
+    wait_until(lambda: _finished(held), timeout=30, what="the held handlers to finish")
+    time.sleep(1.0)  # five poll intervals of a daemon with free slots: nothing of mail starts
+    assert set(waiting.values_list("status", flat=True)) == {Status.ACCEPTED}
+    assert not set(_began(log)) & set(mail)
+    control.resume_queue("mail")
+    wait_until(lambda: _finished(mail), timeout=60, what="the resumed mail tasks")
+    began = _began(log)
+    assert sorted(task_id for task_id in began if task_id in set(mail)) == sorted(mail)

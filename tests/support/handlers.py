@@ -11,6 +11,13 @@ def noop(task_status, input):
     """Do nothing and succeed."""
 
 
+async def async_sleep(task_status, input):
+    """Sleep ``input["seconds"]`` seconds on the event loop (the asyncio pool's handler)."""
+    import asyncio
+
+    await asyncio.sleep(float((input or {}).get("seconds", 1)))
+
+
 def echo(task_status, input):
     """Store the input's repr as the response and return the input."""
     task_status.store_response(repr(input), "text/plain")
@@ -63,7 +70,12 @@ def record_attempt(task_status, input):
             log.write(json.dumps(line) + "\n")
 
     note("start")
-    time.sleep(float(input.get("seconds", 0)))
+    if "until" in input:  # held until the test creates that file (at most 120 s)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(input["until"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    else:
+        time.sleep(float(input.get("seconds", 0)))
     note("end")
 
 

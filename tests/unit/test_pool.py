@@ -4,10 +4,12 @@ No database: the attempts' handlers (tests.support.handlers) never touch it, so 
 child processes and threads without a daemon around them.
 """
 
+import json
 import time
 
 import pytest
 
+from atp.daemon.asyncio_pool import AsyncioPool
 from atp.daemon.pool import PREFETCH_HORIZON, Crashed, Finished, ProcessPool
 from atp.daemon.runner import Outcome
 from atp.daemon.thread_pool import ThreadPool
@@ -209,3 +211,89 @@ def test_idle_counts_the_slots_with_nothing_to_run_not_the_prefetch_room(thread_
     assert thread_pool.free() == 14  # room to prefetch, but not for a limited task
     collect_until(thread_pool, 2)
     assert thread_pool.idle() == 2
+
+
+# --- taking back prefetched attempts (a pause: atp.daemon.engine._give_back_paused) ---------
+
+
+def _started(log) -> list[int]:
+    """The tasks whose handler began, from the lines ``record_attempt`` wrote."""
+    if not log.exists():
+        return []
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    return [line["task"] for line in lines if line["event"] == "start"]
+
+
+def test_take_back_skips_attempts_already_in_a_child_s_pipe(process_pool, tmp_path):
+    fast(process_pool)
+    log, release = tmp_path / "runs.jsonl", tmp_path / "release"
+    process_pool.submit(attempt(1, "record_attempt", {"log": str(log), "until": str(release)}))
+    for task_id in (2, 3, 4, 5):
+        process_pool.submit(attempt(task_id, "record_attempt", {"log": str(log)}))
+    slot = process_pool.slots[0]
+    assert len(slot.queue) == 5  # all sent ahead to the one child, behind a held handler
+    wait_for(lambda: _started(log) == [1])
+    assert sorted(a.task_id for a in process_pool.unstarted()) == [2, 3, 4, 5]
+    taken = process_pool.take_back([2, 4, 99])
+    assert [a.task_id for a in taken] == [2, 4]
+    assert process_pool.held == 3 and [a.task_id for a in slot.queue] == [1]
+    # 3 and 5 wait to be sent again; nothing more goes to the child while 2 and 4 sit in
+    # its pipe, so the numbers it gives what it receives stay those the pool counts.
+    assert [a.task_id for a, _ in process_pool.waiting] == [3, 5] and slot.fenced
+    process_pool.submit(attempt(6, "record_attempt", {"log": str(log)}))
+    assert len(slot.queue) == 1
+    release.touch()
+    reports = collect_until(process_pool, 4)
+    assert [r.attempt.task_id for r in reports] == [1, 3, 5, 6]
+    assert all(isinstance(r, Finished) and r.outcome.succeeded for r in reports)
+    assert _started(log) == [1, 3, 5, 6]  # 2 and 4 never began
+    assert not process_pool.busy() and process_pool.unstarted() == []
+
+
+def test_take_back_leaves_a_running_handler_alone(process_pool, tmp_path):
+    fast(process_pool)
+    log, release = tmp_path / "runs.jsonl", tmp_path / "release"
+    process_pool.submit(attempt(1, "record_attempt", {"log": str(log), "until": str(release)}))
+    wait_for(lambda: _started(log) == [1])
+    assert process_pool.take_back([1]) == [] and process_pool.unstarted() == []
+    release.touch()
+    [report] = collect_until(process_pool, 1)
+    assert isinstance(report, Finished) and report.attempt.task_id == 1
+
+
+def test_thread_pool_take_back_takes_only_the_named_unstarted_attempts(thread_pool):
+    fast(thread_pool)
+    thread_pool.submit(attempt(1, "sleep", {"seconds": 0.5}))
+    thread_pool.submit(attempt(2, "sleep", {"seconds": 0.5}))
+    time.sleep(0.1)  # both threads busy
+    for task_id in (3, 4, 5):
+        thread_pool.submit(attempt(task_id))
+    assert sorted(a.task_id for a in thread_pool.unstarted()) == [3, 4, 5]
+    assert [a.task_id for a in thread_pool.take_back([1, 3, 5])] == [3, 5]
+    reports = collect_until(thread_pool, 3)
+    assert sorted(report.attempt.task_id for report in reports) == [1, 2, 4]
+    time.sleep(0.1)
+    assert thread_pool.collect() == [] and not thread_pool.busy()
+
+
+def test_asyncio_pool_take_back_takes_attempts_waiting_for_a_slot(settings):
+    settings.ATP = {"PREFETCH": 8}
+    pool = AsyncioPool(1)
+    try:
+        pool.submit(attempt(1, "async_sleep", {"seconds": 0.3}))
+        for task_id in (2, 3):
+            pool.submit(attempt(task_id, "async_sleep", {"seconds": 0}))
+        wait_for(lambda: [a.task_id for a in pool.unstarted()] == [2, 3])
+        assert [a.task_id for a in pool.take_back([2])] == [2]
+        reports = collect_until(pool, 2)
+        assert [report.attempt.task_id for report in reports] == [1, 3]
+        assert not pool.busy()
+    finally:
+        pool.stop(timeout=2)
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
