@@ -161,3 +161,23 @@ def test_a_daemon_reads_the_paused_queues_again_when_told_or_after_a_poll(task_t
     control.resume_queue("mail")
     daemon.paused_read_at -= 61  # a poll interval later
     assert daemon._paused_queues() == []
+
+
+def test_an_unstarted_attempt_given_back_is_as_before_its_claim(task_type):
+    """What a daemon does with prefetched tasks of a queue paused after their claim."""
+    task_id = tracker.enqueue_task(task_type.identifier, queue="mail")
+    before = TaskInstance.objects.get(pk=task_id)
+    (attempt,) = tracker.claim_tasks("s1", limit=1)
+    control.pause_queue("mail")
+    with nothing_written(), pytest.raises(tracker.StaleAttempt):
+        tracker.give_back_unstarted(task_id, attempt.number + 1, "paused")
+    tracker.give_back_unstarted(task_id, attempt.number, "its queue was paused")
+    task = TaskInstance.objects.get(pk=task_id)
+    assert (task.status, task.attempts, task.server_id) == (Status.ACCEPTED, 0, "")
+    assert task.run_after == before.run_after  # its place in the queue is kept
+    last = list(task.log.order_by("id").values_list("event", "message", "fields__reason"))[-2:]
+    assert last[0][0] == "task-retried" and "its queue was paused" in last[0][1]
+    assert last[1] == ("task-pending", "Waiting: queue 'mail' is paused.", "queue")
+    control.resume_queue("mail")
+    (again,) = tracker.claim_tasks("s1", limit=1)
+    assert (again.task_id, again.number) == (task_id, 1)  # no attempt was used
