@@ -40,6 +40,10 @@ backlog
     SQLite, where ``VACUUM`` rewrites the whole file) clear the previous run's dead rows and
     dirty pages, so every run starts from the same state. Other databases than PostgreSQL
     and SQLite skip the section.
+claim
+    The claim statement alone, now against the one before flow control, interleaved
+    (``atp.bench.claim``): median ms per claim of ``claim_batch`` of ``claim_waiting`` tasks,
+    client and server side, and their ratios. PostgreSQL only.
 """
 
 import asyncio
@@ -60,7 +64,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from atp import tracker
-from atp.bench import workflow
+from atp.bench import claim, workflow
 from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
 from atp.models import (
     Dependency,
@@ -86,7 +90,7 @@ BENCH_TYPES = {
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000
-SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench", "async")
+SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench", "async", "claim")
 #: No-op tasks in the workflow section's chord (plus its callback).
 CHORD_TASKS = 1000
 #: The async section: tasks, each ``await asyncio.sleep(ASYNC_SECONDS)``, on ``asyncio -n``.
@@ -567,11 +571,15 @@ def run(
     out=None,
     chord_tasks=CHORD_TASKS,
     pgbench_seconds=5,
+    claims=claim.CLAIMS,
+    claim_waiting=claim.WAITING,
+    claim_batch=claim.BATCH,
 ) -> dict:
     """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
 
     ``drain`` lists ``(pool, concurrency)`` variants; ``backlog`` the backlog sizes
-    (default ``BACKLOGS``). See the module docstring for every figure.
+    (default ``BACKLOGS``); ``claims``, ``claim_waiting`` and ``claim_batch`` shape the
+    claim section. See the module docstring for every figure.
     """
     begin = time.perf_counter()
     setup()
@@ -587,6 +595,7 @@ def run(
             sections,
             chord_tasks,
             pgbench_seconds,
+            (claims, claim_waiting, claim_batch),
         )
     finally:
         reset([HISTORY])
@@ -607,6 +616,7 @@ def _run_sections(
     sections,
     chord_tasks=CHORD_TASKS,
     pgbench_seconds=5,
+    claim_shape=(claim.CLAIMS, claim.WAITING, claim.BATCH),
 ) -> dict:
     report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
     if "enqueue" in sections:
@@ -632,6 +642,17 @@ def _run_sections(
         )
     if "async" in sections:
         report["async"] = median_of([measure_async() for _ in range(runs)])
+    if "claim" in sections:
+        report["claim"] = (
+            median_of(
+                [
+                    claim.measure(*claim_shape, lambda: reset([MEASURED]), fill, settle)
+                    for _ in range(runs)
+                ]
+            )
+            if connection.vendor == "postgresql"
+            else {"skipped": "PostgreSQL only (the one-statement claim)"}
+        )
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
@@ -649,7 +670,10 @@ commits      pg_stat_database.xact_commit during the run / tasks (n/a on SQLite)
 backlog      measured tasks drained while that many lower-priority tasks wait in the queue;
              ratio: steady rate / steady rate with the smallest backlog (target within 10 %)
 async        1,000 tasks that each await asyncio.sleep(0.1) on atpd --pool asyncio -n 100:
-             wall time launch -> last finished_at (target < 5 s; the floor is 1 s + start-up)"""
+             wall time launch -> last finished_at (target < 5 s; the floor is 1 s + start-up)
+claim        the claim statement alone, rolled back, interleaved with the one before flow
+             control (baseline): median ms per claim, client (round trip) and server
+             (planning + execution); ratio = current / baseline (issue 19: within 1.05)"""
 
 
 def table(report: dict) -> list[tuple[str, str, str, str, str]]:
@@ -712,6 +736,18 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
         add("async", variant, "wall time", figures["wall_s"], "s", 2)
         add("async", variant, "start-up", figures["startup_s"], "s", 2)
         add("async", variant, "first start->last end", figures["running_s"], "s", 2)
+    claimed = report.get("claim", {})
+    if "skipped" in claimed:
+        rows.append(("claim", "skipped", claimed["skipped"], "", ""))
+    elif claimed:
+        variant = (
+            f"{claimed['batch']:g} of {claimed['waiting']:,.0f} waiting, "
+            f"{claimed['claims']:,.0f} claims each"
+        )
+        for kind in ("client", "server"):
+            for name in ("current", "baseline"):
+                add("claim", variant, f"{kind}, {name}", claimed[f"{name}_{kind}_ms"], "ms", 3)
+            add("claim", variant, f"{kind} ratio", claimed[f"{kind}_ratio"], "x", 3)
     backlog = report.get("backlog", {})
     if "skipped" in backlog:
         rows.append(("backlog", "skipped", backlog["skipped"], "", ""))

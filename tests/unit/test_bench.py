@@ -5,6 +5,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError
 
 from atp import tracker
+from atp.bench import claim
 from atp.bench import throughput as bench
 from atp.models import LogRecord, Status, TaskInstance
 
@@ -126,3 +127,66 @@ def test_table_has_a_row_per_figure_and_marks_missing_ones():
 def test_atp_bench_rejects_bad_options(option):
     with pytest.raises(CommandError):
         call_command("atp_bench", *option)
+
+
+def test_the_claim_section_has_a_row_per_figure():
+    figures = {
+        "claims": 10,
+        "waiting": 100,
+        "batch": 5,
+        "current_client_ms": 2.0,
+        "baseline_client_ms": 1.9,
+        "current_server_ms": 1.0,
+        "baseline_server_ms": 1.0,
+        "client_ratio": 2.0 / 1.9,
+        "server_ratio": 1.0,
+    }
+    rows = [row for row in bench.table({"claim": figures}) if row[0] == "claim"]
+    assert [row[2] for row in rows] == [
+        "client, current",
+        "client, baseline",
+        "client ratio",
+        "server, current",
+        "server, baseline",
+        "server ratio",
+    ]
+    assert rows[2][1] == "5 of 100 waiting, 10 claims each" and rows[2][3] == "1.053"
+    skipped = bench.table({"claim": {"skipped": "PostgreSQL only"}})
+    assert skipped == [("claim", "skipped", "PostgreSQL only", "", "")]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--claims", "0"], ["--claim-batch", "0"], ["--claim-waiting", "10", "--claim-batch", "11"]],
+)
+def test_atp_bench_rejects_bad_claim_options(option):
+    with pytest.raises(CommandError, match="--claim"):
+        call_command("atp_bench", "--sections", "claim", *option)
+
+
+@pytest.mark.postgres
+def test_the_claim_section_times_both_statements_on_the_same_tasks():
+    """Small numbers (the real run is the lead's, on a quiet machine): every claim of both
+    statements takes a full batch, and every claim is rolled back."""
+    bench.setup()
+    bench.fill(7)  # the section's own tasks replace these
+    before = LogRecord.objects.count()
+    figures = claim.measure(
+        4, 40, 8, lambda: bench.reset([bench.MEASURED]), bench.fill, settle=lambda: None
+    )
+    assert (figures["claims"], figures["waiting"], figures["batch"]) == (4, 40, 8)
+    for kind in ("client", "server"):
+        for name in ("current", "baseline"):
+            assert figures[f"{name}_{kind}_ms"] > 0
+        ratio = figures[f"current_{kind}_ms"] / figures[f"baseline_{kind}_ms"]
+        assert figures[f"{kind}_ratio"] == pytest.approx(ratio)
+    assert not TaskInstance.objects.filter(type__identifier=bench.MEASURED).exists()
+    assert LogRecord.objects.count() == before - 7  # the fill's records went with reset
+
+
+def test_the_baseline_is_the_claim_before_flow_control_and_differs_from_the_current():
+    statements = claim.statements()
+    assert "concurrency_limit" not in statements["baseline"]
+    assert "paused" not in statements["baseline"]
+    assert "AND tt.concurrency_limit IS NULL" in statements["current"]
+    assert "NOT tt.paused" in statements["current"]

@@ -2,8 +2,9 @@
 
 import argparse
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from atp.bench import claim
 from atp.bench import throughput as bench
 from atp.daemon import POOLS
 
@@ -50,7 +51,7 @@ class Command(BaseCommand):
             "--sections",
             type=section_list,
             default=list(bench.SECTIONS),
-            help="Comma-separated: enqueue,drain,latency,backlog,workflow,pgbench,async "
+            help="Comma-separated: enqueue,drain,latency,backlog,workflow,pgbench,async,claim "
             "(default all).",
         )
         parser.add_argument("--tasks", type=int, default=5000, help="Tasks per drain run.")
@@ -83,10 +84,30 @@ class Command(BaseCommand):
             default=5,
             help="Seconds per pgbench run of the pgbench section (default 5).",
         )
+        parser.add_argument(
+            "--claims",
+            type=int,
+            default=claim.CLAIMS,
+            help="Claims per statement and run of the claim section (default 1000).",
+        )
+        parser.add_argument(
+            "--claim-waiting",
+            type=int,
+            default=claim.WAITING,
+            help="Waiting tasks the claim section claims from (default 5000).",
+        )
+        parser.add_argument(
+            "--claim-batch",
+            type=int,
+            default=claim.BATCH,
+            help="Tasks per claim in the claim section (default 32; at most --claim-waiting).",
+        )
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
     def handle(self, *args, **opts):
         """Run the command with the parsed options."""
+        if opts["claims"] < 1 or not 1 <= opts["claim_batch"] <= opts["claim_waiting"]:
+            raise CommandError("--claims must be at least 1, --claim-batch 1 to --claim-waiting")
         report = bench.run(
             tasks=opts["tasks"],
             runs=opts["runs"],
@@ -98,6 +119,9 @@ class Command(BaseCommand):
             out=opts["json"],
             chord_tasks=opts["chord_tasks"],
             pgbench_seconds=opts["pgbench_seconds"],
+            claims=opts["claims"],
+            claim_waiting=opts["claim_waiting"],
+            claim_batch=opts["claim_batch"],
         )
         rows = [("section", "variant", "figure", "value", "unit"), *bench.table(report)]
         widths = [max(len(row[column]) for row in rows) for column in range(5)]
