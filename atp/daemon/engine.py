@@ -249,10 +249,13 @@ class Daemon:
         Every step costs a commit, so while the pool is well stocked with prefetched work
         the daemon lets outcomes pile up and records them (and claims the next batch) once
         the pool runs low: large batches, few commits. With nothing more to claim, or when
-        stopping, outcomes are recorded at once.
+        stopping, outcomes are recorded at once; so are prefetched attempts taken back for
+        a pause, whose tasks must be back in the queue at once, however well stocked.
         """
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
+            return True
+        if any(getattr(report, "kill_reason", "") == "paused" for report in self.pending):
             return True
         return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
 

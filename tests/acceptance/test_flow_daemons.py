@@ -118,10 +118,12 @@ def _began(log_path) -> list[int]:
 def test_prefetched_tasks_of_a_queue_paused_meanwhile_never_start(daemons, tmp_path, pool):
     """A busy daemon obeys a pause at once: what it prefetched goes back, ACCEPTED.
 
-    Two held handlers fill both slots; 20 tasks of queue ``mail`` were claimed with them
-    (prefetched: RUNNING, queued behind the held ones in the children's pipes or the
-    threads' queue). Pausing ``mail`` gives them back while the held handlers still run;
-    they never start until the queue is resumed.
+    Two held handlers fill both slots; 20 tasks of queue ``mail`` and 40 of queue ``other``
+    were claimed with them (prefetched: RUNNING, queued behind the held ones in the
+    children's pipes or the threads' queue). Pausing ``mail`` gives its 20 back while the
+    held handlers still run (the pool is still well stocked: the give-back is recorded at
+    once all the same); they never start until the queue is resumed. ``other`` is not
+    touched: its tasks stay claimed and run once the held handlers end.
     """
     tracker.register_task_type("flow.job", "tests.support.handlers.record_attempt")
     tracker.register_task_type("flow.noop", "tests.support.handlers.noop")
@@ -135,14 +137,17 @@ def test_prefetched_tasks_of_a_queue_paused_meanwhile_never_start(daemons, tmp_p
             "flow.job", [(None, {"log": str(log), "until": str(release)})] * 2, priority=10
         )
         mail = tracker.enqueue_tasks("flow.job", [(None, {"log": str(log)})] * 20, queue="mail")
+        other = tracker.enqueue_tasks("flow.job", [(None, {"log": str(log)})] * 40, queue="other")
     waiting = TaskInstance.objects.filter(pk__in=mail)
+    others = TaskInstance.objects.filter(pk__in=other)
     wait_until(lambda: set(_began(log)) >= set(held), timeout=30, what="the held handlers")
     wait_until(
-        lambda: waiting.filter(status=Status.RUNNING).count() == 20,
+        lambda: waiting.filter(status=Status.RUNNING).count() == 20
+        and others.filter(status=Status.RUNNING).count() == 40,
         timeout=30,
-        what="the mail tasks to be claimed with them",
+        what="the mail and other tasks to be claimed with them",
     )
-    assert not set(_began(log)) & set(mail)  # prefetched: claimed, RUNNING, not begun
+    assert not set(_began(log)) & set(mail + other)  # prefetched: RUNNING, not begun
     control.pause_queue("mail")
     wait_until(
         lambda: waiting.filter(status=Status.ACCEPTED).count() == 20,
@@ -151,6 +156,7 @@ def test_prefetched_tasks_of_a_queue_paused_meanwhile_never_start(daemons, tmp_p
     )
     running = TaskInstance.objects.filter(pk__in=held)
     assert set(running.values_list("status", flat=True)) == {Status.RUNNING}  # still held
+    assert set(others.values_list("status", flat=True)) == {Status.RUNNING}  # not paused
     assert set(waiting.values_list("attempts", flat=True)) == {0}  # no attempt used
     for task_id in mail:
         events_after_claim = list(
@@ -160,7 +166,7 @@ def test_prefetched_tasks_of_a_queue_paused_meanwhile_never_start(daemons, tmp_p
         )[-2:]
         assert events_after_claim == [("task-retried", None), ("task-pending", "queue")]
     release.touch()
-    wait_until(lambda: _finished(held), timeout=30, what="the held handlers to finish")
+    wait_until(lambda: _finished(held + other), timeout=30, what="the held and other tasks")
     time.sleep(1.0)  # five poll intervals of a daemon with free slots: nothing of mail starts
     assert set(waiting.values_list("status", flat=True)) == {Status.ACCEPTED}
     assert not set(_began(log)) & set(mail)
