@@ -643,10 +643,11 @@ def _run_sections(
     if "async" in sections:
         report["async"] = median_of([measure_async() for _ in range(runs)])
     if "claim" in sections:
+        claims, waiting, batch = claim_shape
         report["claim"] = (
             median_of(
                 [
-                    claim.measure(*claim_shape, lambda: reset([MEASURED]), fill, settle)
+                    claim.measure(claims, waiting, batch, lambda: reset([MEASURED]), fill, settle)
                     for _ in range(runs)
                 ]
             )
