@@ -98,10 +98,11 @@ def _task_rows(n: int, task_id: int, type_ids: list[int], start):
     base = {"uuid": str(task_uuid), "hostname": "atp@bench", "pid": 1}
     args, kwargs = call_signature(task_input)
     sent = {**base, "name": TYPES[type_index], "args": args, "kwargs": kwargs}
-    sent.update(root_id=str(task_uuid), parent_id=None)
+    sent.update(identifier=f"job-{n:08d}", root_id=str(task_uuid), parent_id=None)
     logs = [(enqueued, Status.ACCEPTED, "task-sent", sent)]
     if received:
-        logs.append((received, Status.SCHEDULED, "task-received", {**base, "args": args}))
+        received_fields = {**base, "args": args, "server_id": server_id}
+        logs.append((received, Status.SCHEDULED, "task-received", received_fields))
     if started:
         logs.append((started, Status.RUNNING, "task-started", dict(base)))
     if status == Status.FINISHED:

@@ -21,6 +21,8 @@ Anything else raises ``InvalidSearch`` (an ``InvalidInput``) naming the problem 
 
 args, kwargs and result are Celery's repr strings, read from the task's ``task-sent`` and
 ``task-succeeded`` log records (the tracker writes them), so a search sees what Flower shows.
+Free text finds the identifier and uuid in ``task-sent`` and the daemons in ``task-received``
+(any daemon that ever received the task), never on the task's row: see ``log_text``.
 """
 
 import math
@@ -31,9 +33,9 @@ from functools import reduce
 from operator import and_, or_
 
 from django.db import connection
-from django.db.models import BooleanField, Expression, F, Func, Q, TextField, Value
+from django.db.models import BooleanField, Expression, Func, Q, TextField, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
-from django.db.models.functions import Cast, Coalesce, Lower, StrIndex
+from django.db.models.functions import Coalesce, Lower, StrIndex
 from django.db.models.lookups import Contains, GreaterThan
 
 from atp import events, validation
@@ -47,8 +49,16 @@ MAX_TOKENS = 128
 MAX_DEPTH = 5
 #: Shortest substring term: shorter ones match nearly everything and no trigram index helps.
 MIN_SUBSTRING = 3
-#: Log records whose repr fields free text searches (see the pg_trgm index of migration 0002).
-SEARCHED_EVENTS = (events.TASK_SENT, events.TASK_SUCCEEDED, events.TASK_FAILED)
+#: Log records whose fields free text searches (see the pg_trgm index of migration 0012).
+SEARCHED_EVENTS = (
+    events.TASK_SENT,
+    events.TASK_RECEIVED,
+    events.TASK_SUCCEEDED,
+    events.TASK_FAILED,
+)
+#: Their fields it searches: the call and its end (reprs), and the task's names: identifier and
+#: uuid (``task-sent``), the daemon that received it (``task-received``).
+SEARCHED_FIELDS = ("args", "kwargs", "result", "exception", "identifier", "uuid", "server_id")
 
 
 @dataclass(frozen=True)
@@ -276,18 +286,14 @@ class SearchText(Func):
     output_field = TextField()
 
 
-def task_text() -> SearchText:
-    """The searchable text of a task row: identifier, uuid and claiming daemon."""
-    return SearchText(F("identifier"), Cast("uuid", TextField()), F("server_id"))
-
-
 def log_text() -> SearchText:
-    """The searchable text of a log record: its args, kwargs, result and exception reprs."""
+    """The searchable text of a log record: the fields of ``SEARCHED_FIELDS`` it has.
+
+    The task's own names are searched here, not on its row: a row is rewritten into every
+    index of the task table at each status change, a log record is written once.
+    """
     return SearchText(
-        *(
-            Coalesce(KeyTextTransform(key, "fields"), Value(""))
-            for key in ("args", "kwargs", "result", "exception")
-        )
+        *(Coalesce(KeyTextTransform(key, "fields"), Value("")) for key in SEARCHED_FIELDS)
     )
 
 
@@ -335,17 +341,20 @@ def satisfies_search_terms(task, search_terms) -> bool:
 
 
 def _in_log(event: str, field: str, needle: str) -> Q:
-    """Tasks whose ``event`` record has ``needle`` in its ``field`` repr.
+    """Tasks whose ``event`` record has ``needle`` in its ``field``.
 
     The first condition is the indexed one (a trigram scan on PostgreSQL); the second
     keeps the match to the one field.
     """
-    records = LogRecord.objects.filter(
+    return Q(pk__in=_records_with(event, field, needle).values("instance_id"))
+
+
+def _records_with(event: str, field: str, needle: str):
+    return LogRecord.objects.filter(
         contains(log_text(), needle),
         Contains(Lower(KeyTextTransform(field, "fields")), needle),
         event=event,
     )
-    return Q(pk__in=records.values("instance_id"))
 
 
 def _name_q(value: str) -> Q:
@@ -365,8 +374,10 @@ def _worker_ids(value: str) -> list[str]:
 
 
 def _worker_q(value: str) -> Q:
-    # A daemon that never registered a Worker row is still found by its server id.
-    by_server_id = contains(task_text(), value.lower()) & Q(server_id__icontains=value)
+    # A daemon that never registered a Worker row is still found by its server id: through
+    # the task-received records (indexed), kept to tasks that daemon holds now.
+    received = _records_with(events.TASK_RECEIVED, "server_id", value.lower())
+    by_server_id = Q(pk__in=received.values("instance_id")) & Q(server_id__icontains=value)
     return Q(server_id__in=_worker_ids(value)) | by_server_id
 
 
@@ -439,33 +450,36 @@ _INTEGER = re.compile(r"-?[0-9]{1,30}")
 
 def _free_text_q(value: str) -> Q:
     needle = value.lower()
-    task_side = contains(task_text(), needle)
+    # What the task row answers by its indexed columns; its names are in the log's text.
+    task_side = []
     type_ids = list(
         TaskType.objects.filter(identifier__icontains=value).values_list("pk", flat=True)
     )
     if type_ids:
-        task_side |= Q(type_id__in=type_ids)
+        task_side.append(Q(type_id__in=type_ids))
     states = [
         status.value
         for status in Status
         if needle.upper() in CELERY_STATE[status] or needle.upper() in status.label
     ]
     if states:
-        task_side |= Q(status__in=states)
+        task_side.append(Q(status__in=states))
     worker_ids = _worker_ids(value)
     if worker_ids:
-        task_side |= Q(server_id__in=worker_ids)
+        task_side.append(Q(server_id__in=worker_ids))
     exact_uuid = _as_uuid(value)
     if exact_uuid is not None:
-        task_side |= Q(uuid=exact_uuid)
-    # One UNION of two indexed scans (task columns, log reprs), then a semi-join: an OR
-    # across the two tables would make PostgreSQL scan every task.
-    tasks = TaskInstance.objects.filter(task_side).order_by().values("pk")
+        task_side.append(Q(uuid=exact_uuid))
     records = (
         LogRecord.objects.filter(contains(log_text(), needle), event__in=SEARCHED_EVENTS)
         .order_by()
         .values("instance_id")
     )
+    if not task_side:
+        return Q(pk__in=records)
+    # One UNION of indexed scans (task columns, log text), then a semi-join: an OR across
+    # the two tables would make PostgreSQL scan every task.
+    tasks = TaskInstance.objects.filter(reduce(or_, task_side)).order_by().values("pk")
     return Q(pk__in=tasks.union(records, all=True))
 
 

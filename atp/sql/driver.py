@@ -78,3 +78,31 @@ def copy_from(cursor, statement: str, text) -> None:
                 copy.write(chunk)
         return
     raw.copy_expert(statement, text)
+
+
+def runs_several_statements(cursor) -> bool:
+    """Whether one ``execute`` on Django's ``cursor`` may hold several statements.
+
+    psycopg2 sends a query with its parameters merged in, by the simple query protocol,
+    which takes several statements. psycopg 3 does so with client-side binding (Django's
+    default, ``ClientCursor``); with ``OPTIONS["server_side_binding"]`` it uses the extended
+    protocol, one statement per query.
+    """
+    raw = cursor.cursor
+    if not hasattr(raw, "copy_expert"):  # psycopg 3
+        from psycopg import ClientCursor
+
+        return isinstance(raw, ClientCursor)
+    return True
+
+
+def to_last_result(cursor) -> None:
+    """Make the last statement of a multi-statement ``execute`` the one ``fetch*`` reads.
+
+    psycopg2 keeps only the last statement's result; psycopg 3 keeps all of them and starts
+    at the first.
+    """
+    raw = cursor.cursor
+    if not hasattr(raw, "copy_expert"):  # psycopg 3
+        while raw.nextset():
+            pass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, connection, transaction
 
 from atp.sql import driver
-from atp.sql.locks import lock_queue_scope, lock_unique_keys
+from atp.sql.locks import enqueue_lock_statements
 from atp.sql.notify import NOTIFY_CHANNEL
 
 #: Bytes every heap tuple takes at least: its 23-byte header MAXALIGNed to 24, plus its 4-byte
@@ -93,8 +93,9 @@ _ENQUEUE = """WITH checked AS (
 ), log AS (
     INSERT INTO atp_logrecord (instance_id, time, status, message, event, fields)
     SELECT task.id, %(now)s::timestamptz, {accepted}, %(message)s::text, %(event)s::text,
-        %(fields)s::jsonb || jsonb_build_object('uuid', item.uuid, 'args', item.args,
-            'kwargs', item.kwargs, 'root_id', COALESCE(%(root_id)s::text, item.uuid::text))
+        %(fields)s::jsonb || jsonb_build_object('uuid', item.uuid,
+            'identifier', item.identifier, 'args', item.args, 'kwargs', item.kwargs,
+            'root_id', COALESCE(%(root_id)s::text, item.uuid::text))
     FROM task JOIN item USING (uuid) ORDER BY item.ord
     RETURNING id, instance_id
 ), pending AS (
@@ -237,10 +238,16 @@ def enqueue_rows(limit: QueueLimit | None, params: dict, unique_keys=None) -> li
     tasks of the enqueuer that held it. ``unique_keys`` (``(type id, keys)``) adds the
     unique keys' locks the same way, before the scope's (the order every enqueuer takes
     them in), and the statement variant that answers a held key with its task instead of a
-    new one. The locks and the insert therefore need a transaction (one is opened in
-    autocommit); inside the caller's, they run in a savepoint, so an error leaves the
-    caller's transaction usable. One statement per ``execute``: psycopg2 and psycopg 3
-    return different result sets for several.
+    new one. Inside the caller's transaction they run in a savepoint, so an error leaves the
+    caller's transaction usable.
+
+    In autocommit (an enqueue outside any transaction: the common call from a view without
+    ATOMIC_REQUESTS, a script, a schedule), the locks and the statement go in one
+    ``execute``, one round trip instead of four (BEGIN, locks, statement, COMMIT): the
+    simple query protocol runs the statements of one query as one implicit transaction,
+    each with its own snapshot, and the transaction-scoped locks last until it ends. Where
+    the driver sends one statement per query (psycopg 3 with server-side binding), each
+    statement is sent alone in an explicit transaction.
 
     The statement is prepared once per connection: planning it costs about as much as
     running it. Where prepared statements do not survive between transactions (a pooling
@@ -249,27 +256,37 @@ def enqueue_rows(limit: QueueLimit | None, params: dict, unique_keys=None) -> li
     statement = _enqueue_statement(limit, unique=unique_keys is not None)
     connection.ensure_connection()
     prepared = _prepared.setdefault(connection.connection, set())
-    locking = limit is not None or unique_keys is not None
-    scope = transaction.atomic() if locking else _savepoint_in_transaction()
+    locks = enqueue_lock_statements(limit.lock_id if limit else None, unique_keys)
     try:
+        if locks and connection.get_autocommit() and not connection.in_atomic_block:
+            with connection.cursor() as cursor:
+                if driver.runs_several_statements(cursor):
+                    text = "; ".join([*locks, _statement_text(cursor, statement, prepared)])
+                    cursor.execute(text, params)
+                    driver.to_last_result(cursor)
+                    return [row[:7] for row in cursor.fetchall()]
+        scope = transaction.atomic() if locks else _savepoint_in_transaction()
         with scope, connection.cursor() as cursor:
-            if unique_keys is not None:
-                lock_unique_keys(*unique_keys)
-            if limit is not None:
-                lock_queue_scope(limit.lock_id)
-            if prepared is None:
-                cursor.execute(statement.sql, params)
-            else:
-                if statement.name not in prepared:
-                    cursor.execute(statement.prepare)
-                    prepared.add(statement.name)  # at once: a PREPARE is never rolled back
-                cursor.execute(statement.execute, params)
+            for lock in locks:
+                cursor.execute(lock)  # one statement per execute: see the docstring
+            cursor.execute(_statement_text(cursor, statement, prepared), params)
             return [row[:7] for row in cursor.fetchall()]
     except DatabaseError as exc:
         if prepared is None or driver.sqlstate(exc) not in _PREPARED_ERRORS:
             raise
     _prepared[connection.connection] = None
     return enqueue_rows(limit, params, unique_keys)
+
+
+def _statement_text(cursor, statement: _Statement, prepared: set | None) -> str:
+    """``EXECUTE`` of the prepared ``statement`` (preparing it first on this connection), or
+    the plain statement where the connection must not use prepared statements."""
+    if prepared is None:
+        return statement.sql
+    if statement.name not in prepared:
+        cursor.execute(statement.prepare)
+        prepared.add(statement.name)  # at once: a PREPARE is never rolled back
+    return statement.execute
 
 
 def _savepoint_in_transaction():

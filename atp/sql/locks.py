@@ -32,8 +32,32 @@ def lock_queue_scope(scope_id: int) -> None:
     without locking any table row. SQLite needs nothing: its writers are already serialised.
     """
     if is_postgresql():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_CLASS, scope_id])
+        _run_all(enqueue_lock_statements(scope_id, None))
+
+
+def enqueue_lock_statements(scope_id: int | None, unique_keys) -> list[str]:
+    """The advisory lock statements an enqueue takes, in the order every enqueuer takes them.
+
+    ``unique_keys`` (``(type id, keys)`` or None) first, then the queue-limit scope
+    ``scope_id`` (None: no limit). Plain SQL with integer literals only, so the caller may
+    send them ahead of its own statement in one round trip (``atp.sql.enqueue``).
+    """
+    statements = []
+    if unique_keys is not None:
+        type_id, keys = unique_keys
+        statements += [
+            f"SELECT pg_advisory_xact_lock({UNIQUE_LOCK_CLASS}, {int(lock_id)})"
+            for lock_id in unique_lock_ids(type_id, keys)
+        ]
+    if scope_id is not None:
+        statements.append(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, {int(scope_id)})")
+    return statements
+
+
+def _run_all(statements) -> None:
+    with connection.cursor() as cursor:
+        for statement in statements:  # one statement per execute (see atp.sql.enqueue)
+            cursor.execute(statement)
 
 
 def unique_lock_ids(type_id: int, keys) -> list[int]:
@@ -58,10 +82,7 @@ def lock_unique_keys(type_id: int, keys) -> None:
     another enqueuer of the key committed. SQLite needs nothing: its writers are serialised.
     """
     if is_postgresql() and keys:
-        with connection.cursor() as cursor:
-            # One statement per execute (see enqueue_rows), in unique_lock_ids' order.
-            for lock_id in unique_lock_ids(type_id, keys):
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [UNIQUE_LOCK_CLASS, lock_id])
+        _run_all(enqueue_lock_statements(None, (type_id, keys)))
 
 
 def lock_rate_limits() -> bool:

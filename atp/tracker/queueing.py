@@ -361,6 +361,7 @@ def _insert_with_orm(
                 events.TASK_SENT,
                 now,
                 **events.call_fields(task),
+                identifier=task.identifier,  # for the search, as _own_fields
                 **_sent_lineage(task, locked, depends_on),
                 **(event_fields or {}),
             )
@@ -480,13 +481,22 @@ def _statement_values(task_type, fields, batch, message, now) -> dict:
     }
 
 
-def _own_fields(task_uuid: str, args: str, kwargs: str, root_id: str | None) -> dict:
+def _own_fields(
+    task_uuid: str, identifier: str, args: str, kwargs: str, root_id: str | None
+) -> dict:
     """The ``task-sent`` fields that differ from task to task of a batch.
 
     The SQL statement sets exactly these over the fields of the batch's first task
-    (``atp.sql.enqueue``); keep the two in step.
+    (``atp.sql.enqueue``); keep the two in step. ``identifier`` is not Celery's: it is
+    there for the search (``atp.query.search.log_text``).
     """
-    return {"uuid": task_uuid, "args": args, "kwargs": kwargs, "root_id": root_id or task_uuid}
+    return {
+        "uuid": task_uuid,
+        "identifier": identifier,
+        "args": args,
+        "kwargs": kwargs,
+        "root_id": root_id or task_uuid,
+    }
 
 
 def _sent_fields(task_type, fields, first_uuid, now) -> tuple[dict, str | None]:
@@ -523,7 +533,7 @@ def _signal_sent(task_type, fields, batch, message, now, template, root_id, ids,
     for item, task_id, log_id in zip(batch, ids, log_ids, strict=True):
         task = _accepted_task(task_type, fields, item, now, pk=task_id)
         args, kwargs = events.call_signature(task.input)
-        own = _own_fields(str(task.uuid), args, kwargs, root_id)
+        own = _own_fields(str(task.uuid), task.identifier, args, kwargs, root_id)
         records.append(
             LogRecord(
                 pk=log_id,

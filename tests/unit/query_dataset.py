@@ -152,10 +152,21 @@ def build():
                 task,
                 T0,
                 **events.call_fields(task),
+                identifier=task.identifier,
                 root_id=str(root),
                 parent_id=str(parent.uuid) if parent else None,
             ),
         )
+        if received_at is not None:  # as the tracker's claim writes it
+            LogRecordFactory(
+                instance=task,
+                time=received_at,
+                status=Status.SCHEDULED,
+                event=events.TASK_RECEIVED,
+                fields=events.task_fields(
+                    task, received_at, **events.call_fields(task), server_id=server_id
+                ),
+            )
         if outcome is not None:
             event = events.EVENT_FOR_STATUS[status]
             LogRecordFactory(

@@ -17,7 +17,7 @@ from atp.tracker.claiming import _take
 
 pytestmark = pytest.mark.django_db
 
-VOLATILE = {"uuid", "timestamp", "root_id", "eta"}
+VOLATILE = {"uuid", "identifier", "timestamp", "root_id", "eta"}
 
 
 def events_of(task_id) -> dict:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 
 #: Values that differ between any two tasks (or moments), whatever the path.
 OWN_COLUMNS = {"id", "identifier", "uuid", "enqueued_at", "updated_at", "run_after", "expires"}
-OWN_FIELDS = {"uuid", "root_id", "timestamp", "eta", "expires"}
+OWN_FIELDS = {"uuid", "identifier", "root_id", "timestamp", "eta", "expires"}
 
 
 def _row(task_id) -> dict:
@@ -217,11 +217,22 @@ def test_an_enqueue_is_one_statement_outside_a_transaction(task_type, django_ass
             tracker.enqueue_task(task_type.identifier)
         with django_assert_num_queries(1):
             tracker.enqueue_tasks(task_type.identifier, [(None, None)] * 50)
-    # A queue limit adds its advisory lock, a statement of its own (one per execute: the
-    # drivers disagree on which result a multi-statement execute returns), in one
-    # transaction with the insert: BEGIN, lock, insert, COMMIT.
-    with django_assert_num_queries(4):
+    # A queue limit adds its advisory lock: a statement of its own, sent in the same
+    # execute as the insert (one implicit transaction, one round trip).
+    with django_assert_num_queries(1) as queries:
         tracker.enqueue_task(task_type.identifier)
+    assert queries.captured_queries[0]["sql"].startswith("SELECT pg_advisory_xact_lock(")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_lock_and_insert_are_statements_of_their_own(
+    task_type, django_assert_num_queries
+):
+    tracker.enqueue_task(task_type.identifier)  # caches the type, prepares the statement
+    with transaction.atomic(), django_assert_num_queries(4) as queries:
+        tracker.enqueue_task(task_type.identifier)  # SAVEPOINT, lock, insert, RELEASE
+    assert "pg_advisory_xact_lock" in queries.captured_queries[1]["sql"]
 
 
 @pytest.mark.django_db(transaction=True)
