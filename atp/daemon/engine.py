@@ -499,7 +499,10 @@ class Daemon:
         An error in either half names its half (``StepFailed``), for ``_contain``.
         """
         batch, claim = list(self.pending), self._claim_size()
-        with transaction.atomic():
+        # Both halves' log records go in one statement, except when a half runs in
+        # savepoints that may roll back (recording one by one, searching a poison type).
+        hold = not (self.record_singly or (self.search_poison and claim))
+        with transaction.atomic(), tracker.batched_log_records(hold) as log_records:
             if self.search_poison and claim:
                 self.search_poison = False
                 with step("claim"):
@@ -513,6 +516,11 @@ class Daemon:
                     lines = outcomes.record_reports(batch)
             with step("claim"):
                 attempts = self._claim(claim, self.quarantine.excluded()) if claim else []
+            # Should the held records fail, the outcomes are recorded one by one next time,
+            # with their own statements, and a claim that still fails then names its task
+            # type (atp.daemon.containment).
+            with step("outcome"):
+                log_records.insert()
         self.record_singly = False
         for name in ("outcome", "claim"):
             self.errors.pop(name, None)

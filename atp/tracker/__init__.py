@@ -39,6 +39,7 @@ from atp.models import (
     sources_of,
 )
 from atp.tracker import core, dependencies, subtasks
+from atp.tracker.batch_sql import batched_log_records
 from atp.tracker.claiming import claim_tasks, dequeue_task
 from atp.tracker.core import (
     Attempt,
@@ -116,6 +117,7 @@ from atp.tracker.tasktypes import (
 )
 
 __all__ = [
+    "batched_log_records",
     # types and results
     "Attempt",
     "LogEntry",

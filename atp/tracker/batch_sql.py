@@ -11,7 +11,9 @@ The statements are ``atp.sql.claim``, ``atp.sql.finish`` and ``atp.sql.log_recor
 module runs them and turns their rows into attempts and log records.
 """
 
+import contextlib
 import json
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -108,8 +110,52 @@ def finish(successes, now: datetime) -> dict[int, str]:
     return {task_id: "finished" for task_id, _, _ in rows}
 
 
+#: The log records held back by ``batched_log_records`` (per thread: per connection).
+_held = threading.local()
+
+
+class HeldLogRecords:
+    """The log records of a ``batched_log_records`` block; ``insert`` writes them."""
+
+    def __init__(self):
+        self.records: list = []
+
+    def insert(self) -> None:
+        """Insert the records held so far, in one statement, in the order they came."""
+        records, self.records = self.records, []
+        if records:
+            _insert_now(records)
+
+
+@contextlib.contextmanager
+def batched_log_records(hold: bool = True):
+    """Hold back the batch statements' log records inside; they are inserted in one statement
+    by the handle's ``insert`` (or, at the latest, when the block ends without an error).
+
+    The daemon's loop finishes one batch and claims the next in one transaction; each half
+    writes its log records, and a round trip per half is a sixth of the loop's. Use it
+    inside the transaction (the records must be inserted before it commits). Records keep
+    their order, so a task's events keep theirs; nothing in the block reads them back.
+    Never hold records across a savepoint that may roll back (``hold=False``: the block
+    changes nothing): a held record would outlive the change it logs.
+    """
+    held = HeldLogRecords()
+    if not hold:
+        yield held
+        return
+    if getattr(_held, "current", None) is not None:
+        raise RuntimeError("batched_log_records blocks do not nest")
+    _held.current = held
+    try:
+        yield held
+    finally:
+        _held.current = None
+    held.insert()
+
+
 def insert_log(records) -> None:
-    """Insert ``(task_id, time, status, message, event, fields)`` log records in one statement.
+    """Insert ``(task_id, time, status, message, event, fields)`` log records in one statement
+    (or, inside ``batched_log_records``, at its end).
 
     The Django signals of each event fire on commit, as for the ORM path (one on-commit
     callback for the batch); the LogRecord objects they carry are built only when someone
@@ -117,6 +163,14 @@ def insert_log(records) -> None:
     """
     if not records:
         return
+    held = getattr(_held, "current", None)
+    if held is not None:
+        held.records.extend(records)
+    else:
+        _insert_now(records)
+
+
+def _insert_now(records) -> None:
     columns = [list(column) for column in zip(*(record[:5] for record in records), strict=True)]
     # Made storable here as in the ORM path (atp.text): NUL or a lone surrogate in a
     # message or a result repr would make psycopg2 raise outside DatabaseError.

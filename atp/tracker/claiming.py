@@ -78,7 +78,8 @@ def claim_tasks(
             exclude_types=exclude_types,
         )
         return [_attempt_of(task) for task in tasks]
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction (the daemon's loop): see finish_tasks.
+    with transaction.atomic(savepoint=False):
         if paused_queues is None:
             paused_queues = pausing.paused_queues()
         attempts, skipped = batch_sql.claim(

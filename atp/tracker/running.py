@@ -110,11 +110,16 @@ def finish_tasks(successes) -> dict[int, str]:
     outcome: dict[int, str] = {}
     if not successes:
         return outcome
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction (the daemon's loop): it would cost two
+    # round trips per batch, and nothing here catches an error and goes on: any error
+    # fails the caller's whole transaction anyway.
+    with transaction.atomic(savepoint=False):
         if sql.is_postgresql():
             # The plain cases in one statement; the rest below, one judgement each.
             outcome = batch_sql.finish(successes, timezone.now())
             successes = [success for success in successes if success[0] not in outcome]
+            if not successes:
+                return outcome
         locked = (
             TaskInstance.objects.select_for_update(of=("self",))
             .select_related("type")

@@ -8,6 +8,7 @@ both, so these tests also prove the two paths write the same rows and events.
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from atp import tracker
@@ -179,3 +180,60 @@ def test_batch_events_fire_their_signals_on_commit(enqueue, django_capture_on_co
             "task-succeeded",
         ]
     assert all(saved for _, _, saved in seen)
+
+
+# --- one log insert for a loop's finish and claim (the daemon's batched_log_records) -----
+
+
+@pytest.mark.postgres
+def test_a_loops_finish_and_claim_write_their_log_records_in_one_statement(
+    enqueue, django_assert_num_queries
+):
+    first = enqueue("a")
+    second = enqueue("b")
+    [attempt] = tracker.claim_tasks("server-1", limit=1)
+    with transaction.atomic():
+        with tracker.batched_log_records() as log_records:
+            with django_assert_num_queries(2):  # finish, claim: no log insert yet
+                assert tracker.finish_tasks([(attempt.task_id, 1, "None")]) == {first: "finished"}
+                [next_attempt] = tracker.claim_tasks("server-1", limit=1, paused_queues=[])
+            assert not LogRecord.objects.filter(event="task-succeeded").exists()
+            with django_assert_num_queries(1) as queries:
+                log_records.insert()
+    assert next_attempt.task_id == second
+    assert "INSERT INTO atp_logrecord" in queries.captured_queries[0]["sql"]
+    events = LogRecord.objects.order_by("id").values_list("instance_id", "event")
+    assert list(events)[-3:] == [
+        (first, "task-succeeded"),
+        (second, "task-received"),
+        (second, "task-started"),
+    ]
+
+
+@pytest.mark.postgres
+def test_records_held_by_a_block_that_fails_are_never_written(enqueue):
+    enqueue("a")
+    before = LogRecord.objects.count()
+    with pytest.raises(RuntimeError, match="boom"), transaction.atomic():
+        with tracker.batched_log_records():
+            tracker.claim_tasks("server-1", limit=1)
+            raise RuntimeError("boom")
+    assert LogRecord.objects.count() == before
+    # The block is over: the next claim writes its records at once.
+    enqueue("b")
+    assert len(tracker.claim_tasks("server-1", limit=2)) == 2  # "a" again, and "b"
+    assert LogRecord.objects.filter(event="task-received").count() == 2
+
+
+@pytest.mark.postgres
+def test_a_block_that_does_not_hold_writes_at_once_and_blocks_do_not_nest(enqueue):
+    enqueue("a")
+    with transaction.atomic():
+        with tracker.batched_log_records(hold=False) as log_records:
+            tracker.claim_tasks("server-1", limit=1)
+            assert LogRecord.objects.filter(event="task-received").count() == 1
+            log_records.insert()  # nothing held: writes nothing more
+        assert LogRecord.objects.filter(event="task-received").count() == 1
+        with tracker.batched_log_records(), pytest.raises(RuntimeError, match="do not nest"):
+            with tracker.batched_log_records():
+                pass
