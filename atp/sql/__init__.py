@@ -3,6 +3,7 @@
 - ``claim``: claim and start a batch of due tasks in one statement (``CLAIM``)
 - ``finish``: end a batch of succeeded attempts as FINISHED (``FINISH``)
 - ``log_records``: a batch's log records in one INSERT (``INSERT_LOG``)
+- ``cleanup``: delete a batch of retired tasks with what points at them (``DELETE_RETIRED``)
 - ``enqueue``: tasks and their log records in one prepared statement (``enqueue_rows``)
 - ``locks``: advisory locks (queue limits, unique keys, rate limits), a table's settled id
 - ``notify``: LISTEN/NOTIFY that wakes idle daemons

@@ -3,12 +3,14 @@
 import logging
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import signals
 from django.utils import timezone
 
-from atp import events
+from atp import events, sql
 from atp.conf import settings
-from atp.models import Status, TaskInstance, Worker
+from atp.models import TERMINAL, Status, TaskInstance, TaskType, Worker
+from atp.sql.cleanup import DELETE_RETIRED
 from atp.tracker import pending
 from atp.tracker.core import SweepEntry, _check_owner, _get_task, _join, _transition
 
@@ -236,24 +238,65 @@ def delete_retired_tasks(*, progress=None) -> list[SweepEntry]:
     """Delete ended tasks older than their type's ``timeret``, in batches.
 
     Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``, ``action``
-    "deleted"); ``progress(count)`` hears the count so far after each batch.
+    "deleted"); ``progress(count)`` hears the count so far after each batch. Each batch is
+    a transaction of its own; rows another transaction holds are left for the next sweep.
+    On PostgreSQL a batch is one statement (``atp.sql.cleanup``), unless a receiver listens
+    to the tasks' delete signals, which only the ORM's cascade sends.
     """
     done: list[SweepEntry] = []
     batch_size = settings.CLEANUP_BATCH_SIZE
+    in_sql = sql.is_postgresql() and not (
+        signals.pre_delete.has_listeners(TaskInstance)
+        or signals.post_delete.has_listeners(TaskInstance)
+    )
+    delete_batch = _delete_retired_in_sql if in_sql else _delete_retired_with_orm
+    after = 0
     while True:
-        with transaction.atomic():
-            batch = list(
-                TaskInstance.objects.retired()
-                .select_for_update(skip_locked=True, of=("self",))
-                .select_related("type")
-                .order_by("pk")[:batch_size]
-            )
-            TaskInstance.objects.filter(pk__in=[task.pk for task in batch]).delete()
-        done += [SweepEntry(task.pk, str(task), "deleted") for task in batch]
+        batch = delete_batch(batch_size, after)
+        done += batch
         if progress is not None:
             progress(len(done))
         if len(batch) < batch_size:
             break
+        after = batch[-1].task_id
     if done:
         logger.info("Deleted %d retired task(s)", len(done))
     return done
+
+
+def _delete_retired_with_orm(batch_size: int, after: int) -> list[SweepEntry]:
+    with transaction.atomic():
+        batch = list(
+            TaskInstance.objects.retired()
+            .filter(pk__gt=after)
+            .select_for_update(skip_locked=True, of=("self",))
+            .select_related("type")
+            .order_by("pk")[:batch_size]
+        )
+        TaskInstance.objects.filter(pk__in=[task.pk for task in batch]).delete()
+    return [SweepEntry(task.pk, str(task), "deleted") for task in batch]
+
+
+def _delete_retired_in_sql(batch_size: int, after: int) -> list[SweepEntry]:
+    now = timezone.now()
+    retention = TaskType.objects.with_retention().values_list("id", "timeret")
+    type_ids, cutoffs = [], []
+    for type_id, timeret in retention:
+        type_ids.append(type_id)
+        cutoffs.append(now - timedelta(seconds=timeret))
+    if not type_ids:
+        return []
+    ended = ", ".join(str(int(status)) for status in sorted(TERMINAL))
+    params = {
+        "type_ids": type_ids,
+        "cutoffs": cutoffs,
+        "after": after,
+        "limit": batch_size,
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(DELETE_RETIRED.format(ended=ended), params)
+        rows = sorted(cursor.fetchall())  # RETURNING keeps no order
+    return [
+        SweepEntry(task_id, f"{type_name}::{identifier}", "deleted")
+        for task_id, type_name, identifier in rows
+    ]

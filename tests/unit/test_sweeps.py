@@ -1,10 +1,13 @@
 """The sweeps: zombie recovery with the restart limit, and deletion of retired tasks."""
 
 import pytest
+from django.db import connection
+from django.db.models import signals
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from atp import tracker
-from atp.models import LogRecord, Response, Status, TaskInstance
+from atp.models import Dependency, LogRecord, Response, Status, TaskInstance, Workflow
 from tests.support.factories import LogRecordFactory, ResponseFactory, TaskInstanceFactory
 from tests.support.helpers import age, events_of
 
@@ -307,3 +310,59 @@ def test_nothing_retired_returns_an_empty_list(kept_a_minute):
     _ended(kept_a_minute, Status.FINISHED, 1)
     assert tracker.delete_retired_tasks() == []
     assert TaskInstance.objects.count() == 1
+
+
+@pytest.fixture(params=["statement", "orm"])
+def delete_path(request, monkeypatch):
+    """Both ways a retired batch is deleted: PostgreSQL's one statement (unless a receiver
+    listens to the tasks' delete signals) and the ORM's cascade (SQLite, or a receiver)."""
+    if request.param == "orm":
+
+        def receiver(sender, **kwargs):
+            pass
+
+        signals.post_delete.connect(receiver, sender=TaskInstance)
+        yield "orm"
+        signals.post_delete.disconnect(receiver, sender=TaskInstance)
+    else:
+        yield "statement" if connection.vendor == "postgresql" else "orm"
+
+
+def test_both_delete_paths_apply_every_on_delete_rule(kept_a_minute, delete_path):
+    forever = tracker.register_task_type("forever", "tests.support.handlers.noop")
+    retired = _ended(kept_a_minute, Status.FINISHED, 61)
+    retired_too = _ended(kept_a_minute, Status.FINISHED, 61)
+    kept = _ended(forever, Status.FINISHED, 61)
+    waiting = TaskInstanceFactory(type=forever, status=Status.BLOCKED)
+    Dependency.objects.create(task=waiting, depends_on=retired, position=0)  # cleared
+    Dependency.objects.create(task=retired, depends_on=kept, position=0)  # goes with retired
+    Dependency.objects.create(task=retired_too, depends_on=retired, position=0)  # both go
+    flow = Workflow.objects.create(name="flow", end_task=retired)
+    other_flow = Workflow.objects.create(name="other", end_task=kept)
+
+    with CaptureQueriesContext(connection) as queries:
+        done = tracker.delete_retired_tasks()
+
+    statements = [query["sql"] for query in queries.captured_queries]
+    in_one = [text for text in statements if "DELETE FROM atp_taskinstance AS t" in text]
+    assert len(in_one) == (1 if delete_path == "statement" else 0)
+    assert sorted(entry.task_id for entry in done) == sorted([retired.pk, retired_too.pk])
+    edges = Dependency.objects.values_list("task_id", "depends_on_id")
+    assert list(edges) == [(waiting.pk, None)]
+    flow.refresh_from_db()
+    other_flow.refresh_from_db()
+    assert flow.end_task_id is None and other_flow.end_task_id == kept.pk
+
+
+@override_settings(ATP={"CLEANUP_BATCH_SIZE": 3})
+def test_every_batch_of_both_paths_is_found_past_the_last(kept_a_minute, delete_path):
+    tasks = [_ended(kept_a_minute, Status.FINISHED, 61) for _ in range(4)]
+    kept = _ended(kept_a_minute, Status.FINISHED, 1)  # between retired ids: never deleted
+    tasks += [_ended(kept_a_minute, Status.FAILED, 61) for _ in range(4)]
+    progress = []
+
+    done = tracker.delete_retired_tasks(progress=progress.append)
+
+    assert [entry.task_id for entry in done] == sorted(task.pk for task in tasks)
+    assert progress == [3, 6, 8]
+    assert list(TaskInstance.objects.values_list("pk", flat=True)) == [kept.pk]
