@@ -64,7 +64,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from atp import tracker
-from atp.bench import claim, workflow
+from atp.bench import claim, cleanup, workflow
 from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
 from atp.models import (
     Dependency,
@@ -90,7 +90,17 @@ BENCH_TYPES = {
 }
 #: Ended tasks kept in the table for the whole run (see ``fill_history``).
 HISTORY_ROWS = 2000
-SECTIONS = ("enqueue", "drain", "latency", "backlog", "workflow", "pgbench", "async", "claim")
+SECTIONS = (
+    "enqueue",
+    "drain",
+    "latency",
+    "backlog",
+    "workflow",
+    "pgbench",
+    "async",
+    "claim",
+    "cleanup",
+)
 #: No-op tasks in the workflow section's chord (plus its callback).
 CHORD_TASKS = 1000
 #: The async section: tasks, each ``await asyncio.sleep(ASYNC_SECONDS)``, on ``asyncio -n``.
@@ -574,6 +584,7 @@ def run(
     claims=claim.CLAIMS,
     claim_waiting=claim.WAITING,
     claim_batch=claim.BATCH,
+    cleanup_tasks=cleanup.CLEANUP_TASKS,
 ) -> dict:
     """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
 
@@ -596,6 +607,7 @@ def run(
             chord_tasks,
             pgbench_seconds,
             (claims, claim_waiting, claim_batch),
+            cleanup_tasks,
         )
     finally:
         reset([HISTORY])
@@ -617,6 +629,7 @@ def _run_sections(
     chord_tasks=CHORD_TASKS,
     pgbench_seconds=5,
     claim_shape=(claim.CLAIMS, claim.WAITING, claim.BATCH),
+    cleanup_tasks=cleanup.CLEANUP_TASKS,
 ) -> dict:
     report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
     if "enqueue" in sections:
@@ -654,6 +667,17 @@ def _run_sections(
             if connection.vendor == "postgresql"
             else {"skipped": "PostgreSQL only (the one-statement claim)"}
         )
+    if "cleanup" in sections:
+        report["cleanup"] = (
+            median_of(
+                [
+                    cleanup.measure_cleanup(cleanup_tasks, _daemon, _stop, reset, MEASURED)
+                    for _ in range(runs)
+                ]
+            )
+            if connection.vendor == "postgresql"
+            else {"skipped": "PostgreSQL only"}
+        )
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
@@ -675,6 +699,9 @@ async        1,000 tasks that each await asyncio.sleep(0.1) on atpd --pool async
 claim        the claim statement alone, rolled back, interleaved with the one before flow
              control (baseline): median ms per claim, client (round trip) and server
              (planning + execution); ratio = current / baseline (issue 19: within 1.05)"""
+cleanup      atp_cleanup's retention sweep over that many retired tasks (3 log records each)
+             while atpd -n 2 serves a task every 20 ms; claim: enqueue -> claimed of those
+             tasks, before and during the sweep (contains the claim: an upper bound of it)"""
 
 
 def table(report: dict) -> list[tuple[str, str, str, str, str]]:
@@ -757,4 +784,15 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
         drain_rows("backlog", variant, figures)
         add("backlog", variant, "ratio", figures["ratio"], "x", 2)
         add("backlog", variant, "filler claimed", figures["filler_claimed"], "tasks")
+    swept = report.get("cleanup", {})
+    if "skipped" in swept:
+        rows.append(("cleanup", "skipped", swept["skipped"], "", ""))
+    elif swept:
+        variant = f"{int(swept['tasks']):,} retired, batches of {int(swept['batch']):,}"
+        add("cleanup", variant, "deleted", swept["deleted_per_s"], "tasks/s")
+        add("cleanup", variant, "sweep time", swept["seconds"], "s", 1)
+        for phase in ("before", "during"):
+            for q in (50, 99):
+                value = swept[f"claim_p{q}_{phase}_ms"]
+                add("cleanup", variant, f"claim p{q} {phase}", value, "ms", 1)
     return rows

@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
 from atp.exceptions import ServerIdInUse
 from atp.models import TaskInstance
-from atp.tracker import subtasks
+from atp.tracker import SweepEntry, subtasks
 
 if TYPE_CHECKING:  # imported at run time only with a broker: Celery is optional
     from atp.daemon.broker import BrokerLinks
@@ -55,6 +56,12 @@ BUSY_BACKOFF, MAX_BUSY_BACKOFF = 0.05, 1.0
 #: Longest pause of a step that keeps failing with an error (claims of no type in
 #: particular, sweeps), so a persistent bug is logged once a minute, not in a tight loop.
 MAX_ERROR_BACKOFF = 60.0
+#: Longest a loop spends deleting retired tasks: a long retention backlog (a million rows
+#: after a pause) is deleted a slice per loop, between claims, instead of holding the loop.
+RETENTION_SLICE = 0.05
+#: Retired tasks per batch of the daemon's own sweeps: a batch is one statement the loop
+#: cannot leave, so it is kept short (~10 ms); atp_cleanup takes ATP['CLEANUP_BATCH_SIZE'].
+RETENTION_BATCH = 100
 #: Seconds a handler may outlive a terminate signal (``revoke(terminate=True)``) before
 #: it is killed with SIGKILL: a handler that ignores SIGTERM still ends.
 TERMINATE_GRACE = 5.0
@@ -101,6 +108,9 @@ class Daemon:
         self.claimed_total = 0
         self.processed = 0
         self.since_cleanup = 0
+        # The retention sweep under way (its iterator), if any.
+        self.retention: Iterator[list[SweepEntry]] | None = None
+        self.retention_deleted = 0
         self.queue_empty = False
         self.soft_signalled: set[int] = set()
         now = time.monotonic()
@@ -233,6 +243,8 @@ class Daemon:
         # tasks a second the sweeps would otherwise run several times a second for nothing.
         if self.since_cleanup >= settings.CLEANUP_EVERY and now >= self.next_sweep:
             self._db(self._cleanup, "sweep")
+        if self.retention is not None:
+            self._db(self._sweep_retired, "sweep")
         if now >= self.schedules.due_at:
             self._db(self._tick_schedules, "schedules")
         if self.pool.busy():
@@ -726,14 +738,35 @@ class Daemon:
         zombies = tracker.reenqueue_zombie_tasks("Swept by atpd.")
         for entry in zombies:
             self.log.warning("Zombie %s: %s", entry.name, entry.action)
-        for entry in tracker.delete_retired_tasks():
-            self.log.info("Deleted retired task %s", entry.name)
+        if self.retention is None:
+            self.retention = tracker.retired_task_deletions(
+                min(RETENTION_BATCH, settings.CLEANUP_BATCH_SIZE)
+            )
+            self.retention_deleted = 0
+        self._sweep_retired()
         for entry in subtasks.settle_waiting_parents():
             self.log.warning("Parent %s %s: its subtasks had all ended", entry.name, entry.action)
         released = tracker.decide_orphaned_dependents()
         if released:
             self.log.warning("Decided %d blocked task(s) whose dependencies were deleted", released)
         return len(zombies) + released
+
+    def _sweep_retired(self) -> None:
+        """Delete retired tasks for about ``RETENTION_SLICE``; the next loops go on with it."""
+        deadline = time.monotonic() + RETENTION_SLICE
+        try:
+            while time.monotonic() < deadline:
+                batch = next(self.retention)  # type: ignore[arg-type]  # set by _cleanup
+                self.retention_deleted += len(batch)
+                for entry in batch:  # each task only at DEBUG: a sweep may delete a million
+                    self.log.debug("Deleted retired task %s", entry.name)
+        except StopIteration:
+            if self.retention_deleted:
+                self.log.info("Deleted %d retired task(s)", self.retention_deleted)
+            self.retention = None
+        except BaseException:
+            self.retention = None  # a failed batch rolled back; the next sweep starts anew
+            raise
 
     # --- periodic tasks ------------------------------------------------------------------
 

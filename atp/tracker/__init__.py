@@ -107,6 +107,7 @@ from atp.tracker.sweeps import (
     recover_lost_workers,
     reenqueue_zombie_tasks,
     restart_or_fail,
+    retired_task_deletions,
 )
 from atp.tracker.tasktypes import (
     TYPE_OPTIONS,
@@ -190,6 +191,7 @@ __all__ = [
     # sweeps
     "decide_orphaned_dependents",
     "delete_retired_tasks",
+    "retired_task_deletions",
     "reclaim_orphans",
     "recover_lost_workers",
     "reenqueue_zombie_tasks",

@@ -1,7 +1,9 @@
 """Sweeps: re-enqueue (or fail) lost attempts, and delete tasks past their retention."""
 
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import signals
@@ -239,12 +241,30 @@ def delete_retired_tasks(*, progress=None) -> list[SweepEntry]:
 
     Returns the seed's ``(task id, "type::identifier")`` pairs (``SweepEntry``, ``action``
     "deleted"); ``progress(count)`` hears the count so far after each batch. Each batch is
-    a transaction of its own; rows another transaction holds are left for the next sweep.
-    On PostgreSQL a batch is one statement (``atp.sql.cleanup``), unless a receiver listens
-    to the tasks' delete signals, which only the ORM's cascade sends.
+    a transaction of its own (``retired_task_deletions``).
     """
     done: list[SweepEntry] = []
-    batch_size = settings.CLEANUP_BATCH_SIZE
+    for batch in retired_task_deletions():
+        done += batch
+        if progress is not None:
+            progress(len(done))
+    if done:
+        logger.info("Deleted %d retired task(s)", len(done))
+    return done
+
+
+def retired_task_deletions(batch_size: int | None = None) -> Iterator[list[SweepEntry]]:
+    """Delete retired tasks one batch per step of the iteration; yield each batch's entries.
+
+    Each batch (``batch_size`` tasks, by default ``ATP['CLEANUP_BATCH_SIZE']``) is a
+    transaction of its own and starts
+    past the last id of the one before; rows another transaction holds are left for the
+    next sweep. The iteration ends after a batch that was not full. A caller with other work
+    (the daemon's loop) pulls a few batches at a time and goes on with the rest later. On
+    PostgreSQL a batch is one statement (``atp.sql.cleanup``), unless a receiver listens to
+    the tasks' delete signals, which only the ORM's cascade sends.
+    """
+    batch_size = batch_size or settings.CLEANUP_BATCH_SIZE
     in_sql = sql.is_postgresql() and not (
         signals.pre_delete.has_listeners(TaskInstance)
         or signals.post_delete.has_listeners(TaskInstance)
@@ -253,15 +273,10 @@ def delete_retired_tasks(*, progress=None) -> list[SweepEntry]:
     after = 0
     while True:
         batch = delete_batch(batch_size, after)
-        done += batch
-        if progress is not None:
-            progress(len(done))
+        yield batch
         if len(batch) < batch_size:
-            break
+            return
         after = batch[-1].task_id
-    if done:
-        logger.info("Deleted %d retired task(s)", len(done))
-    return done
 
 
 def _delete_retired_with_orm(batch_size: int, after: int) -> list[SweepEntry]:
@@ -287,7 +302,7 @@ def _delete_retired_in_sql(batch_size: int, after: int) -> list[SweepEntry]:
     if not type_ids:
         return []
     ended = ", ".join(str(int(status)) for status in sorted(TERMINAL))
-    params = {
+    params: dict[str, Any] = {
         "type_ids": type_ids,
         "cutoffs": cutoffs,
         "after": after,

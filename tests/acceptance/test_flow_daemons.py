@@ -142,8 +142,10 @@ def test_prefetched_tasks_of_a_queue_paused_meanwhile_never_start(daemons, tmp_p
     others = TaskInstance.objects.filter(pk__in=other)
     wait_until(lambda: set(_began(log)) >= set(held), timeout=30, what="the held handlers")
     wait_until(
-        lambda: waiting.filter(status=Status.RUNNING).count() == 20
-        and others.filter(status=Status.RUNNING).count() == 40,
+        lambda: (
+            waiting.filter(status=Status.RUNNING).count() == 20
+            and others.filter(status=Status.RUNNING).count() == 40
+        ),
         timeout=30,
         what="the mail and other tasks to be claimed with them",
     )

@@ -4,7 +4,7 @@ import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
-from atp.bench import claim
+from atp.bench import claim, cleanup
 from atp.bench import throughput as bench
 from atp.daemon import POOLS
 
@@ -102,6 +102,12 @@ class Command(BaseCommand):
             default=claim.BATCH,
             help="Tasks per claim in the claim section (default 32; at most --claim-waiting).",
         )
+        parser.add_argument(
+            "--cleanup-tasks",
+            type=int,
+            default=cleanup.CLEANUP_TASKS,
+            help="Retired tasks the cleanup section deletes (default 1000000).",
+        )
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
     def handle(self, *args, **opts):
@@ -122,6 +128,7 @@ class Command(BaseCommand):
             claims=opts["claims"],
             claim_waiting=opts["claim_waiting"],
             claim_batch=opts["claim_batch"],
+            cleanup_tasks=opts["cleanup_tasks"],
         )
         rows = [("section", "variant", "figure", "value", "unit"), *bench.table(report)]
         widths = [max(len(row[column]) for row in rows) for column in range(5)]
