@@ -698,7 +698,7 @@ async        1,000 tasks that each await asyncio.sleep(0.1) on atpd --pool async
              wall time launch -> last finished_at (target < 5 s; the floor is 1 s + start-up)
 claim        the claim statement alone, rolled back, interleaved with the one before flow
              control (baseline): median ms per claim, client (round trip) and server
-             (planning + execution); ratio = current / baseline (issue 19: within 1.05)"""
+             (planning + execution); ratio = current / baseline (issue 19: within 1.05)
 cleanup      atp_cleanup's retention sweep over that many retired tasks (3 log records each)
              while atpd -n 2 serves a task every 20 ms; claim: enqueue -> claimed of those
              tasks, before and during the sweep (contains the claim: an upper bound of it)"""
