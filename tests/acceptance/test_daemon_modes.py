@@ -177,12 +177,17 @@ def test_atp_bench_reports_every_section_and_removes_its_filler(tmp_path):
         *("--tasks", "20", "--runs", "1", "--latency-tasks", "5", "--json", str(out)),
         *("--drain", "processes:1,threads:2", "--backlog", "10,50", "--backlog-tasks", "20"),
         *("--chord-tasks", "20", "--pgbench-seconds", "1"),
+        *("--claims", "5", "--claim-waiting", "40", "--claim-batch", "4"),
+        *("--cleanup-tasks", "300"),
         stdout=io.StringIO(),
     )
     report = json.loads(out.read_text())
-    assert set(report) >= {"enqueue", "drain", "latency", "backlog", "workflow"}
+    assert set(report) >= {"enqueue", "drain", "latency", "backlog", "workflow", "cleanup"}
     if report["database"] == "postgresql":
         assert all(report["pgbench"][key] > 0 for key in ("c1_tps", "c4_tps"))
+        swept = report["cleanup"]
+        assert swept["tasks"] == 300 and swept["deleted_per_s"] > 0
+        assert 0 < swept["claim_p50_before_ms"] <= swept["claim_p99_before_ms"]
     chord = report["workflow"]
     assert chord["tasks"] == 20 and 0 < chord["enqueue_s"] < chord["end_to_end_s"]
     on_postgres = report["database"] == "postgresql"

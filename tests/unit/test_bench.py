@@ -190,3 +190,30 @@ def test_the_baseline_is_the_claim_before_flow_control_and_differs_from_the_curr
     assert "paused" not in statements["baseline"]
     assert "AND tt.concurrency_limit IS NULL" in statements["current"]
     assert "NOT tt.paused" in statements["current"]
+
+
+def test_the_cleanup_section_has_a_row_per_figure():
+    figures = {
+        "tasks": 1000,
+        "batch": 500,
+        "seconds": 0.5,
+        "deleted_per_s": 2000.0,
+        "deleted_by_atp_cleanup": 900,
+        "claims_during": 20,
+        "claim_p50_before_ms": 1.5,
+        "claim_p99_before_ms": 3.0,
+        "claim_p50_during_ms": 2.0,
+        "claim_p99_during_ms": None,
+    }
+    rows = [row for row in bench.table({"cleanup": figures}) if row[0] == "cleanup"]
+    assert [(row[2], row[3]) for row in rows] == [
+        ("deleted", "2,000"),
+        ("sweep time", "0.5"),
+        ("claim p50 before", "1.5"),
+        ("claim p99 before", "3.0"),
+        ("claim p50 during", "2.0"),
+        ("claim p99 during", "n/a"),
+    ]
+    assert rows[0][1] == "1,000 retired, batches of 500"
+    skipped = bench.table({"cleanup": {"skipped": "PostgreSQL only"}})
+    assert skipped == [("cleanup", "skipped", "PostgreSQL only", "", "")]
