@@ -64,6 +64,11 @@ class Defaults:
     #: Longest ``timeout`` (seconds) the HTTP API's result and apply routes wait for a task;
     #: also how long apply waits when no timeout is given. Each wait holds a server thread.
     API_MAX_WAIT: float = setting(60.0, rule.positive_number)
+    #: The alias (in ``settings.DATABASES``) of a direct connection to the default database
+    #: for the daemons' LISTEN (atp.daemon.wakeup), for when "default" goes through a
+    #: transaction-pooling proxy such as PgBouncer, where LISTEN hears nothing. None = the
+    #: default database's own connection settings.
+    LISTEN_DATABASE: str | None = setting(None, rule.optional(rule.postgresql_alias))
 
 
 #: The daemon's longest pause, in seconds, between retries of an unreachable database

@@ -76,6 +76,23 @@ def text(value) -> str | None:
     return None
 
 
+def postgresql_alias(value) -> str | None:
+    """The alias of a PostgreSQL database in ``settings.DATABASES``."""
+    from django.conf import settings
+
+    if not isinstance(value, str) or not value:
+        return "must be the alias of a database in settings.DATABASES"
+    known = sorted(settings.DATABASES)
+    if value not in known:
+        return f"must be the alias of a database in settings.DATABASES (known: {known})"
+    engine = settings.DATABASES[value].get("ENGINE", "")
+    if not engine.endswith(("postgresql", "postgis")):
+        return (
+            f"must name a PostgreSQL database (LISTEN/NOTIFY needs one; its ENGINE is {engine!r})"
+        )
+    return None
+
+
 def optional(check):
     """``check``, or None (the setting's feature is off)."""
 

@@ -88,6 +88,13 @@ STATIC_URL = "static/"
 # daemons they start as JSON in ATP_SETTINGS, e.g. ATP_SETTINGS='{"WORKER_TIMEOUT": 3}'.
 ATP = json.loads(os.environ.get("ATP_SETTINGS", "{}"))
 
+# Behind PgBouncer in transaction mode (DATABASE_URL names the pooler), LISTEN needs a
+# direct connection of its own: LISTEN_DATABASE_URL names it (README "Behind PgBouncer").
+if os.environ.get("LISTEN_DATABASE_URL"):
+    DATABASES["listen"] = dj_database_url.parse(os.environ["LISTEN_DATABASE_URL"])
+    DATABASES["listen"]["TEST"] = {"MIRROR": "default"}  # the test database, not one of its own
+    ATP.setdefault("LISTEN_DATABASE", "listen")
+
 # Django's tasks framework runs on ATP (atp/backends.py); "other" lets tests route by queue.
 TASKS = {
     "default": {

@@ -6,8 +6,13 @@ from django.conf import settings
 from atp import tracker
 
 # The admin tests' users and clients (superuser, view-only staff, anonymous); a private
-# PostgreSQL cluster for tests that stop or restart the database server.
-pytest_plugins = ["tests.support.admin_fixtures", "tests.support.pg_cluster"]
+# PostgreSQL cluster for tests that stop or restart the database server; a PgBouncer in
+# transaction mode in front of the test database.
+pytest_plugins = [
+    "tests.support.admin_fixtures",
+    "tests.support.pg_cluster",
+    "tests.support.pgbouncer",
+]
 
 ON_POSTGRES = "postgresql" in settings.DATABASES["default"]["ENGINE"]
 

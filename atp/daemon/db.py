@@ -6,8 +6,6 @@ an *outage* (the server or the line went away: reconnect with backoff), a *busy*
 or a bug: contain it to the task or type that caused it; retrying would fail again).
 """
 
-import threading
-
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -15,8 +13,8 @@ from django.db import (
     close_old_connections,
     connections,
 )
-from django.db.backends.signals import connection_created
 
+from atp.sql import driver
 from atp.sql.errors import is_busy
 
 #: Errors that mean "the database is unreachable right now", as opposed to a bad query.
@@ -58,7 +56,7 @@ def _answers() -> bool:
 
 
 def limit_daemon_sessions(idle_in_transaction: float) -> None:
-    """Give this thread's future PostgreSQL connections the daemon's timeouts.
+    """Give every transaction of this thread's PostgreSQL connections the daemon's timeouts.
 
     ``lock_timeout`` and ``statement_timeout`` bound how long the daemon's loop can wait on
     anyone; ``idle_in_transaction_session_timeout`` makes the server end the session of a
@@ -66,24 +64,61 @@ def limit_daemon_sessions(idle_in_transaction: float) -> None:
     releases its row locks so the others can recover its tasks. Only the calling thread's
     connections get them: handlers (pool threads and children) may hold transactions open
     as long as they like.
+
+    They are set for each transaction (``set_config(…, true)``, as ``SET LOCAL``), never for
+    the session: behind a transaction-pooling proxy (PgBouncer's ``pool_mode =
+    transaction``) consecutive transactions of one client run on different server sessions,
+    so a session setting would apply to other clients' transactions (a web request's, a
+    handler's) and be missing from the daemon's own. The startup parameter ``options``
+    cannot carry them either: PgBouncer refuses it or, told to ignore it, drops it.
     """
-    owner = threading.get_ident()
+    limits = "SELECT " + ", ".join(
+        f"set_config('{name}', '{_ms(seconds)}', true)"
+        for name, seconds in (
+            ("lock_timeout", LOCK_TIMEOUT),
+            ("statement_timeout", STATEMENT_TIMEOUT),
+            ("idle_in_transaction_session_timeout", max(1.0, idle_in_transaction)),
+        )
+    )
+    for connection in connections.all():  # this thread's connection objects
+        if connection.vendor != "postgresql":
+            continue
+        wrappers = connection.execute_wrappers
+        if not any(isinstance(wrapper, _TransactionLimits) for wrapper in wrappers):
+            wrappers.append(_TransactionLimits(limits))
 
-    def configure(sender, connection, **kwargs) -> None:
-        if connection.vendor != "postgresql" or threading.get_ident() != owner:
-            return
-        settings = {
-            "lock_timeout": LOCK_TIMEOUT,
-            "statement_timeout": STATEMENT_TIMEOUT,
-            "idle_in_transaction_session_timeout": max(1.0, idle_in_transaction),
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
-                [value for name, seconds in settings.items() for value in (name, _ms(seconds))],
-            )
 
-    connection_created.connect(configure, weak=False, dispatch_uid="atp-daemon-session-limits")
+class _TransactionLimits:
+    """An execute wrapper that sets the daemon's limits in each transaction a statement opens.
+
+    A statement opens a transaction when the connection is in autocommit (it is one) or
+    when no transaction is open yet (the first statement of an ``atomic`` block: the driver
+    sends BEGIN before it). The limits ride in front of that statement, in the same query
+    string, so they cost no round trip: under the simple query protocol several statements
+    in one string share one transaction, and ``set_config(…, true)`` lasts until it ends.
+    Where one string cannot carry two statements (``executemany``, server-side cursors,
+    psycopg 3's server-side binding), they go in a statement of their own first; that is
+    skipped in autocommit, where it would be a transaction of its own and end at once.
+    """
+
+    def __init__(self, limits: str):
+        self.limits = limits
+
+    def __call__(self, execute, sql, params, many, context):
+        """Run the statement, with the limits set first if it opens a transaction."""
+        connection = context["connection"]
+        autocommit = connection.get_autocommit()
+        if not autocommit and not driver.transaction_idle(connection.connection):
+            return execute(sql, params, many, context)  # the transaction has them already
+        cursor = context["cursor"].cursor
+        if many or not driver.runs_several_statements(cursor):
+            if not autocommit:
+                with connection.connection.cursor() as own:
+                    own.execute(self.limits)
+            return execute(sql, params, many, context)
+        result = execute(f"{self.limits}; {sql}", params, many, context)
+        driver.skip_to_last_result(cursor)
+        return result
 
 
 def _ms(seconds: float) -> str:

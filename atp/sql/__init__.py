@@ -31,7 +31,13 @@ from atp.sql.locks import (
     settled_id,
     unique_lock_ids,
 )
-from atp.sql.notify import NOTIFY_CHANNEL, PAUSES_CHANGED, notify_enqueued, notify_pauses
+from atp.sql.notify import (
+    NOTIFY_CHANNEL,
+    PAUSES_CHANGED,
+    notify,
+    notify_enqueued,
+    notify_pauses,
+)
 from atp.sql.stats import column_frequencies, estimated_table_rows, planned_rows
 from atp.sql.vendor import is_postgresql
 
@@ -51,6 +57,7 @@ __all__ = [
     "lock_queue_scope",
     "lock_rate_limits",
     "lock_unique_keys",
+    "notify",
     "notify_enqueued",
     "notify_pauses",
     "order_by",

@@ -26,3 +26,10 @@ def notify_enqueued(queue: str) -> None:
     if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
+
+
+def notify(channel: str, payload: str = "") -> None:
+    """Send ``payload`` on ``channel`` (delivered when the transaction commits, at once in
+    autocommit): the daemon's listener tests with it that it hears (``atp.daemon.wakeup``)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])

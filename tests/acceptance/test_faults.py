@@ -35,14 +35,19 @@ def process_state(pid: int) -> str:
 
 
 @pytest.mark.postgres
-def test_a_daemon_frozen_while_it_holds_a_row_lock_stops_no_other_daemon(daemons):
+@pytest.mark.parametrize("route", ["direct", "pgbouncer"])
+def test_a_daemon_frozen_while_it_holds_a_row_lock_stops_no_other_daemon(daemons, route, request):
     """15.1: the frozen daemon's locked rows are skipped; the server ends its session.
 
     The first daemon SIGSTOPs itself while its transaction holds the row of the task it
     was recording. The second keeps claiming and running tasks although it judges the
     first lost (its recovery skips the locked row instead of waiting for it), and recovers
     that task once the server has ended the frozen session (idle in transaction).
+    Through PgBouncer in transaction mode too: the daemons' limits are set per transaction,
+    so the server session the frozen transaction holds has them.
     """
+    if route == "pgbouncer":
+        request.getfixturevalue("through_pgbouncer")  # the test and its daemons
     tracker.register_task_type("acc.noop", "tests.support.handlers.noop")
     tracker.register_task_type("acc.sleep", "tests.support.handlers.sleep", max_queue_size=100)
     frozen_task = tracker.enqueue_task("acc.noop", "freeze")

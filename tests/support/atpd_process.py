@@ -103,13 +103,14 @@ class Daemons:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *args, settings=None, faults=None, url=None) -> subprocess.Popen:
+    def start(self, *args, settings=None, faults=None, url=None, env=None) -> subprocess.Popen:
         """Start ``manage.py atpd *args`` with ATP settings overrides.
 
         ``faults`` plants faults in the daemon (``tests.support.faults``); ``url`` is the
-        database it connects to (default: the test database).
+        database it connects to (default: the test database); ``env`` adds environment
+        variables (``LISTEN_DATABASE_URL``: see ``settings/``).
         """
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env["DATABASE_URL"] = url or database_url()
         env["ATP_SETTINGS"] = json.dumps({**FAST, **(settings or {})})
         env["ATP_LOG_LEVEL"] = "DEBUG"
