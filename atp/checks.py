@@ -81,6 +81,50 @@ def settings_errors() -> list[checks.CheckMessage]:
 
 
 @checks.register()
+def check_pooled_default(app_configs=None, **kwargs):
+    """Warn about Django options that need a server session when "default" is pooled.
+
+    ``ATP['LISTEN_DATABASE']`` set says that "default" goes through a transaction-pooling
+    proxy (PgBouncer's ``pool_mode = transaction``), where each transaction may run on
+    another server session: ``atp.W003`` when Django may use server-side cursors there
+    (``.iterator()``: the query API's ``iter_tasks``, the metrics, ``state_from_events``),
+    ``atp.W004`` when psycopg 3 may prepare statements there.
+    """
+    user = getattr(django_settings, "ATP", None)
+    if not isinstance(user, dict) or not user.get("LISTEN_DATABASE"):
+        return []
+    default = django_settings.DATABASES.get("default", {})
+    if not default.get("ENGINE", "").endswith(("postgresql", "postgis")):
+        return []
+    options = default.get("OPTIONS", {})
+    found = []
+    if not default.get("DISABLE_SERVER_SIDE_CURSORS"):
+        found.append(
+            checks.Warning(
+                "ATP['LISTEN_DATABASE'] is set, so 'default' goes through a transaction "
+                "pooler, and Django may use server-side cursors on it.",
+                hint="Set DATABASES['default']['DISABLE_SERVER_SIDE_CURSORS'] = True: a "
+                "cursor lives in one server session and the pooler may run the next FETCH "
+                "in another ('cursor does not exist'; README, 'Behind PgBouncer').",
+                id="atp.W003",
+            )
+        )
+    if options.get("server_side_binding") is True and options.get("prepare_threshold") is not None:
+        found.append(
+            checks.Warning(
+                "ATP['LISTEN_DATABASE'] is set, so 'default' goes through a transaction "
+                "pooler, and psycopg 3 prepares statements on it (server_side_binding with "
+                "a prepare_threshold).",
+                hint="Remove OPTIONS['prepare_threshold'] (Django's default, None, prepares "
+                "nothing) unless the pooler keeps prepared statements per client (PgBouncer "
+                "1.21 or later with max_prepared_statements set).",
+                id="atp.W004",
+            )
+        )
+    return found
+
+
+@checks.register()
 def check_duplicate_task_names(app_configs=None, **kwargs):
     """Error when two ``@task`` functions share one task type name (``atp.E110``)."""
     from atp import discovery

@@ -4,7 +4,9 @@ The host settings with one mistake, chosen by ``ATP_CHECK_VARIANT``:
 
 - ``sqlite-defaults``: SQLite with Django's default options (no IMMEDIATE transactions);
 - ``bad-backend-options``: ATPBackend with an unknown type option;
-- ``bad-atp-settings``: a malformed ``settings.ATP`` value.
+- ``bad-atp-settings``: a malformed ``settings.ATP`` value;
+- ``pooled-default``: "default" behind a transaction pooler (``LISTEN_DATABASE`` set) with
+  server-side cursors and psycopg 3's prepared statements left on.
 """
 
 import os
@@ -23,3 +25,9 @@ if VARIANT == "bad-backend-options":
     TASKS = {"default": {"BACKEND": "atp.backends.ATPBackend", "OPTIONS": {"colour": "red"}}}
 if VARIANT == "bad-atp-settings":
     ATP = {"POLL_INTERVAL": "fast"}
+if VARIANT == "pooled-default":
+    # Never connected to: ``manage.py check`` runs no database checks without --database.
+    pooled = {"ENGINE": "django.db.backends.postgresql", "NAME": "atp", "PORT": "6432"}
+    pooled["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
+    DATABASES = {"default": pooled, "direct": {**pooled, "PORT": "5432", "OPTIONS": {}}}
+    ATP = {"LISTEN_DATABASE": "direct"}

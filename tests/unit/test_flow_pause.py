@@ -86,6 +86,8 @@ def test_resuming_wakes_listening_daemons_at_once(task_type):
     listener = Listener()
     listener.connect()
     try:
+        assert select.select(listener.handles(), [], [], 5)[0]  # its own test notification
+        assert not listener.drain() and listener.probe_deadline is None  # heard; wakes nothing
         # The claim reads a type's pause itself; daemons are told so that one holding
         # prefetched tasks of the type gives them back at once.
         control.pause_task_type(task_type.identifier)

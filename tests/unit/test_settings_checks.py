@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.core import checks
+from django.db import connection
 from django.test import override_settings
 
 from atp import setting_rules
@@ -48,6 +49,9 @@ BAD = [
     ("PREFETCH", -3),
     ("CLEANUP_BATCH_SIZE", -1),
     ("CLEANUP_BATCH_SIZE", 0),
+    ("LISTEN_DATABASE", "direct"),
+    ("LISTEN_DATABASE", ""),
+    ("LISTEN_DATABASE", 5432),
 ]
 
 
@@ -73,6 +77,14 @@ GOOD = [
 @pytest.mark.parametrize("name, value", GOOD, ids=[f"{n}={v!r}" for n, v in GOOD])
 def test_good_values_pass(name, value):
     assert problems(**{name: value}) == []
+
+
+def test_listen_database_must_name_a_postgresql_database():
+    found = problems(LISTEN_DATABASE="direct")
+    assert "(known: ['default'])" in found[0][1]
+    on_postgres = connection.vendor == "postgresql"
+    found = problems(LISTEN_DATABASE="default")
+    assert found == [] if on_postgres else "must name a PostgreSQL database" in found[0][1]
 
 
 def test_the_heartbeat_must_be_shorter_than_the_worker_timeout():
@@ -156,3 +168,25 @@ def test_manage_py_check_reports_bad_atp_settings():
     done = manage_check("bad-atp-settings")
     assert done.returncode == 1
     assert "ATP['POLL_INTERVAL'] must be a number greater than 0, not 'fast'" in done.stderr
+
+
+def test_manage_py_check_warns_about_session_features_behind_a_pooler():
+    done = manage_check("pooled-default")
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "atp.W003" in output and "DISABLE_SERVER_SIDE_CURSORS" in output
+    assert "atp.W004" in output and "prepare_threshold" in output
+    assert "atp.E002" not in output  # 'direct' is a PostgreSQL alias
+
+
+def test_the_pooler_warnings_need_listen_database_on_postgresql(settings, monkeypatch):
+    from atp.checks import check_pooled_default
+
+    assert check_pooled_default() == []  # no LISTEN_DATABASE: nothing is said
+    settings.ATP = {"LISTEN_DATABASE": "default"}
+    on_postgres = connection.vendor == "postgresql"
+    assert [warning.id for warning in check_pooled_default()] == (
+        ["atp.W003"] if on_postgres else []
+    )
+    monkeypatch.setitem(settings.DATABASES["default"], "DISABLE_SERVER_SIDE_CURSORS", True)
+    assert check_pooled_default() == []
