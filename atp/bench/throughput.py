@@ -64,7 +64,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from atp import tracker
-from atp.bench import claim, cleanup, workflow
+from atp.bench import claim, cleanup, fleet, workflow
 from atp.daemon.db import CONNECTION_ERRORS, database_url, drop_all
 from atp.models import (
     Dependency,
@@ -100,7 +100,10 @@ SECTIONS = (
     "async",
     "claim",
     "cleanup",
+    "fleet",
 )
+#: The sections run when none are named: all but the fleet's (minutes of idle daemons).
+DEFAULT_SECTIONS = tuple(section for section in SECTIONS if section != "fleet")
 #: No-op tasks in the workflow section's chord (plus its callback).
 CHORD_TASKS = 1000
 #: The async section: tasks, each ``await asyncio.sleep(ASYNC_SECONDS)``, on ``asyncio -n``.
@@ -577,7 +580,7 @@ def run(
     latency_tasks=200,
     backlog=None,
     backlog_tasks=5000,
-    sections=SECTIONS,
+    sections=DEFAULT_SECTIONS,
     out=None,
     chord_tasks=CHORD_TASKS,
     pgbench_seconds=5,
@@ -585,12 +588,15 @@ def run(
     claim_waiting=claim.WAITING,
     claim_batch=claim.BATCH,
     cleanup_tasks=cleanup.CLEANUP_TASKS,
+    fleet=None,
+    fleet_seconds=None,
 ) -> dict:
     """Run the chosen ``sections`` ``runs`` times each; return (and write to ``out``) the medians.
 
     ``drain`` lists ``(pool, concurrency)`` variants; ``backlog`` the backlog sizes
     (default ``BACKLOGS``); ``claims``, ``claim_waiting`` and ``claim_batch`` shape the
-    claim section. See the module docstring for every figure.
+    claim section; ``fleet`` the fleet sizes and ``fleet_seconds`` their window
+    (``atp.bench.fleet``). See the module docstring for every figure.
     """
     begin = time.perf_counter()
     setup()
@@ -608,6 +614,7 @@ def run(
             pgbench_seconds,
             (claims, claim_waiting, claim_batch),
             cleanup_tasks,
+            (fleet, fleet_seconds),
         )
     finally:
         reset([HISTORY])
@@ -630,6 +637,7 @@ def _run_sections(
     pgbench_seconds=5,
     claim_shape=(claim.CLAIMS, claim.WAITING, claim.BATCH),
     cleanup_tasks=cleanup.CLEANUP_TASKS,
+    fleet_shape=(None, None),
 ) -> dict:
     report: dict = {"database": connection.vendor, "runs": runs, "sections": list(sections)}
     if "enqueue" in sections:
@@ -678,6 +686,28 @@ def _run_sections(
             if connection.vendor == "postgresql"
             else {"skipped": "PostgreSQL only"}
         )
+    if "fleet" in sections:
+        if connection.vendor != "postgresql":
+            report["fleet"] = {"skipped": "PostgreSQL only"}
+        else:
+            sizes, seconds = fleet_shape
+            report["fleet"] = {
+                str(size): median_of(
+                    [
+                        fleet.measure(
+                            size,
+                            seconds or fleet.FLEET_SECONDS,
+                            _daemon,
+                            _stop,
+                            MEASURED,
+                            STAMP,
+                            reset,
+                        )
+                        for _ in range(runs)
+                    ]
+                )
+                for size in sizes or fleet.FLEET
+            }
     if "backlog" in sections:
         if connection.vendor in _SERIES:
             report["backlog"] = _backlog_section(backlog_tasks, backlog or BACKLOGS, runs)
@@ -701,7 +731,10 @@ claim        the claim statement alone, rolled back, interleaved with the one be
              (planning + execution); ratio = current / baseline (issue 19: within 1.05)
 cleanup      atp_cleanup's retention sweep over that many retired tasks (3 log records each)
              while atpd -n 2 serves a task every 20 ms; claim: enqueue -> claimed of those
-             tasks, before and during the sweep (contains the claim: an upper bound of it)"""
+             tasks, before and during the sweep (contains the claim: an upper bound of it)
+fleet        N idle daemons; per daemon: commits/s and queries/s (pg_stat_database,
+             pg_stat_statements), server time (active_time, ms/s), client connections idle
+             and after their handlers wrote (pg_stat_activity); commits per enqueue"""
 
 
 def table(report: dict) -> list[tuple[str, str, str, str, str]]:
@@ -795,4 +828,10 @@ def table(report: dict) -> list[tuple[str, str, str, str, str]]:
             for q in (50, 99):
                 value = swept[f"claim_p{q}_{phase}_ms"]
                 add("cleanup", variant, f"claim p{q} {phase}", value, "ms", 1)
+    for figures in report.get("fleet", {}).values():
+        if isinstance(figures, str):  # {"skipped": why}
+            rows.append(("fleet", "skipped", figures, "", ""))
+            continue
+        for variant, figure, value, unit, digits in fleet.table_rows(figures):
+            add("fleet", variant, figure, value, unit, digits)
     return rows

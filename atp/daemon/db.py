@@ -110,14 +110,15 @@ class _TransactionLimits:
         autocommit = connection.get_autocommit()
         if not autocommit and not driver.transaction_idle(connection.connection):
             return execute(sql, params, many, context)  # the transaction has them already
-        cursor = context["cursor"].cursor
-        if many or not driver.runs_several_statements(cursor):
+        cursor = context["cursor"]
+        named = getattr(cursor.cursor, "name", None) is not None  # a server-side cursor
+        if many or named or not driver.runs_several_statements(cursor):
             if not autocommit:
                 with connection.connection.cursor() as own:
                     own.execute(self.limits)
             return execute(sql, params, many, context)
         result = execute(f"{self.limits}; {sql}", params, many, context)
-        driver.skip_to_last_result(cursor)
+        driver.to_last_result(cursor)
         return result
 
 

@@ -3,8 +3,9 @@
 Django picks psycopg 3 when it is importable, else psycopg2; ATP's SQL is written to behave
 the same on both (one statement per ``execute``, parameters in Django's ``%s`` style). What
 cannot be written once lives here: reading a LISTEN connection's notifications, the
-SQLSTATE of a driver error, COPY FROM STDIN, and whether a cursor can send several
-statements in one string (the daemon's per-transaction limits, ``atp.daemon.db``).
+SQLSTATE of a driver error, COPY FROM STDIN, whether a cursor can send several statements in
+one string (the one-round-trip enqueue; the daemon's limits, ``atp.daemon.db``), and whether
+a transaction is open.
 """
 
 
@@ -64,32 +65,6 @@ def transaction_idle(raw) -> bool:
     being 0; asking costs no round trip.
     """
     return raw.info.transaction_status == 0
-
-
-def runs_several_statements(cursor) -> bool:
-    """Whether the raw ``cursor`` sends a query string with several statements as one.
-
-    psycopg2 sends every query with the simple query protocol (a named, server-side cursor
-    wraps it in DECLARE instead); psycopg 3 only from its client-side binding cursor,
-    Django's default (not with ``server_side_binding``, not in pipeline mode).
-    """
-    if driver_name(cursor.connection) == "psycopg2":
-        return cursor.name is None
-    from psycopg import ClientCursor, pq
-
-    return (
-        isinstance(cursor, ClientCursor)
-        and cursor.connection.pgconn.pipeline_status == pq.PipelineStatus.OFF
-    )
-
-
-def skip_to_last_result(cursor) -> None:
-    """After running two statements in one string, make the second one's result current.
-
-    psycopg2 keeps only the last result; psycopg 3 keeps all and starts at the first.
-    """
-    if driver_name(cursor.connection) == "psycopg":
-        cursor.nextset()
 
 
 def sqlstate(exc: BaseException) -> str | None:

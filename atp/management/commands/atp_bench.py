@@ -50,9 +50,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sections",
             type=section_list,
-            default=list(bench.SECTIONS),
-            help="Comma-separated: enqueue,drain,latency,backlog,workflow,pgbench,async,claim "
-            "(default all).",
+            default=list(bench.DEFAULT_SECTIONS),
+            help="Comma-separated: enqueue,drain,latency,backlog,workflow,pgbench,async,claim,"
+            "cleanup,fleet (default all but fleet).",
         )
         parser.add_argument("--tasks", type=int, default=5000, help="Tasks per drain run.")
         parser.add_argument("--runs", type=int, default=3, help="Runs per figure (median).")
@@ -108,6 +108,16 @@ class Command(BaseCommand):
             default=cleanup.CLEANUP_TASKS,
             help="Retired tasks the cleanup section deletes (default 1000000).",
         )
+        parser.add_argument(
+            "--fleet",
+            type=int_list,
+            help="Fleet sizes: idle daemons measured together (default 1,4,8).",
+        )
+        parser.add_argument(
+            "--fleet-seconds",
+            type=float,
+            help="Seconds each fleet's counters are read apart (default 30).",
+        )
         parser.add_argument("--json", default="var/bench.json", help="Where to write the JSON.")
 
     def handle(self, *args, **opts):
@@ -129,6 +139,8 @@ class Command(BaseCommand):
             claim_waiting=opts["claim_waiting"],
             claim_batch=opts["claim_batch"],
             cleanup_tasks=opts["cleanup_tasks"],
+            fleet=opts["fleet"],
+            fleet_seconds=opts["fleet_seconds"],
         )
         rows = [("section", "variant", "figure", "value", "unit"), *bench.table(report)]
         widths = [max(len(row[column]) for row in rows) for column in range(5)]
