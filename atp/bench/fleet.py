@@ -22,6 +22,12 @@ connections
     Then the fleet runs ``WRITES`` tasks per daemon whose handler stores a response, and
     the count is taken again: a handler process opens a connection of its own the first
     time a handler touches the database (at most one per slot).
+commits per enqueue
+    Between the two, ``WAKEUPS`` no-op tasks enqueued one at a time ``WAKEUP_GAP`` apart
+    into the idle fleet: the commits of the database meanwhile, less the fleet's idle rate,
+    per task. An enqueue's NOTIFY wakes every listening daemon, and each one claims (all
+    but one find nothing): this grows with the fleet. The statistics' blur (below) makes
+    it uncertain by about the fleet's idle commits in one second, spread over the tasks.
 
 Every figure is per second and per daemon; the bench's own two readings are counted in
 (a handful of statements per window). PostgreSQL statistics reach the shared counters
@@ -47,6 +53,8 @@ WARMUP = 5.0
 #: Tasks per daemon whose handler writes, after the window: enough for every daemon's
 #: prefetch (up to 32 per slot), so that each daemon's handler processes get some.
 WRITES = 100
+#: No-op tasks enqueued one at a time into the idle fleet, and the seconds between two.
+WAKEUPS, WAKEUP_GAP = 100, 0.1
 
 
 def measure(
@@ -54,14 +62,16 @@ def measure(
     seconds: float,
     start: Callable[..., subprocess.Popen],
     stop: Callable[[subprocess.Popen], None],
+    noop: str,
     writer: str,
     reset: Callable,
 ) -> dict:
     """Start ``count`` idle daemons, read the database's counters ``seconds`` apart.
 
-    ``start(*options)`` and ``stop(daemon)`` start and warm-stop an ``atpd``; ``writer`` is
-    a task type whose handler writes, ``reset([type])`` deletes its tasks (the benchmark's
-    own, passed by ``atp.bench.throughput`` so that this module need not import it).
+    ``start(*options)`` and ``stop(daemon)`` start and warm-stop an ``atpd``; ``noop`` and
+    ``writer`` are task types whose handlers do nothing and write, ``reset([type])``
+    deletes their tasks (the benchmark's own, passed by ``atp.bench.throughput`` so that
+    this module need not import it).
     """
     statements = _statement_counter()
     before_fleet = _backends()
@@ -73,13 +83,14 @@ def measure(
         time.sleep(seconds)
         last, elapsed = _counters(statements), time.monotonic() - began
         idle = _backends()
-        reset([writer])
-        _run_writers(writer, count * WRITES)
+        reset([noop, writer])
+        woken, woken_s = _wake_ups(noop, statements)
+        _run(writer, count * WRITES)
         working = _backends()
     finally:
         for daemon in daemons:
             stop(daemon)
-        reset([writer])
+        reset([noop, writer])
 
     def rate(key):
         if first[key] is None or last[key] is None:
@@ -96,6 +107,8 @@ def measure(
         "connections": (idle[0] - before_fleet[0]) / count,
         "listen_connections": (idle[1] - before_fleet[1]) / count,
         "connections_after_work": (working[0] - before_fleet[0]) / count,
+        # The commits one enqueue causes in the whole fleet, its idle rate taken out.
+        "commits_per_enqueue": (woken - rate("commits") * count * woken_s) / WAKEUPS,
     }
 
 
@@ -114,10 +127,25 @@ def _wait_registered(daemons, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{len(daemons)} daemons did not all start within {timeout:g} s")
 
 
-def _run_writers(writer: str, total: int, timeout: float = 120.0) -> None:
-    """Give the daemons ``total`` tasks whose handler writes, and wait until they are done."""
-    tracker.enqueue_tasks(writer, [(None, None)] * total)
-    finished = TaskInstance.objects.filter(type__identifier=writer, status=Status.FINISHED)
+def _wake_ups(noop: str, statements: str | None) -> tuple[int, float]:
+    """Enqueue ``WAKEUPS`` no-op tasks one at a time into the idle fleet, wait until they ran.
+
+    Returns the commits of the database meanwhile and the seconds it took: each enqueue's
+    NOTIFY wakes every listening daemon, and each of them claims.
+    """
+    first, began = _counters(statements), time.monotonic()
+    for _ in range(WAKEUPS):
+        tracker.enqueue_task(noop)
+        time.sleep(WAKEUP_GAP)
+    _run(noop, WAKEUPS, enqueue=False)
+    return _counters(statements)["commits"] - first["commits"], time.monotonic() - began
+
+
+def _run(task_type: str, total: int, enqueue: bool = True, timeout: float = 120.0) -> None:
+    """Enqueue ``total`` tasks of ``task_type`` (unless done already); wait until they ran."""
+    if enqueue:
+        tracker.enqueue_tasks(task_type, [(None, None)] * total)
+    finished = TaskInstance.objects.filter(type__identifier=task_type, status=Status.FINISHED)
     deadline = time.monotonic() + timeout
     while finished.count() < total:
         if time.monotonic() > deadline:
@@ -128,7 +156,7 @@ def _run_writers(writer: str, total: int, timeout: float = 120.0) -> None:
 def _statement_counter() -> str | None:
     """The query that sums this database's ``pg_stat_statements`` calls, if it can be read."""
     query = (
-        "SELECT sum(calls) FROM pg_stat_statements"
+        "SELECT sum(calls)::bigint FROM pg_stat_statements"
         " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     try:
@@ -182,4 +210,5 @@ def table_rows(figures: dict) -> list[tuple[str, str, float | None, str, int]]:
         (variant, "connections", figures["connections"], "per daemon", 1),
         (variant, "of which LISTEN", figures["listen_connections"], "per daemon", 1),
         (variant, "after handlers wrote", figures["connections_after_work"], "per daemon", 1),
+        (variant, "commits per enqueue", figures["commits_per_enqueue"], "in the fleet", 1),
     ]
