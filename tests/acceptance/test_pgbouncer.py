@@ -100,7 +100,10 @@ def test_the_tasks_of_a_killed_daemon_are_recovered_through_pgbouncer(daemons, t
     ]
     victim = daemons.start("-n", "3")
     wait_until(lambda: count(Status.RUNNING) == 3, what="the victim to run the three tasks")
-    wait_until(lambda: len(log_path.read_text().splitlines()) == 3, what="the handlers to start")
+    wait_until(
+        lambda: log_path.exists() and len(log_path.read_text().splitlines()) == 3,
+        what="the handlers to start",
+    )
     victim.kill()  # the daemon only: its children die with it
     killed_at = time.time()
     victim.wait()
