@@ -57,8 +57,9 @@ BUSY_BACKOFF, MAX_BUSY_BACKOFF = 0.05, 1.0
 #: particular, sweeps), so a persistent bug is logged once a minute, not in a tight loop.
 MAX_ERROR_BACKOFF = 60.0
 #: Longest a loop spends deleting retired tasks: a long retention backlog (a million rows
-#: after a pause) is deleted a slice per loop, between claims, instead of holding the loop.
-RETENTION_SLICE = 0.05
+#: after a pause) is deleted a slice per loop, between claims, instead of holding the loop
+#: (while a sweep is under way the loop does not sleep: it checks its wake-ups and goes on).
+RETENTION_SLICE = 0.01
 #: Retired tasks per batch of the daemon's own sweeps: a batch is one statement the loop
 #: cannot leave, so it is kept short (~10 ms); atp_cleanup takes ATP['CLEANUP_BATCH_SIZE'].
 RETENTION_BATCH = 100
@@ -805,6 +806,8 @@ class Daemon:
                 wake_at = min(wake_at, self.next_poll)
             # A LISTEN connection that died is opened again (atp.daemon.wakeup).
             wake_at = min(wake_at, self.listener.reconnect_at())
+            if self.retention is not None:
+                wake_at = now  # the next slice of the sweep, once the wake-ups are read
         handles = self.pool.wait_handles() + self.listener.handles() + [self._wake_reader]
         ready = multiprocessing.connection.wait(handles, max(0.0, wake_at - now))
         if self._wake_reader in ready:

@@ -233,3 +233,34 @@ def test_atp_cleanup_is_safe_beside_running_daemons(daemons, capsys):
     assert runs > 0
     assert statuses(ids) == {Status.FINISHED}
     assert set(TaskInstance.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
+
+
+RETIRED_FILL = """
+INSERT INTO atp_taskinstance (type_id, identifier, uuid, status, priority, queue, run_after,
+    server_id, attempts, retries, enqueued_at, finished_at, updated_at)
+SELECT %(type_id)s, 'old-' || n, gen_random_uuid(), %(finished)s, 0, 'default', %(moment)s,
+    'gone', 1, 0, %(moment)s, %(moment)s, %(moment)s
+FROM generate_series(1, %(count)s) AS n
+"""
+
+
+@pytest.mark.postgres
+def test_a_daemon_sweeping_a_long_retention_backlog_keeps_claiming(daemons):
+    """The daemon's retention sweep runs in slices between claims, never holding its loop."""
+    from django.db import connection
+
+    old = tracker.register_task_type("acc.old", "tests.support.handlers.noop", timeret=1)
+    tracker.register_task_type("acc.new", "tests.support.handlers.noop")
+    moment = timezone.now() - timedelta(days=1)
+    params = {"type_id": old.pk, "finished": int(Status.FINISHED), "moment": moment}
+    with connection.cursor() as cursor:
+        cursor.execute(RETIRED_FILL, {**params, "count": 60_000})
+    retired = TaskInstance.objects.filter(type=old)
+    proc = daemons.start("-n", "2")  # its first idle sweep starts at once
+    wait_until(lambda: retired.count() < 60_000, what="the daemon's sweep to start")
+    new = tracker.enqueue_task("acc.new")
+    wait_until(lambda: statuses([new]) == {Status.FINISHED}, what="the new task to run")
+    # Claimed and run while the sweep had most of its rows still to delete.
+    assert retired.count() > 0
+    wait_until(lambda: not retired.exists(), timeout=120, what="the sweep to end")
+    wait_until(lambda: "Deleted 60000 retired task(s)" in daemons.output(proc), timeout=10)
