@@ -51,6 +51,10 @@ class Defaults:
     EAGER: bool = setting(False, rule.boolean)
     #: In eager mode, raise a failed task's error from the enqueue (else it is only stored).
     EAGER_PROPAGATE: bool = setting(False, rule.boolean)
+    #: On PostgreSQL, a daemon records outcomes on a second connection, in a thread of its
+    #: own, while its loop claims the next batch (atp.daemon.recorder); False: one
+    #: connection, outcomes and claims in one transaction per loop.
+    PARALLEL_RECORDING: bool = setting(True, rule.boolean)
     #: Database threads (so connections) the async handlers of one asyncio pool share
     #: (atp.daemon.asyncrun).
     ASYNC_DB_THREADS: int = setting(4, rule.positive_int)

@@ -2,7 +2,9 @@
 
 One loop, one thread: collect what the pool reports, record it, enforce time limits,
 heartbeat, sweep, claim as many tasks as there are free slots, then sleep until a child
-reports, a task is enqueued (LISTEN/NOTIFY), a signal arrives or a timer is due. Every
+reports, a task is enqueued (LISTEN/NOTIFY), a signal arrives or a timer is due. On
+PostgreSQL the outcomes are recorded by a second thread on a connection of its own
+(``atp.daemon.recorder``), while the loop claims the next batch on its own. Every
 database step tolerates the database going away: the step is retried with backoff, and
 outcomes not yet recorded are kept until it is back. A step that fails with an error
 (not an outage) is contained to its task or type (``atp.daemon.containment``).
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from atp import discovery, events, schedules, tracker
@@ -30,6 +32,7 @@ from atp.daemon.containment import Quarantine, StepFailed, step
 from atp.daemon.db import classify, drop_all, limit_daemon_sessions, use_persistent_connections
 from atp.daemon.limits import silence_reason, silent_slots
 from atp.daemon.pool import Crashed, ProcessPool
+from atp.daemon.recorder import OutcomeRecorder, Recorded
 from atp.daemon.schedules import ScheduleClock
 from atp.daemon.thread_pool import ThreadPool
 from atp.daemon.wakeup import Listener
@@ -105,7 +108,9 @@ class Daemon:
         self.listener = Listener()
         self.stopping = ""  # "", "warm" or "cold"
         self.stop_announced = ""  # the stop stage last logged (signal handlers cannot log)
-        self.pending: list = []  # pool reports not yet recorded
+        self.pending: list = []  # pool reports not yet recorded (the oldest may be recording)
+        # Records outcomes on a connection of its own (PostgreSQL; made by run()).
+        self.recorder: OutcomeRecorder | None = None
         self.claimed_total = 0
         self.processed = 0
         self.since_cleanup = 0
@@ -156,6 +161,8 @@ class Daemon:
         events.set_node_name(events.daemon_node_name(self.options.server_id))
         self.pool = POOLS[self.options.pool](self.options.concurrency)
         previous = self._install_signal_handlers()
+        if connection.vendor == "postgresql" and settings.PARALLEL_RECORDING:
+            self.recorder = OutcomeRecorder(self._poke, idle_in_transaction=settings.WORKER_TIMEOUT)
         try:
             # At start an error is not contained: the daemon refuses to start with it.
             while not self._db(self._register, "register", contain=False):
@@ -230,6 +237,7 @@ class Daemon:
             self._announce_stop()
         if self.stopping == "cold":
             self._stop_cold()
+        self._take_recorded()
         reports = self.pool.collect()
         if reports:
             self.pending += reports
@@ -268,9 +276,16 @@ class Daemon:
         hungry = self.pool.hungry()
         if hungry and self._claim_size():
             return True
-        if any(getattr(report, "kill_reason", "") == "paused" for report in self.pending):
+        recordable = self._recordable()
+        if any(getattr(report, "kill_reason", "") == "paused" for report in recordable):
             return True
-        return bool(self.pending) and bool(hungry or self.stopping or self.queue_empty)
+        return bool(recordable) and bool(hungry or self.stopping or self.queue_empty)
+
+    def _recordable(self) -> list:
+        """The reports a step could record now: none while the recorder holds a batch."""
+        if self.recorder is not None and self.recorder.in_flight:
+            return []
+        return self.pending
 
     # --- signals ------------------------------------------------------------------------
 
@@ -284,10 +299,7 @@ class Daemon:
     def _on_stop_signal(self, signum, frame) -> None:
         """First SIGTERM/SIGINT: warm stop. Second: cold stop (kill handlers, re-enqueue)."""
         self.stopping = "cold" if self.stopping else "warm"
-        try:
-            os.write(self._wake_writer, b"s")
-        except BlockingIOError:
-            pass
+        self._poke()
 
     def _announce_stop(self) -> None:
         """Log, once per stage, that a stop began and what it waits for."""
@@ -314,6 +326,13 @@ class Daemon:
                 queued,
             )
 
+    def _poke(self) -> None:
+        """Wake the loop from a signal handler or another thread (the recorder)."""
+        try:
+            os.write(self._wake_writer, b"r")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop wakes anyway
+
     def request_stop(self) -> None:
         """Warm stop asked from another thread (remote control's ``shutdown``)."""
         if not self.stopping:
@@ -323,6 +342,8 @@ class Daemon:
         if self.stopping == "cold" or self.pool.busy():
             self._cold_stop()
         self.pool.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
         self.listener.close()
         if self.registered:
             self._db(lambda: workers.stop_worker(self.options.server_id, self.instance), "stop")
@@ -379,16 +400,10 @@ class Daemon:
         except ServerIdInUse:
             raise
         except Exception as exc:
-            cause = (exc.__cause__ or exc) if isinstance(exc, StepFailed) else exc
             kind = "error" if isinstance(exc, StepFailed) else classify(exc)
             if kind == "error" and not contain:
                 raise
-            if kind == "outage":
-                self._outage(exc)
-            elif kind == "busy":
-                self._busy(name, exc)
-            else:
-                self._contain(exc.step if isinstance(exc, StepFailed) else name, cause)
+            self._failed(name, exc, kind)
             return False
         self.busy_streak = 0
         self.errors.pop(name, None)
@@ -400,7 +415,17 @@ class Daemon:
             self.listener.connect()
         return True
 
-    def _outage(self, exc: Exception) -> None:
+    def _failed(self, name: str, exc: BaseException, kind: str) -> None:
+        """Act on a database step that failed, by what the failure means (``classify``)."""
+        if kind == "outage":
+            self._outage(exc)
+        elif kind == "busy":
+            self._busy(name, exc)
+        else:
+            cause = (exc.__cause__ or exc) if isinstance(exc, StepFailed) else exc
+            self._contain(exc.step if isinstance(exc, StepFailed) else name, cause)
+
+    def _outage(self, exc: BaseException) -> None:
         now = time.monotonic()
         if self.db_down_since is None:
             self.db_down_since = now
@@ -410,7 +435,7 @@ class Daemon:
         drop_all()
         self.listener.close()
 
-    def _busy(self, name: str, exc: Exception) -> None:
+    def _busy(self, name: str, exc: BaseException) -> None:
         """The database was too busy for a step (a lock wait gave up): retry it soon."""
         self.busy_streak += 1
         if self.busy_streak == 1 or self.busy_streak % 100 == 0:
@@ -503,15 +528,47 @@ class Daemon:
         )
 
     def _record_and_claim(self) -> None:
-        """Record the collected outcomes and claim the next batch, in one transaction.
+        """Record the collected outcomes and claim the next batch.
 
-        One commit per loop, whatever the batch sizes. Claiming and starting together
-        (``tracker.claim_tasks``) leaves no window in which this daemon holds a claimed task
-        it has not started. Reports leave ``pending`` only after the commit, so an outage in
-        the middle loses none of them: they are recorded again once the database is back.
-        An error in either half names its half (``StepFailed``), for ``_contain``.
+        With the recorder (PostgreSQL), the outcomes go to its thread, which records them
+        on its own connection while this one claims: two transactions that run at once
+        (``atp.daemon.recorder`` says why that is safe). Otherwise, and whenever a half
+        must run in savepoints (recording one by one, searching a poison type) or the
+        daemon is stopping, both halves go in one transaction: one commit per loop.
+        Claiming and starting together (``tracker.claim_tasks``) leaves no window in which
+        this daemon holds a claimed task it has not started. Reports leave ``pending`` only
+        after their commit, so an outage in the middle loses none of them: they are
+        recorded again once the database is back. An error in either half names its half
+        (``StepFailed``), for ``_contain``.
         """
-        batch, claim = list(self.pending), self._claim_size()
+        claim = self._claim_size()
+        if self.recorder is None or self.record_singly or self.stopping:
+            self._record_and_claim_together(claim)
+        elif claim and (self.search_poison or self._releases_a_key()):
+            self._record_and_claim_together(claim)
+        else:
+            if self.pending and not self.recorder.in_flight:
+                self.recorder.submit(self.pending)
+            if claim:
+                with transaction.atomic(), tracker.batched_log_records() as log_records:
+                    with step("claim"):
+                        attempts = self._claim(claim, self.quarantine.excluded())
+                        log_records.insert()
+                self.errors.pop("claim", None)
+                self._claimed(claim, attempts)
+
+    def _releases_a_key(self) -> bool:
+        """Whether an outcome not yet recorded frees a place of a concurrency key.
+
+        Its claim then waits for it, in the same transaction: a place held until another
+        connection commits would keep the key's next task out of this claim.
+        """
+        return any(report.attempt.limited for report in self.pending)
+
+    def _record_and_claim_together(self, claim: int) -> None:
+        """Both halves in one transaction, on this thread's connection."""
+        self._take_recorded(wait=True)  # a batch may not be recorded twice at once
+        batch = list(self.pending)
         # Both halves' log records go in one statement, except when a half runs in
         # savepoints that may roll back (recording one by one, searching a poison type).
         hold = not (self.record_singly or (self.search_poison and claim))
@@ -534,9 +591,29 @@ class Daemon:
             # type (atp.daemon.containment).
             with step("outcome"):
                 log_records.insert()
+        self.errors.pop("claim", None)
+        self._recorded(batch, lines)
+        self._claimed(claim, attempts)
+
+    def _take_recorded(self, wait: bool = False) -> None:
+        """Take back the recorder's finished batch, if any (``wait``: wait for one under way)."""
+        if self.recorder is None:
+            return
+        done: Recorded | None = self.recorder.result(wait)
+        if done is None:
+            return
+        if done.error is None:
+            self._recorded(self.pending[: done.size], done.lines)
+            # A claim that ran meanwhile could not see what the batch re-enqueued or
+            # released (retries, dependents): look again.
+            self.queue_empty = False
+        else:
+            self._failed("outcome", done.error, done.kind)
+
+    def _recorded(self, batch: list, lines: list) -> None:
+        """Forget the reports of ``batch`` (the oldest of ``pending``): they are committed."""
         self.record_singly = False
-        for name in ("outcome", "claim"):
-            self.errors.pop(name, None)
+        self.errors.pop("outcome", None)
         del self.pending[: len(batch)]
         for report in batch:
             if self.holding.get(report.attempt.task_id) == report.attempt.number:
@@ -545,6 +622,9 @@ class Daemon:
         self.processed += len(batch)
         for level, message, args in lines:
             self.log.log(level, message, *args)
+
+    def _claimed(self, claim: int, attempts: list) -> None:
+        """Start the attempts a committed claim of ``claim`` tasks returned."""
         if claim and not attempts:
             self.queue_empty = True
             self.next_poll = time.monotonic() + self.options.poll_interval

@@ -44,14 +44,16 @@ def assert_attempts_never_overlap(attempts, killed_at=None):
 
 @pytest.mark.slow  # run by make test-postgres only (see Makefile)
 @pytest.mark.postgres
-def test_thousand_tasks_on_three_daemons_survive_one_killed(daemons, tmp_path):
+@pytest.mark.parametrize("parallel_recording", [True, False], ids=["recorder", "one-connection"])
+def test_thousand_tasks_on_three_daemons_survive_one_killed(daemons, tmp_path, parallel_recording):
     log_path = tmp_path / "attempts.jsonl"
     tracker.register_task_type(
         "acc.record", "tests.support.handlers.record_attempt", max_queue_size=5000, maxrestart=3
     )
     for n in range(1000):
         tracker.enqueue_task("acc.record", f"t{n}", {"log": str(log_path), "seconds": 0.01})
-    procs = [daemons.start("-n", "2") for _ in range(3)]
+    settings = {"PARALLEL_RECORDING": parallel_recording}
+    procs = [daemons.start("-n", "2", settings=settings) for _ in range(3)]
     victim = procs[0]
     wait_until(lambda: count(Status.FINISHED) >= 200, what="200 tasks done")
     victim_tasks = TaskInstance.objects.filter(
