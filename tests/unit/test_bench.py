@@ -5,7 +5,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError
 
 from atp import tracker
-from atp.bench import claim
+from atp.bench import claim, history
 from atp.bench import throughput as bench
 from atp.models import LogRecord, Status, TaskInstance
 
@@ -217,3 +217,21 @@ def test_the_cleanup_section_has_a_row_per_figure():
     assert rows[0][1] == "1,000 retired, batches of 500"
     skipped = bench.table({"cleanup": {"skipped": "PostgreSQL only"}})
     assert skipped == [("cleanup", "skipped", "PostgreSQL only", "", "")]
+
+
+@pytest.mark.postgres
+def test_the_history_is_ended_tasks_in_enqueue_order_with_their_log_records(monkeypatch):
+    monkeypatch.setattr(history, "BATCH", 4)  # several batches
+    other = tracker.register_task_type("other.noop", "tests.support.handlers.noop")
+    kept = tracker.enqueue_task(other.identifier, "kept")
+    history.fill_history(10, vacuum=False)
+    history.fill_history(9, vacuum=False)  # replaces the first
+    tasks = TaskInstance.objects.filter(type__identifier__in=history.TYPES).order_by("pk")
+    assert tasks.count() == 9
+    assert {task.status for task in tasks} == {Status.FINISHED}
+    enqueued = [task.enqueued_at for task in tasks]
+    assert enqueued == sorted(enqueued) and len(set(enqueued)) == 9
+    assert all(task.finished_at > task.enqueued_at for task in tasks)
+    events = LogRecord.objects.filter(instance__in=tasks).values_list("event", flat=True)
+    assert sorted(events) == ["task-received"] * 9 + ["task-sent"] * 9 + ["task-succeeded"] * 9
+    assert TaskInstance.objects.filter(pk=kept).exists()
