@@ -215,6 +215,10 @@ class TaskInstanceQuerySet(models.QuerySet):
         """Tasks a daemon owns: SCHEDULED, RUNNING or PAUSED."""
         return self.filter(status__in=ACTIVE)
 
+    def live(self):
+        """Tasks that have not ended: the predicate of the small partial index ``atp_task_live``."""
+        return self.exclude(status__in=sorted(TERMINAL))
+
     def claimed_by(self, server_id):
         """Active tasks owned by the daemon ``server_id``."""
         return self.active().filter(server_id=str(server_id))
@@ -568,6 +572,39 @@ class EventCursor(models.Model):
 
     def __str__(self):
         return f"{self.name} at {self.position}"
+
+
+class EndTally(models.Model):
+    """Tasks of a type that ended in a status, as counted by the metrics (atp.query.ended).
+
+    Only ever grows: a task deleted by the retention sweep stays counted, so Prometheus sees
+    a counter it can take the rate of. Written by the scrapes, never by the daemon.
+    """
+
+    type = models.ForeignKey(TaskType, on_delete=models.CASCADE, db_index=False)
+    status = models.PositiveSmallIntegerField(choices=Status.choices)
+    total = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["type", "status"], name="atp_endtally_type_status")
+        ]
+
+    def __str__(self):
+        return f"{self.type_id} {Status(self.status).label}: {self.total}"
+
+
+class EndTallyMark(models.Model):
+    """How far the tallies have counted (one row): every end up to ``counted_through``.
+
+    Each scrape moves it with a conditional UPDATE (from the time it read), so of two
+    scrapes at once one counts the ends in between and the other counts nothing.
+    """
+
+    counted_through = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"ends counted through {self.counted_through}"
 
 
 class ScheduleQuerySet(models.QuerySet):

@@ -76,7 +76,7 @@ def live_counts_by_type(type_ids=None) -> dict[int, dict[int, int]]:
     The condition is the predicate of the partial index ``atp_task_live``, so PostgreSQL
     reads only that small index, never the table's history.
     """
-    tasks = TaskInstance.objects.order_by().exclude(status__in=sorted(TERMINAL))
+    tasks = TaskInstance.objects.order_by().live()
     if type_ids is not None:
         tasks = tasks.filter(type_id__in=list(type_ids))
     return _group(tasks)

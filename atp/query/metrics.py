@@ -3,17 +3,19 @@
 From the database, not from counters kept in one process: every web process answers the
 same, whatever number of daemons and web processes run, and a restart loses nothing. Each
 family is one query on an index that holds only what it counts (the queue, the live tasks,
-the recent ends), except ``atp_tasks`` and ``atp_tasks_ended_total``, one GROUP BY over
-the tasks that are kept.
+the recent ends): none reads the history of ended tasks. ``atp_tasks_ended_total`` comes
+from tallies that each scrape brings up to date with the tasks ended since the previous one
+(``atp.query.ended``).
 
 Families (``prometheus_client``'s text format, see ``render``):
 
-- ``atp_tasks{type,state}`` — gauge: tasks by type and Celery state (PENDING, STARTED, …);
+- ``atp_tasks{type,state}`` — gauge: tasks that have not ended, by type and Celery state
+  (PENDING, RECEIVED, STARTED, …);
 - ``atp_queue_waiting{queue}`` — gauge: due tasks waiting (ACCEPTED, ``run_after`` passed);
 - ``atp_queue_oldest_due_seconds{queue}`` — gauge: how long the oldest due task of the
   queue has been due (0 when none is);
-- ``atp_tasks_ended_total{type,state}`` — counter: ended tasks still kept (SUCCESS,
-  FAILURE, REVOKED); it drops when the retention sweep deletes tasks;
+- ``atp_tasks_ended_total{type,state}`` — counter: tasks that ended (SUCCESS, FAILURE,
+  REVOKED) up to ``ended.LAG`` before the scrape, deleted ones included: it only grows;
 - ``atp_task_runtime_seconds{type}`` — gauge histogram: start-to-end times of the tasks that
   ended within the last ``RUNTIME_WINDOW`` seconds (``histogram_quantile`` works on it);
 - ``atp_workers_alive`` — gauge: daemons whose heartbeat is within ``WORKER_TIMEOUT``.
@@ -33,6 +35,7 @@ from prometheus_client.utils import floatToGoString
 
 from atp.conf import settings
 from atp.models import TERMINAL, Status, TaskInstance, TaskType, Worker
+from atp.query import ended as ended_tally
 from atp.query.states import CELERY_STATE
 
 #: Tasks that ended this many seconds ago or less make the run-time histogram.
@@ -50,21 +53,21 @@ class DatabaseCollector:
         """Yield the metric families (one query each; see the module docstring)."""
         now = timezone.now()
         names = dict(TaskType.objects.values_list("pk", "identifier"))
-        tasks = GaugeMetricFamily("atp_tasks", "Tasks by type and state.", labels=["type", "state"])
+        tasks = GaugeMetricFamily(
+            "atp_tasks", "Tasks that have not ended, by type and state.", labels=["type", "state"]
+        )
+        # The partial index atp_task_live holds exactly these rows, not the history.
+        live = TaskInstance.objects.order_by().live().values_list("type_id", "status")
+        for type_id, status, n in live.annotate(n=Count("pk")):
+            tasks.add_metric([names.get(type_id, str(type_id)), CELERY_STATE[Status(status)]], n)
+        yield tasks
         ended = CounterMetricFamily(
             "atp_tasks_ended",
-            "Ended tasks still kept, by type and state.",
+            f"Tasks ended, by type and state, counted up to {ended_tally.LAG.seconds} s ago.",
             labels=["type", "state"],
         )
-        by_type_status = (
-            TaskInstance.objects.order_by().values_list("type_id", "status").annotate(n=Count("pk"))
-        )
-        for type_id, status, n in by_type_status:
-            labels = [names.get(type_id, str(type_id)), CELERY_STATE[Status(status)]]
-            tasks.add_metric(labels, n)
-            if status in TERMINAL:
-                ended.add_metric(labels, n)
-        yield tasks
+        for (type_id, status), n in sorted(ended_tally.ended_totals(now).items()):
+            ended.add_metric([names.get(type_id, str(type_id)), CELERY_STATE[Status(status)]], n)
         yield ended
         yield from _queue_families(now)
         yield _runtime_family(now, names)
