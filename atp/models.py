@@ -394,6 +394,8 @@ class TaskInstance(models.Model):
                 condition=Q(workflow__isnull=False),
                 name="atp_task_workflow",
             ),
+            # (PostgreSQL also has atp_task_enqueued_brin, a BRIN index on enqueued_at for
+            # the admin's date filter: migration 0015; the query sorts: migration 0002.)
             # The retention sweep: ended rows by type and end time.
             models.Index(
                 fields=["type", "finished_at"],

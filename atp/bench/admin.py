@@ -6,6 +6,8 @@ Not part of the test suite (it writes a million rows): run it by hand with
 
 import statistics
 import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -94,6 +96,9 @@ def pages() -> dict[str, str]:
         "task list, one type": f"{base}?type__id__exact={some_type.pk}",
         "task list, one server": f"{base}?server=bench-server-1",
         "task list, today": f"{base}?enqueued_at__gte={time.strftime('%Y-%m-%d')}T00:00:00%2B00:00",
+        "task list, past 7 days": f"{base}?{_past_days(7)}",
+        # Few matches (as "today" just after midnight): the count cannot stop early.
+        "task list, last 10 minutes": f"{base}?{_since(timedelta(minutes=10))}",
         "task detail": f"{base}{failed.pk}/change/" if failed else base,
         "dashboard": f"{base}dashboard/",
         "task type list": "/admin/atp/tasktype/",
@@ -103,6 +108,19 @@ def pages() -> dict[str, str]:
         "live task rows JSON (50 ids)": f"{base}live/tasks.json?ids={_page_ids()}",
         "search: exception text": f"{base}?q=refused",
     }
+
+
+def _past_days(days: int) -> str:
+    """The query string of the admin's "Past 7 days" link (DateFieldListFilter), in UTC."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since, until = today - timedelta(days=days), today + timedelta(days=1)
+    return urlencode({"enqueued_at__gte": str(since), "enqueued_at__lt": str(until)})
+
+
+def _since(ago: timedelta) -> str:
+    """The query string of tasks enqueued within ``ago`` of now."""
+    since = datetime.now(UTC).replace(microsecond=0) - ago
+    return urlencode({"enqueued_at__gte": str(since)})
 
 
 def _page_ids() -> str:

@@ -11,7 +11,7 @@ from atp.models import EndTally, EndTallyMark, Status, TaskInstance
 from atp.query import ended
 from atp.query.ended import LAG, ended_totals
 from tests.support.factories import TaskInstanceFactory, TaskTypeFactory
-from tests.unit.test_search import plan
+from tests.support.plans import plan
 
 
 def end(task_type, status, at, n=1):
