@@ -24,7 +24,7 @@ from atp.models import CLAIM_ORDER, Status
 from atp.sql.claim import claim_statement
 from atp.sql.finish import FINISH
 from atp.sql.log_records import INSERT_LOG
-from atp.text import dumps_storable, storable
+from atp.text import dumps_storable
 from atp.tracker.core import Attempt
 
 
@@ -171,13 +171,16 @@ def insert_log(records) -> None:
 
 
 def _insert_now(records) -> None:
-    columns = [list(column) for column in zip(*(record[:5] for record in records), strict=True)]
     # Made storable here as in the ORM path (atp.text): NUL or a lone surrogate in a
-    # message or a result repr would make psycopg2 raise outside DatabaseError.
-    columns[3] = [storable(message) for message in columns[3]]
-    columns.append([dumps_storable(record[5]) for record in records])
+    # message or a result repr would make the server refuse the JSON.
+    document = dumps_storable(
+        [
+            [task_id, moment.isoformat(), int(status), message, event, fields]
+            for task_id, moment, status, message, event, fields in records
+        ]
+    )
     with connection.cursor() as cursor:
-        cursor.execute(INSERT_LOG, columns)
+        cursor.execute(INSERT_LOG, [document])
         rows = cursor.fetchall()
     if events.has_listeners():
         from atp.models import LogRecord

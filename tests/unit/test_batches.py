@@ -237,3 +237,31 @@ def test_a_block_that_does_not_hold_writes_at_once_and_blocks_do_not_nest(enqueu
         with tracker.batched_log_records(), pytest.raises(RuntimeError, match="do not nest"):
             with tracker.batched_log_records():
                 pass
+
+
+@pytest.mark.postgres
+def test_log_records_keep_their_order_types_and_unstorable_text(enqueue):
+    """One JSON document carries the batch: each column comes back as it went in, in order,
+    with NUL and lone surrogates written as visible escapes (as the ORM path stores them)."""
+    task_id = enqueue("logged")
+    moment = timezone.now()
+    records = [
+        (task_id, moment, Status.RUNNING, f"line {n}", "task-progress", {"n": n, "x": [n]})
+        for n in range(50)
+    ]
+    records.append((task_id, moment, Status.FAILED, "nul\x00here", "task-failed", {"e": "\ud800"}))
+    before = LogRecord.objects.count()
+    batch_sql.insert_log(records)
+    written = list(LogRecord.objects.order_by("id")[before:])
+    assert [(r.message, r.event, r.fields) for r in written[:50]] == [
+        (f"line {n}", "task-progress", {"n": n, "x": [n]}) for n in range(50)
+    ]
+    assert {(r.instance_id, r.time, r.status) for r in written[:50]} == {
+        (task_id, moment, Status.RUNNING)
+    }
+    last = written[50]
+    assert (last.message, last.fields, last.status) == (
+        "nul\\x00here",
+        {"e": "\\ud800"},
+        Status.FAILED,
+    )
