@@ -60,17 +60,20 @@ class AsyncioPool(_SlotPool):
 
     @property
     def depth(self) -> int:
-        """Attempts a slot may hold: 2 (one running, one claimed behind it) for short handlers.
+        """Attempts a slot may hold: at least 2 (one running, one claimed behind it) for
+        handlers under a second, more for very short ones (as the other pools: about
+        ``PREFETCH_HORIZON`` of work per slot, at most ``ATP['PREFETCH']``).
 
         A waiting attempt costs nothing here (no process, no connection), and it lets the
         daemon claim half the pool's room in one transaction instead of one task per
-        finished handler: 100 handlers ending together make one claim, not 100. Handlers
-        of a second or more (or ``ATP['PREFETCH'] = 1``) keep it at 1, so no task waits
-        RUNNING behind a long one.
+        finished handler: 100 handlers ending together make one claim, not 100; a few slots
+        of sub-millisecond handlers claim dozens of tasks per transaction, not a few.
+        Handlers of a second or more (or ``ATP['PREFETCH'] = 1``) keep it at 1, so no task
+        waits RUNNING behind a long one.
         """
         if settings.PREFETCH == 1 or self.mean_runtime is None or self.mean_runtime >= 1.0:
             return 1
-        return 2
+        return max(2, super().depth)
 
     # --- the daemon's side (main thread) -------------------------------------------------
 
@@ -193,11 +196,18 @@ class AsyncioPool(_SlotPool):
             slot.queue.clear()
             self._running.pop(id(slot), None)
             key = (attempt.task_id, attempt.number)
+            # One wake-up per batch of reports, as in the thread pool: ``collect`` takes them
+            # all, and the first report after it always finds the list empty and wakes the
+            # daemon. A wake-up per report made the loop and the daemon trade the GIL for
+            # every task.
+            wake = not self._reports
             if key in self._written_off:  # a cancelled handler that finished after all
                 self._written_off.discard(key)
+                wake = False
             else:
                 self._reports.append(Finished(attempt, outcome))
-        self._poke()
+        if wake:
+            self._poke()
         self._dispatch()
 
     def _poke(self) -> None:

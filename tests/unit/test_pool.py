@@ -80,6 +80,24 @@ def test_depth_follows_handler_run_time(settings):
         pool.stop(timeout=2)
 
 
+def test_asyncio_depth_is_two_under_a_second_and_more_for_very_short_handlers(settings):
+    settings.ATP = {"PREFETCH": 8}
+    pool = AsyncioPool(2)
+    try:
+        assert pool.depth == 1  # nothing known yet
+        pool.mean_runtime = 0.5
+        assert pool.depth == 2  # a waiting coroutine costs nothing: one claim per two
+        fast(pool)
+        assert pool.depth == 8 and pool.free() == 16  # capped by ATP['PREFETCH']
+        pool.mean_runtime = 1.5
+        assert pool.depth == 1  # long handlers: no task waits RUNNING behind one
+        settings.ATP = {"PREFETCH": 1}
+        fast(pool)
+        assert pool.depth == 1  # prefetch off
+    finally:
+        pool.stop(timeout=2)
+
+
 def test_running_average_of_reported_run_times():
     pool = ThreadPool(1)
     try:
